@@ -1,0 +1,14 @@
+//! Validated identities and the session state (SPEC §2, §5).
+//!
+//! Raw strings become these types at the edge (HTTP path, DB row, folder name) and nothing
+//! downstream takes a `String` id. Each type is built only by parsing.
+
+mod session_key;
+mod slot;
+mod state;
+mod user_id;
+
+pub use session_key::{SessionKey, SessionsRoot, PROFILE_SUFFIX};
+pub use slot::{Slot, SlotError, DEFAULT_MAX_SLOTS, MIN_SLOT, SLOT_CEILING};
+pub use state::{Intent, SessionState, UnknownValue};
+pub use user_id::{UserId, UserIdError, USER_ID_MAX_LEN};

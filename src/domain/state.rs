@@ -1,0 +1,116 @@
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a session is in its life (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// Browser launching or page loading.
+    Starting,
+    /// A QR payload is available.
+    Qr,
+    /// Linked; the number is known.
+    Connected,
+    /// The browser died unexpectedly; a relaunch is scheduled.
+    Restarting,
+    /// No browser (after stop, QR timeout, logout, shutdown).
+    Stopped,
+    /// Gave up; `lastError` says why.
+    Failed,
+}
+
+impl SessionState {
+    pub const ALL: [SessionState; 6] = [
+        SessionState::Starting,
+        SessionState::Qr,
+        SessionState::Connected,
+        SessionState::Restarting,
+        SessionState::Stopped,
+        SessionState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Starting => "starting",
+            SessionState::Qr => "qr",
+            SessionState::Connected => "connected",
+            SessionState::Restarting => "restarting",
+            SessionState::Stopped => "stopped",
+            SessionState::Failed => "failed",
+        }
+    }
+
+    /// A browser is (or is about to be) running.
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            SessionState::Starting
+                | SessionState::Qr
+                | SessionState::Connected
+                | SessionState::Restarting
+        )
+    }
+}
+
+impl fmt::Display for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value {0:?}")]
+pub struct UnknownValue(pub String);
+
+impl FromStr for SessionState {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SessionState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownValue(s.to_owned()))
+    }
+}
+
+/// What the operator last asked for; restored on boot (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Intent {
+    Running,
+    Stopped,
+}
+
+impl Intent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Intent::Running => "running",
+            Intent::Stopped => "stopped",
+        }
+    }
+}
+
+impl FromStr for Intent {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "running" => Ok(Intent::Running),
+            "stopped" => Ok(Intent::Stopped),
+            _ => Err(UnknownValue(s.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for st in SessionState::ALL {
+            assert_eq!(st.as_str().parse::<SessionState>().unwrap(), st);
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
+        }
+        assert!("Connected".parse::<SessionState>().is_err());
+        assert_eq!("running".parse::<Intent>().unwrap(), Intent::Running);
+    }
+}

@@ -1,0 +1,464 @@
+//! Stand-in for WhatsApp Web, served on loopback for integration tests (SPEC §4).
+//!
+//! Signals exposed by `GET /` (same as the real site):
+//! - QR waiting: `<div data-ref="2@…,…,…,…"><canvas></canvas></div>`. The payload rotates every
+//!   `rotation`; a cycle shows `rotations` payloads in total, then the canvas is removed, a
+//!   `<button>Click to reload QR code</button>` appears inside the same `div[data-ref]` (whose
+//!   `data-ref` value is now stale: the server no longer accepts it). Clicking starts a new cycle.
+//! - Linked: `localStorage["last-wid-md"] = "\"<phone>:7@c.us\""`, `localStorage["last-wid"] =
+//!   "\"<phone>@c.us\""`, QR container removed, `<div id="pane-side">` shown.
+//! - Unlinked from the phone: those keys are removed, `#pane-side` removed, QR shown again.
+//!
+//! Each browser profile is a "device": the page keeps a random device id in IndexedDB (committed
+//! with `durability: "strict"`, so it survives a SIGKILL shortly after the first load), and the
+//! server keeps device → phone. The page polls `GET /api/state` every 150 ms.
+//!
+//! Control endpoints: `POST /control/scan` `{"payload","phone"}` and `POST /control/unlink`
+//! `{"phone"}` → 200 `{"ok":true}` or 404 `{"error":"…"}`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{http::header, web, App, HttpResponse, HttpServer};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Options of the stand-in page.
+#[derive(Debug, Clone)]
+pub struct StandInOptions {
+    /// How long each QR payload is shown before the next one.
+    pub rotation: Duration,
+    /// How many payloads one cycle shows (the first one included) before the reload button.
+    pub rotations: u32,
+}
+
+impl Default for StandInOptions {
+    fn default() -> Self {
+        StandInOptions { rotation: Duration::from_secs(20), rotations: 6 }
+    }
+}
+
+#[derive(Default)]
+struct Device {
+    phone: Option<String>,
+    /// The latest payload handed to this device, if still scannable.
+    current: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    devices: HashMap<String, Device>,
+    /// payload → device id, for every payload ever issued.
+    owner: HashMap<String, String>,
+    issued: Vec<String>,
+    rotation_ms: u64,
+    rotations: u32,
+}
+
+impl State {
+    fn scan(&mut self, payload: &str, phone: &str) -> Result<(), String> {
+        let phone = phone.trim();
+        if phone.is_empty() || !phone.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("phone must be digits, got {phone:?}"));
+        }
+        let dev_id = self
+            .owner
+            .get(payload)
+            .cloned()
+            .ok_or_else(|| format!("unknown QR payload {payload:?}"))?;
+        let dev = self.devices.get_mut(&dev_id).ok_or("device vanished")?;
+        if dev.current.as_deref() != Some(payload) {
+            return Err(format!("QR payload {payload:?} is no longer current for its device"));
+        }
+        dev.current = None;
+        dev.phone = Some(phone.to_string());
+        Ok(())
+    }
+
+    fn unlink(&mut self, phone: &str) -> Result<(), String> {
+        let mut n = 0;
+        for dev in self.devices.values_mut() {
+            if dev.phone.as_deref() == Some(phone) {
+                dev.phone = None;
+                dev.current = None;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            Err(format!("no device linked to {phone}"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn new_payload(&mut self, device: &str) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let a: [u8; 32] = rand::random();
+        let b: [u8; 32] = rand::random();
+        let c: [u8; 32] = rand::random();
+        let d: [u8; 24] = rand::random();
+        let p = format!("2@{},{},{},{}", b64.encode(a), b64.encode(b), b64.encode(c), b64.encode(d));
+        self.owner.insert(p.clone(), device.to_string());
+        self.issued.push(p.clone());
+        self.devices.entry(device.to_string()).or_default().current = Some(p.clone());
+        p
+    }
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// A running stand-in server. Stops when dropped.
+pub struct StandIn {
+    state: Shared,
+    addr: SocketAddr,
+    handle: ServerHandle,
+}
+
+impl StandIn {
+    /// Binds 127.0.0.1:0 and serves in the background (own worker thread; the accept loop is
+    /// spawned on the current tokio/actix runtime). Does not block.
+    pub async fn start(opts: StandInOptions) -> StandIn {
+        let state: Shared = Arc::new(Mutex::new(State {
+            rotation_ms: opts.rotation.as_millis().max(1) as u64,
+            rotations: opts.rotations.max(1),
+            ..State::default()
+        }));
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/", web::get().to(page))
+                .route("/api/state", web::get().to(api_state))
+                .route("/api/qr", web::get().to(api_qr))
+                .route("/api/expire", web::post().to(api_expire))
+                .route("/control/scan", web::post().to(control_scan))
+                .route("/control/unlink", web::post().to(control_unlink))
+                .route("/control/devices", web::get().to(control_devices))
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(("127.0.0.1", 0))
+        .expect("stand-in: bind 127.0.0.1:0");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        StandIn { state, addr, handle }
+    }
+
+    /// The page, e.g. `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Socket address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// "Scan" with a phone: links the device that was last shown `payload`. Err if the payload is
+    /// unknown or no longer current for its device (rotated, expired, or already scanned).
+    pub async fn scan(&self, payload: &str, phone: &str) -> Result<(), String> {
+        self.state.lock().unwrap().scan(payload, phone)
+    }
+
+    /// Unlink every device linked to `phone` (as if done from the phone). Err if none.
+    pub async fn unlink(&self, phone: &str) -> Result<(), String> {
+        self.state.lock().unwrap().unlink(phone)
+    }
+
+    /// Every QR payload handed out so far, in order.
+    pub fn issued_payloads(&self) -> Vec<String> {
+        self.state.lock().unwrap().issued.clone()
+    }
+
+    /// The currently scannable payload of every device that has one.
+    pub fn current_payloads(&self) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        st.devices.values().filter_map(|d| d.current.clone()).collect()
+    }
+
+    /// Phones with at least one linked device (sorted, deduplicated).
+    pub fn linked_phones(&self) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        let mut v: Vec<String> = st.devices.values().filter_map(|d| d.phone.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Number of devices (browser profiles) that have loaded the page at least once.
+    pub fn device_count(&self) -> usize {
+        self.state.lock().unwrap().devices.len()
+    }
+
+    /// Stop the server and wait for it.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        // `stop` sends the command synchronously; the returned future only awaits completion.
+        let _ = self.handle.stop(false);
+    }
+}
+
+#[derive(Deserialize)]
+struct DeviceQuery {
+    device: String,
+}
+
+#[derive(Deserialize)]
+struct ScanBody {
+    payload: String,
+    phone: String,
+}
+
+#[derive(Deserialize)]
+struct UnlinkBody {
+    phone: String,
+}
+
+fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    b.insert_header((header::CACHE_CONTROL, "no-store"));
+    b
+}
+
+fn valid_device(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+async fn page(st: web::Data<Mutex<State>>) -> HttpResponse {
+    let (ms, n) = {
+        let s = st.lock().unwrap();
+        (s.rotation_ms, s.rotations)
+    };
+    let html = PAGE.replace("__ROTATION_MS__", &ms.to_string()).replace("__ROTATIONS__", &n.to_string());
+    no_store(HttpResponse::Ok()).content_type("text/html; charset=utf-8").body(html)
+}
+
+async fn api_state(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> HttpResponse {
+    if !valid_device(&q.device) {
+        return no_store(HttpResponse::BadRequest()).json(json!({"error": "bad device id"}));
+    }
+    let mut s = st.lock().unwrap();
+    let dev = s.devices.entry(q.device.clone()).or_default();
+    no_store(HttpResponse::Ok()).json(json!({"phone": dev.phone}))
+}
+
+async fn api_qr(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> HttpResponse {
+    if !valid_device(&q.device) {
+        return no_store(HttpResponse::BadRequest()).json(json!({"error": "bad device id"}));
+    }
+    let mut s = st.lock().unwrap();
+    if let Some(phone) = s.devices.get(&q.device).and_then(|d| d.phone.clone()) {
+        return no_store(HttpResponse::Ok()).json(json!({"phone": phone}));
+    }
+    let p = s.new_payload(&q.device);
+    no_store(HttpResponse::Ok()).json(json!({"payload": p}))
+}
+
+async fn api_expire(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    if let Some(d) = s.devices.get_mut(&q.device) {
+        d.current = None;
+    }
+    no_store(HttpResponse::Ok()).json(json!({"ok": true}))
+}
+
+async fn control_scan(st: web::Data<Mutex<State>>, b: web::Json<ScanBody>) -> HttpResponse {
+    match st.lock().unwrap().scan(&b.payload, &b.phone) {
+        Ok(()) => HttpResponse::Ok().json(json!({"ok": true})),
+        Err(e) => HttpResponse::NotFound().json(json!({"error": e})),
+    }
+}
+
+async fn control_unlink(st: web::Data<Mutex<State>>, b: web::Json<UnlinkBody>) -> HttpResponse {
+    match st.lock().unwrap().unlink(&b.phone) {
+        Ok(()) => HttpResponse::Ok().json(json!({"ok": true})),
+        Err(e) => HttpResponse::NotFound().json(json!({"error": e})),
+    }
+}
+
+async fn control_devices(st: web::Data<Mutex<State>>) -> HttpResponse {
+    let s = st.lock().unwrap();
+    let devs: serde_json::Map<String, serde_json::Value> = s
+        .devices
+        .iter()
+        .map(|(k, d)| (k.clone(), json!({"phone": d.phone, "current": d.current})))
+        .collect();
+    no_store(HttpResponse::Ok()).json(json!({"devices": devs, "issued": s.issued.len()}))
+}
+
+const PAGE: &str = r##"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>WhatsApp</title>
+<style>
+body{font-family:sans-serif;margin:0;background:#f0f2f5}
+#app{max-width:700px;margin:40px auto;background:#fff;padding:24px}
+div[data-ref]{width:264px;height:264px;position:relative}
+div[data-ref] button{position:absolute;top:92px;left:32px;width:200px;height:80px;border-radius:40px;background:#008069;color:#fff;border:0}
+#pane-side .chat{padding:10px;border-bottom:1px solid #eee}
+</style></head>
+<body><div id="app"><div id="startup">Loading…</div></div>
+<script>
+"use strict";
+const ROTATION_MS = __ROTATION_MS__, ROTATIONS = __ROTATIONS__;
+const app = document.getElementById("app");
+let device = null, phone = null, cycle = 0, timer = null;
+
+function randomId() {
+  const b = new Uint8Array(16); crypto.getRandomValues(b);
+  return Array.from(b, x => x.toString(16).padStart(2, "0")).join("");
+}
+function deviceFromIdb() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open("wa-standin", 1);
+    req.onupgradeneeded = () => req.result.createObjectStore("kv");
+    req.onerror = () => reject(req.error);
+    req.onsuccess = () => {
+      const db = req.result;
+      let tx;
+      try { tx = db.transaction("kv", "readwrite", {durability: "strict"}); }
+      catch (e) { tx = db.transaction("kv", "readwrite"); }
+      const store = tx.objectStore("kv");
+      let id = null;
+      const g = store.get("device");
+      g.onsuccess = () => { id = g.result; if (!id) { id = randomId(); store.put(id, "device"); } };
+      tx.oncomplete = () => { db.close(); resolve(id); };
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error || new Error("idb abort"));
+    };
+  });
+}
+async function api(method, path) {
+  const r = await fetch(path + "?device=" + encodeURIComponent(device), {method, cache: "no-store"});
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  return r.json();
+}
+function clearTimer() { if (timer) { clearTimeout(timer); timer = null; } }
+
+function drawQr(canvas, payload) {
+  const ctx = canvas.getContext("2d"), n = 33, s = 8;
+  ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#122e31";
+  let h = 2166136261;
+  for (let i = 0; i < payload.length; i++) { h ^= payload.charCodeAt(i); h = Math.imul(h, 16777619) >>> 0; }
+  for (let y = 0; y < n; y++) for (let x = 0; x < n; x++) {
+    h ^= h << 13; h >>>= 0; h ^= h >>> 17; h ^= h << 5; h >>>= 0;
+    const finder = (x < 7 && y < 7) || (x >= n - 7 && y < 7) || (x < 7 && y >= n - 7);
+    if (finder ? (x % 6 === 0 || y % 6 === 0 || (x % 7 >= 2 && x % 7 <= 4 && y % 7 >= 2 && y % 7 <= 4)) : (h & 1))
+      ctx.fillRect(x * s, y * s, s, s);
+  }
+}
+
+function qrContainer() {
+  let c = document.querySelector("div[data-ref]");
+  if (!c) {
+    const wrap = document.createElement("div");
+    wrap.id = "qr-wrap";
+    wrap.innerHTML = "<h1>Use WhatsApp on your computer</h1>";
+    c = document.createElement("div");
+    c.setAttribute("data-ref", "");
+    wrap.appendChild(c);
+    app.replaceChildren(wrap);
+  }
+  return c;
+}
+
+function showQr() {
+  clearTimer();
+  const my = ++cycle;
+  const c = qrContainer();
+  c.replaceChildren();
+  const canvas = document.createElement("canvas");
+  canvas.width = 264; canvas.height = 264;
+  canvas.setAttribute("aria-label", "Scan this QR code to link a device!");
+  c.appendChild(canvas);
+  let shown = 0;
+  const step = async () => {
+    timer = null;
+    if (my !== cycle) return;
+    if (shown >= ROTATIONS) { expire(my); return; }
+    let r;
+    try { r = await api("GET", "/api/qr"); }
+    catch (e) { if (my === cycle) timer = setTimeout(step, 500); return; }
+    if (my !== cycle) return;
+    if (r.phone) { showLinked(r.phone); return; }
+    shown++;
+    c.setAttribute("data-ref", r.payload);
+    drawQr(canvas, r.payload);
+    timer = setTimeout(step, ROTATION_MS);
+  };
+  step();
+}
+
+async function expire(my) {
+  try { await api("POST", "/api/expire"); } catch (e) {}
+  if (my !== cycle) return;
+  const c = qrContainer();
+  const b = document.createElement("button");
+  b.textContent = "Click to reload QR code";
+  b.addEventListener("click", () => showQr());
+  c.replaceChildren(b);
+}
+
+function showLinked(p) {
+  clearTimer();
+  cycle++;
+  phone = p;
+  localStorage.setItem("last-wid-md", JSON.stringify(p + ":7@c.us"));
+  localStorage.setItem("last-wid", JSON.stringify(p + "@c.us"));
+  if (!document.getElementById("pane-side")) {
+    const pane = document.createElement("div");
+    pane.id = "pane-side";
+    pane.setAttribute("aria-label", "Chat list");
+    for (const [name, msg] of [["Alice", "See you tomorrow"], ["Bob", "👍"], ["Family", "Dinner at 8?"]]) {
+      const d = document.createElement("div");
+      d.className = "chat";
+      d.textContent = name + ": " + msg;
+      pane.appendChild(d);
+    }
+    app.replaceChildren(pane);
+  }
+}
+
+function showUnlinked() {
+  phone = null;
+  localStorage.removeItem("last-wid-md");
+  localStorage.removeItem("last-wid");
+  const pane = document.getElementById("pane-side");
+  if (pane) pane.remove();
+  showQr();
+}
+
+async function poll() {
+  try {
+    const r = await api("GET", "/api/state");
+    if (r.phone && r.phone !== phone) showLinked(r.phone);
+    else if (!r.phone && phone) showUnlinked();
+  } catch (e) {}
+  setTimeout(poll, 150);
+}
+
+(async () => {
+  device = await deviceFromIdb();
+  let r = {phone: null};
+  try { r = await api("GET", "/api/state"); } catch (e) {}
+  if (r.phone) showLinked(r.phone);
+  else {
+    localStorage.removeItem("last-wid-md");
+    localStorage.removeItem("last-wid");
+    showQr();
+  }
+  setTimeout(poll, 150);
+})();
+</script></body></html>
+"##;
