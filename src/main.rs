@@ -1,1 +1,52 @@
-fn main(){}
+//! `wa-supervisor`: parse settings, start logging, run the application, map failures to exit codes
+//! (2: bad configuration or environment at start; 1: the server failed later).
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use wa_supervisor::config::Settings;
+use wa_supervisor::startup::Application;
+
+fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line naming the variable (value names are the env var names).
+            let rendered = e.to_string();
+            eprintln!(
+                "{}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid configuration")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::new()
+        .parse_filters(&settings.rust_log)
+        .format_timestamp_millis()
+        .init();
+
+    actix_web::rt::System::new().block_on(async move {
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(e) => {
+                log::error!("{e}");
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::error!("server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

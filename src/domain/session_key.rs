@@ -35,7 +35,10 @@ impl SessionKey {
     /// Reads a profile folder name back into a key (`None` when it is not one of ours).
     pub fn from_folder_name(name: &str, max_slots: u16) -> Option<SessionKey> {
         let (user, slot) = name.rsplit_once(PROFILE_SUFFIX)?;
-        let key = SessionKey::new(UserId::parse(user).ok()?, Slot::parse(slot, max_slots).ok()?);
+        let key = SessionKey::new(
+            UserId::parse(user).ok()?,
+            Slot::parse(slot, max_slots).ok()?,
+        );
         // Round trip, so e.g. "a-slot01" is not silently read as "a-slot1".
         (key.folder_name() == name).then_some(key)
     }
@@ -92,13 +95,19 @@ mod tests {
     use crate::domain::DEFAULT_MAX_SLOTS;
 
     fn key(user: &str, slot: u16) -> SessionKey {
-        SessionKey::new(UserId::parse(user).unwrap(), Slot::new(slot.into(), 10).unwrap())
+        SessionKey::new(
+            UserId::parse(user).unwrap(),
+            Slot::new(slot.into(), 10).unwrap(),
+        )
     }
 
     #[test]
     fn folder_name_is_the_legacy_layout() {
         let k = key("3f2b8c1e-7d4a-4b9e-9a51-0c2d6e8f1a23", 3);
-        assert_eq!(k.folder_name(), "3f2b8c1e-7d4a-4b9e-9a51-0c2d6e8f1a23-slot3");
+        assert_eq!(
+            k.folder_name(),
+            "3f2b8c1e-7d4a-4b9e-9a51-0c2d6e8f1a23-slot3"
+        );
         assert_eq!(k.to_string(), "3f2b8c1e-7d4a-4b9e-9a51-0c2d6e8f1a23:3");
         assert_eq!(SessionKey::from_folder_name(&k.folder_name(), 10), Some(k));
     }

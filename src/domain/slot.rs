@@ -63,7 +63,12 @@ mod tests {
     #[test]
     fn accepts_one_to_max() {
         for n in 1..=DEFAULT_MAX_SLOTS {
-            assert_eq!(Slot::parse(&n.to_string(), DEFAULT_MAX_SLOTS).unwrap().get(), n);
+            assert_eq!(
+                Slot::parse(&n.to_string(), DEFAULT_MAX_SLOTS)
+                    .unwrap()
+                    .get(),
+                n
+            );
         }
         assert_eq!(Slot::parse("20", 20).unwrap().get(), 20);
     }

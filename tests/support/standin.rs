@@ -39,7 +39,10 @@ pub struct StandInOptions {
 
 impl Default for StandInOptions {
     fn default() -> Self {
-        StandInOptions { rotation: Duration::from_secs(20), rotations: 6 }
+        StandInOptions {
+            rotation: Duration::from_secs(20),
+            rotations: 6,
+        }
     }
 }
 
@@ -73,7 +76,9 @@ impl State {
             .ok_or_else(|| format!("unknown QR payload {payload:?}"))?;
         let dev = self.devices.get_mut(&dev_id).ok_or("device vanished")?;
         if dev.current.as_deref() != Some(payload) {
-            return Err(format!("QR payload {payload:?} is no longer current for its device"));
+            return Err(format!(
+                "QR payload {payload:?} is no longer current for its device"
+            ));
         }
         dev.current = None;
         dev.phone = Some(phone.to_string());
@@ -102,7 +107,13 @@ impl State {
         let b: [u8; 32] = rand::random();
         let c: [u8; 32] = rand::random();
         let d: [u8; 24] = rand::random();
-        let p = format!("2@{},{},{},{}", b64.encode(a), b64.encode(b), b64.encode(c), b64.encode(d));
+        let p = format!(
+            "2@{},{},{},{}",
+            b64.encode(a),
+            b64.encode(b),
+            b64.encode(c),
+            b64.encode(d)
+        );
         self.owner.insert(p.clone(), device.to_string());
         self.issued.push(p.clone());
         self.devices.entry(device.to_string()).or_default().current = Some(p.clone());
@@ -149,7 +160,11 @@ impl StandIn {
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
-        StandIn { state, addr, handle }
+        StandIn {
+            state,
+            addr,
+            handle,
+        }
     }
 
     /// The page, e.g. `http://127.0.0.1:PORT/`.
@@ -181,13 +196,20 @@ impl StandIn {
     /// The currently scannable payload of every device that has one.
     pub fn current_payloads(&self) -> Vec<String> {
         let st = self.state.lock().unwrap();
-        st.devices.values().filter_map(|d| d.current.clone()).collect()
+        st.devices
+            .values()
+            .filter_map(|d| d.current.clone())
+            .collect()
     }
 
     /// Phones with at least one linked device (sorted, deduplicated).
     pub fn linked_phones(&self) -> Vec<String> {
         let st = self.state.lock().unwrap();
-        let mut v: Vec<String> = st.devices.values().filter_map(|d| d.phone.clone()).collect();
+        let mut v: Vec<String> = st
+            .devices
+            .values()
+            .filter_map(|d| d.phone.clone())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -241,8 +263,12 @@ async fn page(st: web::Data<Mutex<State>>) -> HttpResponse {
         let s = st.lock().unwrap();
         (s.rotation_ms, s.rotations)
     };
-    let html = PAGE.replace("__ROTATION_MS__", &ms.to_string()).replace("__ROTATIONS__", &n.to_string());
-    no_store(HttpResponse::Ok()).content_type("text/html; charset=utf-8").body(html)
+    let html = PAGE
+        .replace("__ROTATION_MS__", &ms.to_string())
+        .replace("__ROTATIONS__", &n.to_string());
+    no_store(HttpResponse::Ok())
+        .content_type("text/html; charset=utf-8")
+        .body(html)
 }
 
 async fn api_state(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> HttpResponse {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests (real Chromium, SQLite and
+# PostgreSQL at 127.0.0.1:5432). Fails when PostgreSQL is unreachable unless
+# WA_TEST_SKIP_POSTGRES=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+if [ "${WA_TEST_SKIP_POSTGRES:-0}" != 1 ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    # This machine kind runs PostgreSQL; bring it back if it stopped.
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+      for _ in $(seq 1 20); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+    fi
+  fi
+  pg_isready -q -h 127.0.0.1 -p 5432 || {
+    echo "PostgreSQL is not reachable at 127.0.0.1:5432; the store tests need it (WA_TEST_SKIP_POSTGRES=1 to skip)" >&2
+    exit 1
+  }
+fi
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+# Tests that launch Chromium are bounded by the test thread count (2 cores here).
+cargo test --locked -- --test-threads="${WA_TEST_THREADS:-2}"

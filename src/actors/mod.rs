@@ -1,0 +1,3 @@
+//! The actors: one [`session::SessionActor`] per `(userId, slot)`.
+
+pub mod session;

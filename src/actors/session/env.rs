@@ -1,0 +1,48 @@
+//! What every session actor shares: configuration, the store, the event bus.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::view::Session;
+use crate::browser::PageConfig;
+use crate::domain::SessionsRoot;
+use crate::store::Store;
+
+/// Crash handling (SPEC §7).
+#[derive(Debug, Clone)]
+pub struct Supervision {
+    pub backoff_first: Duration,
+    pub backoff_max: Duration,
+    /// More than this many crashes within `crash_window` → `failed`.
+    pub max_crashes: usize,
+    pub crash_window: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision {
+            backoff_first: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            max_crashes: 5,
+            crash_window: Duration::from_secs(600),
+        }
+    }
+}
+
+pub struct SessionEnv {
+    pub sessions: SessionsRoot,
+    /// `None` when Chromium was not found: starts fail with that reason.
+    pub chromium: Result<PathBuf, String>,
+    pub page: PageConfig,
+    pub qr_timeout: Duration,
+    pub launch_timeout: Duration,
+    /// Grace for a browser to exit after CDP close before its group is killed.
+    pub close_grace: Duration,
+    pub poll_every: Duration,
+    pub supervision: Supervision,
+    pub store: Store,
+    /// Every change of every session; subscribers filter by user.
+    pub events: broadcast::Sender<Session>,
+}

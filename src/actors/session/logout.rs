@@ -1,0 +1,56 @@
+use actix::prelude::*;
+
+use super::{Initiator, Session, SessionActor, SessionError};
+use crate::domain::SessionKey;
+
+/// Unlinks: closes the browser, deletes the profile folder, clears the number. Replies once the
+/// folder is gone, with the `stopped` session.
+#[derive(Message)]
+#[rtype(result = "Result<Session, SessionError>")]
+pub struct Logout {
+    pub key: SessionKey,
+    pub by: Initiator,
+}
+
+impl Handler<Logout> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<Session, SessionError>>;
+
+    fn handle(&mut self, msg: Logout, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.check_key(&msg.key) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let number = self.number.take();
+        self.last_error = None;
+        let closing = self.shut_down("logged_out", &msg.by, ctx);
+        let dir = self.env.sessions.profile_dir(&self.key);
+        let is_ours = self.env.sessions.is_profile_dir(&dir);
+        let key = self.key.clone();
+        Box::pin(
+            async move {
+                // Keep the gate until the folder is gone, so no launch sees half a profile.
+                let _gate = closing.await;
+                if !is_ours {
+                    return Err(SessionError::Profile(format!(
+                        "{} is not a profile folder",
+                        dir.display()
+                    )));
+                }
+                let removed =
+                    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                        _ => Ok(()),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                log::info!(
+                    "{key} profile deleted (was {})",
+                    number.as_deref().unwrap_or("not linked")
+                );
+                removed.map_err(SessionError::Profile)
+            }
+            .into_actor(self)
+            .map(|result, act, _| result.map(|()| act.view())),
+        )
+    }
+}

@@ -1,0 +1,31 @@
+use actix::prelude::*;
+
+use super::{Initiator, Session, SessionActor, SessionError};
+use crate::domain::SessionKey;
+
+/// Closes the browser and keeps the profile (the number stays linked). Replies once the browser
+/// process is gone, with the `stopped` session.
+#[derive(Message)]
+#[rtype(result = "Result<Session, SessionError>")]
+pub struct Stop {
+    pub key: SessionKey,
+    pub by: Initiator,
+}
+
+impl Handler<Stop> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<Session, SessionError>>;
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.check_key(&msg.key) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let closing = self.shut_down("stopped", &msg.by, ctx);
+        Box::pin(
+            async move {
+                closing.await;
+            }
+            .into_actor(self)
+            .map(|(), act, _| Ok(act.view())),
+        )
+    }
+}

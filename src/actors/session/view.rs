@@ -1,0 +1,67 @@
+//! The session as the API and the events show it (SPEC §6).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::domain::{SessionKey, SessionState, Slot, UserId};
+
+/// A QR payload and its PNG as a `data:` URL, rendered once per payload.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QrView {
+    pub payload: String,
+    pub data_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    #[serde(skip)]
+    pub key: SessionKey,
+    pub user_id: UserId,
+    pub slot: Slot,
+    pub state: SessionState,
+    pub is_connected: bool,
+    pub connected_number: Option<String>,
+    pub qr: Option<Arc<QrView>>,
+    pub restarts: u32,
+    pub last_error: Option<String>,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+}
+
+/// Unix epoch milliseconds as RFC 3339 (`2026-11-28T12:00:00.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (H. Hinnant), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_epoch_millis() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_867_200_000), "2026-11-28T12:00:00.000Z");
+    }
+}

@@ -1,0 +1,220 @@
+//! One Chromium process and its whole process group.
+//!
+//! Chromium is started in its own process group with `PR_SET_PDEATHSIG = SIGKILL`, so the
+//! browser dies with the daemon even on SIGKILL (the signal follows the *spawning thread*: spawn
+//! from a long-lived arbiter thread, never from `spawn_blocking`). Dropping a [`BrowserProcess`]
+//! kills the group; a reaper task waits on the child so there is never a zombie, and publishes
+//! the exit the moment it happens.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{oneshot, watch};
+
+use super::BrowserError;
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub executable: PathBuf,
+    pub profile_dir: PathBuf,
+    /// Prefix for log lines (`<userId>:<slot>`).
+    pub log_key: String,
+    pub startup_timeout: Duration,
+}
+
+/// How the process ended, as text for logs and `lastError`.
+pub type ExitReport = String;
+
+pub struct BrowserProcess {
+    pid: u32,
+    exit: watch::Receiver<Option<ExitReport>>,
+}
+
+impl BrowserProcess {
+    /// Starts Chromium on the profile and waits for its DevTools websocket address.
+    pub async fn spawn(spec: &LaunchSpec) -> Result<(BrowserProcess, String), BrowserError> {
+        let mut cmd = tokio::process::Command::new(&spec.executable);
+        cmd.args(chromium_args(spec))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                BrowserError::NotFound(spec.executable.display().to_string())
+            }
+            _ => BrowserError::Spawn(e),
+        })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| BrowserError::ExitedEarly("no pid".into()))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let report = match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            };
+            let _ = exit_tx.send(Some(report));
+        });
+        let process = BrowserProcess { pid, exit: exit_rx };
+
+        // Drain stderr for the browser's whole life (a full pipe would block it); the first
+        // "DevTools listening on ws://…" line is the address we connect to.
+        let (ws_tx, ws_rx) = oneshot::channel();
+        let log_key = spec.log_key.clone();
+        tokio::spawn(async move {
+            let mut ws_tx = Some(ws_tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(ws) = line.strip_prefix("DevTools listening on ") {
+                    if let Some(tx) = ws_tx.take() {
+                        let _ = tx.send(ws.trim().to_owned());
+                    }
+                } else {
+                    log::debug!("{log_key} chromium: {line}");
+                }
+            }
+        });
+
+        let mut exit = process.exit.clone();
+        tokio::select! {
+            ws = ws_rx => match ws {
+                Ok(ws) => Ok((process, ws)),
+                Err(_) => Err(BrowserError::ExitedEarly(process.wait_report(Duration::from_secs(2)).await)),
+            },
+            _ = exit.wait_for(Option::is_some) => {
+                Err(BrowserError::ExitedEarly(process.exit_report().unwrap_or_default()))
+            }
+            _ = tokio::time::sleep(spec.startup_timeout) => Err(BrowserError::StartTimeout(spec.startup_timeout)),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `Some` once the process has exited.
+    pub fn exit_report(&self) -> Option<ExitReport> {
+        self.exit.borrow().clone()
+    }
+
+    /// Resolves when the process exits (immediately if it already has).
+    pub fn exited(&self) -> impl std::future::Future<Output = ExitReport> + 'static {
+        let mut exit = self.exit.clone();
+        async move {
+            match exit.wait_for(Option::is_some).await {
+                Ok(report) => report.clone().unwrap_or_default(),
+                Err(_) => "reaper gone".to_owned(),
+            }
+        }
+    }
+
+    async fn wait_report(&self, limit: Duration) -> ExitReport {
+        tokio::time::timeout(limit, self.exited())
+            .await
+            .unwrap_or_else(|_| "still running".to_owned())
+    }
+
+    /// SIGKILL to the whole process group (browser, zygotes, renderers).
+    pub fn kill(&self) {
+        if self.exit_report().is_none() {
+            // SAFETY: plain syscall; the group id is the browser's pid (process_group(0)).
+            unsafe {
+                libc::killpg(self.pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Waits up to `grace` for a requested exit, then kills the group and waits for the reap.
+    pub async fn finish(&self, grace: Duration) -> ExitReport {
+        if let Ok(report) = tokio::time::timeout(grace, self.exited()).await {
+            self.kill_stragglers();
+            return report;
+        }
+        log::warn!(
+            "chromium pid {} ignored close for {grace:?}; killing its group",
+            self.pid
+        );
+        self.kill();
+        self.wait_report(Duration::from_secs(5)).await
+    }
+
+    /// After the main process exits its helpers follow on their own; make sure of it.
+    fn kill_stragglers(&self) {
+        // SAFETY: plain syscall on our own process group; ESRCH (already gone) is fine.
+        unsafe {
+            libc::killpg(self.pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for BrowserProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn chromium_args(spec: &LaunchSpec) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--remote-debugging-port=0",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--disable-breakpad",
+        "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider",
+        "--metrics-recording-only",
+        "--mute-audio",
+        "--password-store=basic",
+        "--window-size=1280,900",
+        "--lang=en-US",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--user-data-dir={}", spec.profile_dir.display()));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Chromium refuses to run its sandbox as root; deploy/ runs the daemon as its own user.
+        args.push("--no-sandbox".into());
+    }
+    args.push("about:blank".into());
+    args
+}
+
+/// Pids of Chromium processes whose `--user-data-dir` lies under `root` (any depth), read from
+/// `/proc`. Used to find browsers left behind on our profiles.
+pub fn pids_using_profiles(root: &std::path::Path) -> Vec<u32> {
+    let prefix = format!("--user-data-dir={}", root.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                cmd.split(|b| *b == 0)
+                    .any(|arg| arg.starts_with(prefix.as_bytes()))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,230 @@
+//! One typed [`Settings`], read from environment variables, each also a CLI flag (SPEC §10).
+//!
+//! Nothing else in the crate reads the environment. Defaults make `wa-supervisor` with no
+//! arguments run on a fresh machine, with everything under `./data/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::domain::{DEFAULT_MAX_SLOTS, SLOT_CEILING};
+use crate::store::DatabaseUrl;
+
+/// Default address: loopback only, so a fresh install is not exposed before it is configured.
+pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_WHATSAPP_URL: &str = "https://web.whatsapp.com";
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "wa-supervisor",
+    version,
+    about = "Runs WhatsApp Web sessions, one headless Chromium per (userId, slot)."
+)]
+pub struct Settings {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "BIND_ADDR", value_name = "BIND_ADDR", default_value = DEFAULT_BIND_ADDR)]
+    pub bind_addr: SocketAddr,
+
+    /// Folder for the daemon's own files (SQLite database, generated credentials, lock file).
+    #[arg(
+        long,
+        env = "DATA_DIR",
+        value_name = "DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` for PostgreSQL, otherwise a SQLite file path (default `<DATA_DIR>/wa-supervisor.db`).
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
+    pub database_url: Option<DatabaseUrl>,
+
+    /// Parent folder of the per-session Chromium profiles `<userId>-slot<n>`.
+    #[arg(
+        long,
+        env = "SESSIONS_DIR",
+        value_name = "SESSIONS_DIR",
+        default_value = "./data/sessions"
+    )]
+    pub sessions_dir: PathBuf,
+
+    /// Chromium binary (default: `chromium` / `chromium-browser` / `google-chrome` on PATH).
+    #[arg(long, env = "CHROMIUM_PATH", value_name = "CHROMIUM_PATH")]
+    pub chromium_path: Option<PathBuf>,
+
+    /// The page each session's browser opens.
+    #[arg(long, env = "WHATSAPP_URL", value_name = "WHATSAPP_URL", default_value = DEFAULT_WHATSAPP_URL, value_parser = parse_http_url)]
+    pub whatsapp_url: String,
+
+    /// Service token: any user's session routes, not admin routes.
+    #[arg(
+        long,
+        env = "API_TOKEN",
+        value_name = "API_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+
+    /// Admin token: /actors, /metrics.
+    #[arg(
+        long,
+        env = "ADMIN_TOKEN",
+        value_name = "ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Stack Auth project id (enables user tokens).
+    #[arg(long, env = "STACK_PROJECT_ID", value_name = "STACK_PROJECT_ID")]
+    pub stack_project_id: Option<String>,
+
+    /// JWKS URL for user tokens (default: Stack Auth's URL for STACK_PROJECT_ID).
+    #[arg(long, env = "STACK_JWKS_URL", value_name = "STACK_JWKS_URL", value_parser = parse_http_url)]
+    pub stack_jwks_url: Option<String>,
+
+    /// Comma-separated origins allowed to call the API from a browser.
+    #[arg(
+        long,
+        env = "CORS_ORIGINS",
+        value_name = "CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Slots per user.
+    #[arg(long, env = "MAX_SLOTS", value_name = "MAX_SLOTS", default_value_t = DEFAULT_MAX_SLOTS,
+          value_parser = clap::value_parser!(u16).range(1..=SLOT_CEILING as i64))]
+    pub max_slots: u16,
+
+    /// Running browsers allowed at once on this host.
+    #[arg(long, env = "MAX_SESSIONS", value_name = "MAX_SESSIONS", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_sessions: u32,
+
+    /// Seconds a QR may wait for a scan before the browser is closed.
+    #[arg(long, env = "QR_TIMEOUT_SECS", value_name = "QR_TIMEOUT_SECS", default_value_t = 180,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub qr_timeout_secs: u64,
+
+    /// The element holding the QR payload in its `data-ref` attribute.
+    #[arg(
+        long,
+        env = "WA_QR_SELECTOR",
+        value_name = "WA_QR_SELECTOR",
+        default_value = "div[data-ref]"
+    )]
+    pub qr_selector: String,
+
+    /// The button the page shows when it stops offering codes.
+    #[arg(
+        long,
+        env = "WA_QR_RELOAD_SELECTOR",
+        value_name = "WA_QR_RELOAD_SELECTOR",
+        default_value = "div[data-ref] button"
+    )]
+    pub qr_reload_selector: String,
+
+    /// An element only shown when linked (the chat list).
+    #[arg(
+        long,
+        env = "WA_LINKED_SELECTOR",
+        value_name = "WA_LINKED_SELECTOR",
+        default_value = "#pane-side"
+    )]
+    pub linked_selector: String,
+
+    /// localStorage keys holding the linked id, first match wins.
+    #[arg(
+        long,
+        env = "WA_WID_KEYS",
+        value_name = "WA_WID_KEYS",
+        value_delimiter = ',',
+        default_value = "last-wid-md,last-wid"
+    )]
+    pub wid_keys: Vec<String>,
+
+    /// Log filter (env_logger syntax).
+    #[arg(
+        long = "log",
+        env = "RUST_LOG",
+        value_name = "RUST_LOG",
+        default_value = "info"
+    )]
+    pub rust_log: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Serve,
+}
+
+impl Settings {
+    /// Parses the process's arguments and environment.
+    pub fn from_env() -> Result<Settings, clap::Error> {
+        Settings::try_parse()
+    }
+
+    /// Settings from an explicit argument list and the process environment (tests).
+    pub fn from_args<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Settings::try_parse_from(args)
+    }
+
+    pub fn database(&self) -> DatabaseUrl {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("wa-supervisor.db")))
+    }
+
+    pub fn qr_timeout(&self) -> Duration {
+        Duration::from_secs(self.qr_timeout_secs)
+    }
+}
+
+fn parse_http_url(raw: &str) -> Result<String, String> {
+    let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
+        && raw.len() > "https://".len()
+        && !raw.chars().any(char::is_whitespace);
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("expected an http:// or https:// URL".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_on_a_fresh_machine() {
+        let s = Settings::from_args(["wa-supervisor"]).unwrap();
+        assert_eq!(s.bind_addr.to_string(), DEFAULT_BIND_ADDR);
+        assert_eq!(s.max_slots, DEFAULT_MAX_SLOTS);
+        assert_eq!(s.qr_timeout(), Duration::from_secs(180));
+        assert_eq!(s.wid_keys, ["last-wid-md", "last-wid"]);
+        assert!(matches!(s.database(), DatabaseUrl::Sqlite(p) if p.ends_with("wa-supervisor.db")));
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        for (args, var) in [
+            (vec!["x", "--max-slots", "abc"], "MAX_SLOTS"),
+            (vec!["x", "--max-slots", "0"], "MAX_SLOTS"),
+            (vec!["x", "--bind-addr", "nowhere"], "BIND_ADDR"),
+            (vec!["x", "--database-url", "mysql://x/y"], "DATABASE_URL"),
+            (vec!["x", "--whatsapp-url", "ftp://x"], "WHATSAPP_URL"),
+        ] {
+            let err = Settings::from_args(args).unwrap_err().to_string();
+            assert!(err.contains(var), "{err}");
+        }
+    }
+}

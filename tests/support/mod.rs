@@ -1,0 +1,5 @@
+//! Test support: the stand-in WhatsApp Web page and the app harness.
+#![allow(dead_code)]
+
+pub mod harness;
+pub mod standin;
