@@ -83,6 +83,16 @@ pub struct Settings {
     #[arg(long, env = "STACK_JWKS_URL", value_name = "STACK_JWKS_URL", value_parser = parse_http_url)]
     pub stack_jwks_url: Option<String>,
 
+    /// Accepted `iss` values of user tokens, comma-separated (default: Stack Auth's issuer for
+    /// STACK_PROJECT_ID).
+    #[arg(
+        long,
+        env = "STACK_ISSUERS",
+        value_name = "STACK_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub stack_issuers: Vec<String>,
+
     /// Comma-separated origins allowed to call the API from a browser.
     #[arg(
         long,
@@ -101,6 +111,16 @@ pub struct Settings {
     #[arg(long, env = "MAX_SESSIONS", value_name = "MAX_SESSIONS", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_sessions: u32,
+
+    /// Starts a user may make in a burst (per-user token bucket).
+    #[arg(long, env = "START_BURST", value_name = "START_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub start_burst: u32,
+
+    /// Starts per minute a user's bucket refills with.
+    #[arg(long, env = "STARTS_PER_MINUTE", value_name = "STARTS_PER_MINUTE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub starts_per_minute: u32,
 
     /// Seconds a QR may wait for a scan before the browser is closed.
     #[arg(long, env = "QR_TIMEOUT_SECS", value_name = "QR_TIMEOUT_SECS", default_value_t = 180,

@@ -6,15 +6,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Arbiter;
+use actix::{Actor, Arbiter};
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use tokio::sync::broadcast;
 
+use crate::actors::registry::{Registry, RegistryHandle, StartRate};
 use crate::actors::session::{SessionEnv, Supervision};
 use crate::browser::{find_chromium, PageConfig};
 use crate::config::Settings;
 use crate::domain::SessionsRoot;
+use crate::http::auth::{Auth, AuthSetupError};
+use crate::store::SessionRow;
 use crate::store::{Store, StoreError};
 
 /// Start-up failures: each names the setting at fault. `main` exits with code 2 on these.
@@ -32,6 +35,8 @@ pub enum StartupError {
     },
     #[error("DATABASE_URL {url}: {source}")]
     Database { url: String, source: StoreError },
+    #[error("{0}")]
+    Auth(AuthSetupError),
     #[error("BIND_ADDR {addr}: {source}")]
     Bind {
         addr: String,
@@ -43,12 +48,15 @@ pub enum StartupError {
 pub struct AppState {
     pub store: Store,
     pub sessions: Arc<SessionEnv>,
+    pub max_slots: u16,
 }
 
 pub struct Application {
     port: u16,
-    server: Server,
+    server: Option<Server>,
     state: web::Data<AppState>,
+    registry: RegistryHandle,
+    _registry_arbiter: Arbiter,
     // Session actors live on this thread: long-lived, so a browser's parent-death signal (tied to
     // the spawning thread) only fires when the daemon dies.
     _arbiter: Arbiter,
@@ -110,10 +118,36 @@ impl Application {
             events,
         });
 
+        let auth = web::Data::new(Auth::from_settings(&settings).map_err(StartupError::Auth)?);
+
+        // No browser survived the last run: rows left in running states are reset (intent kept,
+        // so the sessions that should run are restored).
+        let rows = reset_transient_rows(&store)
+            .await
+            .map_err(|source| StartupError::Database {
+                url: db.to_string(),
+                source,
+            })?;
         let arbiter = Arbiter::new();
+        let registry_arbiter = Arbiter::new();
+        let registry = {
+            let (env, sessions) = (env.clone(), arbiter.handle());
+            let max_sessions = settings.max_sessions;
+            let rate = StartRate {
+                burst: f64::from(settings.start_burst),
+                per_minute: f64::from(settings.starts_per_minute),
+            };
+            RegistryHandle::new(Registry::start_in_arbiter(
+                &registry_arbiter.handle(),
+                move |_: &mut actix::Context<Registry>| {
+                    Registry::new(env, sessions, rows, max_sessions, rate)
+                },
+            ))
+        };
         let state = web::Data::new(AppState {
             store,
             sessions: env,
+            max_slots,
         });
         let listener =
             TcpListener::bind(settings.bind_addr).map_err(|source| StartupError::Bind {
@@ -122,9 +156,14 @@ impl Application {
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         let data = state.clone();
+        let registry_data = web::Data::new(registry.clone());
+        let origins = settings.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(crate::http::cors(&origins))
                 .app_data(data.clone())
+                .app_data(registry_data.clone())
+                .app_data(auth.clone())
                 .configure(crate::http::routes)
         })
         .workers(2)
@@ -134,20 +173,23 @@ impl Application {
             source,
         })?
         .run();
-        log::info!(
-            "listening on {}",
-            settings.bind_addr.ip().to_string() + ":" + &port.to_string()
-        );
+        log::info!("listening on {}:{port}", settings.bind_addr.ip());
         Ok(Application {
             port,
-            server,
+            server: Some(server),
             state,
+            registry,
+            _registry_arbiter: registry_arbiter,
             _arbiter: arbiter,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn registry(&self) -> RegistryHandle {
+        self.registry.clone()
     }
 
     pub fn state(&self) -> web::Data<AppState> {
@@ -159,9 +201,35 @@ impl Application {
         self._arbiter.handle()
     }
 
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// Serves until the server stops.
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        match self.server.take() {
+            Some(server) => server.await,
+            None => Ok(()),
+        }
     }
+
+    /// Serves in the background of the current runtime (tests keep the `Application` to inspect).
+    pub fn spawn_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            actix_web::rt::spawn(server);
+        }
+    }
+}
+
+async fn reset_transient_rows(store: &Store) -> Result<Vec<SessionRow>, StoreError> {
+    let mut rows = store.list_sessions(None).await?;
+    for row in rows.iter_mut().filter(|r| r.state.at_boot() != r.state) {
+        log::info!(
+            "{} was {} when the daemon stopped; now stopped",
+            row.key,
+            row.state
+        );
+        row.state = row.state.at_boot();
+        row.is_connected = false;
+        store.save_session(row.clone()).await?;
+    }
+    Ok(rows)
 }
 
 /// Creates the folder and proves we can write in it.

@@ -1,3 +1,4 @@
 //! The actors: one [`session::SessionActor`] per `(userId, slot)`.
 
+pub mod registry;
 pub mod session;

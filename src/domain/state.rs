@@ -40,6 +40,15 @@ impl SessionState {
         }
     }
 
+    /// What a stored state means after the daemon restarted: no browser survives a restart.
+    pub fn at_boot(self) -> SessionState {
+        if self.is_running() {
+            SessionState::Stopped
+        } else {
+            self
+        }
+    }
+
     /// A browser is (or is about to be) running.
     pub fn is_running(self) -> bool {
         matches!(

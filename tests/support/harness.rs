@@ -13,6 +13,9 @@ use wa_supervisor::startup::Application;
 
 use super::standin::{StandIn, StandInOptions};
 
+pub const SERVICE_TOKEN: &str = "service-token-for-tests-0123456789";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
 pub struct TestApp {
     pub port: u16,
     pub standin: StandIn,
@@ -30,6 +33,10 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
     let url = standin.url();
     let mut args = vec![
         "wa-supervisor",
+        "--api-token",
+        SERVICE_TOKEN,
+        "--admin-token",
+        ADMIN_TOKEN,
         "--bind-addr",
         "127.0.0.1:0",
         "--data-dir",
@@ -43,7 +50,8 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
     ];
     args.extend_from_slice(extra);
     let settings = Settings::from_args(args).unwrap();
-    let app = Application::build(settings).await.unwrap();
+    let mut app = Application::build(settings).await.unwrap();
+    app.spawn_server();
     TestApp {
         port: app.port(),
         standin,
@@ -52,7 +60,95 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
     }
 }
 
+/// A reply: status and JSON body (`Null` when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub json: serde_json::Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
 impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().unwrap(), self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.unwrap();
+        Reply {
+            status,
+            json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            headers,
+        }
+    }
+
+    /// Sends the request line exactly as given (no client-side normalisation of `..`, `%2e`…).
+    pub async fn raw_call(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        sock.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        sock.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        Reply {
+            status,
+            json: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+            headers: Default::default(),
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token)).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str) -> Reply {
+        self.call("POST", path, Some(token)).await
+    }
+
+    /// Polls `GET path` until `pred` holds on the JSON body.
+    pub async fn wait_json(
+        &self,
+        path: &str,
+        token: &str,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.get(path, token).await;
+            if r.status == 200 && pred(&r.json) {
+                return r.json;
+            }
+            if Instant::now() > deadline {
+                panic!("{path}: timed out waiting for {what}; last reply {r:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub fn env(&self) -> Arc<SessionEnv> {
         self.app.state().sessions.clone()
     }

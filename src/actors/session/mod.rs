@@ -13,6 +13,7 @@
 
 mod env;
 mod error;
+mod inspect;
 mod logout;
 mod qr;
 mod start;
@@ -33,6 +34,7 @@ use crate::store::{now_ms, NewEvent, SessionRow};
 
 pub use env::{SessionEnv, Supervision};
 pub use error::SessionError;
+pub use inspect::{ActorInfo, Inspect};
 pub use logout::Logout;
 pub use qr::GetQr;
 pub use start::Start;
@@ -43,6 +45,9 @@ pub use view::{rfc3339, QrView, Session};
 /// Who asked for a change, for the audit trail (`system`, `service`, `admin`, `user:<sub>`).
 pub type Initiator = String;
 pub const SYSTEM: &str = "system";
+
+/// Messages refused because they named another key (should stay 0; exported in metrics).
+pub static MISROUTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A browser running for this session.
 struct Running {
@@ -93,6 +98,9 @@ pub struct SessionActor {
     gate: Arc<Mutex<()>>,
     qr_deadline: Option<SpawnHandle>,
     crashes: VecDeque<Instant>,
+    /// When the scheduled relaunch fires (shown in `/actors`).
+    relaunch_at: Option<Instant>,
+    born: Instant,
     writer: mpsc::UnboundedSender<Write>,
 }
 
@@ -130,6 +138,8 @@ impl SessionActor {
             gate: Arc::new(Mutex::new(())),
             qr_deadline: None,
             crashes: VecDeque::new(),
+            relaunch_at: None,
+            born: Instant::now(),
             writer,
             key,
             env,
@@ -154,6 +164,7 @@ impl SessionActor {
         if *key == self.key {
             Ok(())
         } else {
+            MISROUTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             log::error!("{} refused a message addressed to {key}", self.key);
             Err(SessionError::WrongKey {
                 expected: self.key.clone(),
@@ -481,6 +492,7 @@ impl Supervised for SessionActor {
             return;
         }
         let delay = self.backoff();
+        self.relaunch_at = Some(Instant::now() + delay);
         log::info!("{} relaunching in {} ms", self.key, delay.as_millis());
         ctx.run_later(delay, |act, ctx| {
             if act.state == SessionState::Restarting {

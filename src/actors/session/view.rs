@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::domain::{SessionKey, SessionState, Slot, UserId};
+use crate::store::SessionRow;
 
 /// A QR payload and its PNG as a `data:` URL, rendered once per payload.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -29,6 +30,25 @@ pub struct Session {
     pub last_error: Option<String>,
     /// RFC 3339, UTC.
     pub updated_at: String,
+}
+
+impl Session {
+    /// A session as its stored row describes it, after a daemon restart (no browser yet).
+    pub fn from_row(row: &SessionRow) -> Session {
+        let state = row.state.at_boot();
+        Session {
+            key: row.key.clone(),
+            user_id: row.key.user_id().clone(),
+            slot: row.key.slot(),
+            state,
+            is_connected: state == SessionState::Connected,
+            connected_number: row.connected_number.clone(),
+            qr: None,
+            restarts: row.restarts,
+            last_error: row.last_error.clone(),
+            updated_at: rfc3339(row.updated_ms),
+        }
+    }
 }
 
 /// Unix epoch milliseconds as RFC 3339 (`2026-11-28T12:00:00.000Z`).

@@ -1,0 +1,231 @@
+//! The registry's messages: each names a session by its key (or a user), nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::Registry;
+use crate::actors::session::{
+    self, ActorInfo, GetQr, Initiator, QrView, Session, SessionActor, SessionError,
+};
+use crate::domain::{SessionKey, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("this session was never started")]
+    Unknown,
+    #[error("{limit} browsers are running")]
+    TooManySessions { limit: u32 },
+    #[error("too many starts for this user")]
+    RateLimited { retry_after: Duration },
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("session actor unavailable: {0}")]
+    Mailbox(#[from] MailboxError),
+}
+
+/// Starts `(userId, slot)` (creating its actor on first use); idempotent. Checks the host-wide
+/// browser limit and the user's start rate first. Returns the session as it is now.
+#[derive(Message)]
+#[rtype(result = "Result<Session, RegistryError>")]
+pub struct Start {
+    pub key: SessionKey,
+    pub by: Initiator,
+}
+
+impl Handler<Start> for Registry {
+    type Result = ResponseFuture<Result<Session, RegistryError>>;
+
+    fn handle(&mut self, msg: Start, _: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(async { Err(RegistryError::ShuttingDown) });
+        }
+        let running = self
+            .views
+            .get(&msg.key)
+            .is_some_and(|v| v.state.is_running());
+        if !running {
+            if self.running_count(&msg.key) >= self.max_sessions as usize {
+                let limit = self.max_sessions;
+                return Box::pin(async move { Err(RegistryError::TooManySessions { limit }) });
+            }
+            if let Err(retry_after) = self.take_start(msg.key.user_id()) {
+                return Box::pin(async move { Err(RegistryError::RateLimited { retry_after }) });
+            }
+        }
+        let addr = self.actor(&msg.key);
+        let request = addr.send(session::Start {
+            key: msg.key.clone(),
+            by: msg.by,
+        });
+        Box::pin(async move { Ok(request.await??) })
+    }
+}
+
+/// One session from the cache; `None` if never started.
+#[derive(Message)]
+#[rtype(result = "Option<Session>")]
+pub struct Status {
+    pub key: SessionKey,
+}
+
+impl Handler<Status> for Registry {
+    type Result = Option<Session>;
+    fn handle(&mut self, msg: Status, _: &mut Context<Self>) -> Self::Result {
+        self.views.get(&msg.key).cloned()
+    }
+}
+
+/// Every session of one user, by slot, from the cache.
+#[derive(Message)]
+#[rtype(result = "Vec<Session>")]
+pub struct ListUser {
+    pub user: UserId,
+}
+
+impl Handler<ListUser> for Registry {
+    type Result = MessageResult<ListUser>;
+    fn handle(&mut self, msg: ListUser, _: &mut Context<Self>) -> Self::Result {
+        let mut sessions: Vec<Session> = self
+            .views
+            .values()
+            .filter(|s| s.user_id == msg.user)
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| s.slot);
+        MessageResult(sessions)
+    }
+}
+
+/// The QR code the session shows now.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<QrView>, RegistryError>")]
+pub struct Qr {
+    pub key: SessionKey,
+}
+
+impl Handler<Qr> for Registry {
+    type Result = ResponseFuture<Result<Arc<QrView>, RegistryError>>;
+
+    fn handle(&mut self, msg: Qr, _: &mut Context<Self>) -> Self::Result {
+        // Only a live actor can show a code; do not create one to ask.
+        let Some(addr) = self.actors.get(&msg.key).filter(|a| a.connected()).cloned() else {
+            let known = self.views.contains_key(&msg.key);
+            return Box::pin(async move {
+                Err(if known {
+                    RegistryError::Session(SessionError::NoQr)
+                } else {
+                    RegistryError::Unknown
+                })
+            });
+        };
+        Box::pin(async move { Ok(addr.send(GetQr { key: msg.key }).await??) })
+    }
+}
+
+/// Stops a known session (keeps its profile). Replies once its browser is gone.
+#[derive(Message)]
+#[rtype(result = "Result<Session, RegistryError>")]
+pub struct Stop {
+    pub key: SessionKey,
+    pub by: Initiator,
+}
+
+impl Handler<Stop> for Registry {
+    type Result = ResponseFuture<Result<Session, RegistryError>>;
+
+    fn handle(&mut self, msg: Stop, _: &mut Context<Self>) -> Self::Result {
+        forward(
+            self.known_actor(&msg.key),
+            session::Stop {
+                key: msg.key,
+                by: msg.by,
+            },
+        )
+    }
+}
+
+/// Logs a known session out (deletes its profile). Replies once the folder is gone.
+#[derive(Message)]
+#[rtype(result = "Result<Session, RegistryError>")]
+pub struct Logout {
+    pub key: SessionKey,
+    pub by: Initiator,
+}
+
+impl Handler<Logout> for Registry {
+    type Result = ResponseFuture<Result<Session, RegistryError>>;
+
+    fn handle(&mut self, msg: Logout, _: &mut Context<Self>) -> Self::Result {
+        forward(
+            self.known_actor(&msg.key),
+            session::Logout {
+                key: msg.key,
+                by: msg.by,
+            },
+        )
+    }
+}
+
+fn forward<M>(
+    addr: Option<Addr<SessionActor>>,
+    msg: M,
+) -> ResponseFuture<Result<Session, RegistryError>>
+where
+    M: Message<Result = Result<Session, SessionError>> + Send + 'static,
+    SessionActor: Handler<M>,
+{
+    Box::pin(async move {
+        let addr = addr.ok_or(RegistryError::Unknown)?;
+        Ok(addr.send(msg).await??)
+    })
+}
+
+/// Every actor as operators see it (`/actors`), by key.
+#[derive(Message)]
+#[rtype(result = "RegistryInfo")]
+pub struct InspectAll;
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryInfo {
+    pub known_sessions: usize,
+    pub live_actors: usize,
+    pub running_browsers: usize,
+    pub max_sessions: u32,
+    pub actors: Vec<ActorInfo>,
+}
+
+impl Handler<InspectAll> for Registry {
+    type Result = ResponseFuture<RegistryInfo>;
+
+    fn handle(&mut self, _: InspectAll, _: &mut Context<Self>) -> Self::Result {
+        self.actors.retain(|_, a| a.connected());
+        let requests: Vec<_> = self
+            .actors
+            .values()
+            .map(|a| a.send(session::Inspect))
+            .collect();
+        let known_sessions = self.views.len();
+        let live_actors = self.actors.len();
+        let max_sessions = self.max_sessions;
+        Box::pin(async move {
+            let mut actors: Vec<ActorInfo> = futures_util::future::join_all(requests)
+                .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .collect();
+            actors.sort_by(|a, b| a.session.key.cmp(&b.session.key));
+            RegistryInfo {
+                known_sessions,
+                live_actors,
+                running_browsers: actors.iter().filter(|a| a.browser_pid.is_some()).count(),
+                max_sessions,
+                actors,
+            }
+        })
+    }
+}

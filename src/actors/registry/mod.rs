@@ -1,0 +1,173 @@
+//! The registry actor: the only place a [`SessionKey`] becomes an actor address.
+//!
+//! Creates session actors on demand (supervised, on the sessions arbiter), forgets dead ones,
+//! and answers listings from its own cache of every session's latest [`Session`] (fed by the
+//! event bus), so a status call never waits on a browser. Enforces the host-wide limits that
+//! need a global view: `MAX_SESSIONS` running browsers and the per-user start rate.
+
+mod handle;
+mod messages;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::actors::session::{Session, SessionActor, SessionEnv};
+use crate::domain::{SessionKey, UserId};
+use crate::store::SessionRow;
+
+pub use handle::RegistryHandle;
+pub use messages::*;
+
+/// Per-user start budget: a token bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct StartRate {
+    pub burst: f64,
+    pub per_minute: f64,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+pub struct Registry {
+    env: Arc<SessionEnv>,
+    sessions_arbiter: ArbiterHandle,
+    actors: HashMap<SessionKey, Addr<SessionActor>>,
+    views: HashMap<SessionKey, Session>,
+    /// Rows read at boot, handed to the actor created for that key.
+    rows: HashMap<SessionKey, SessionRow>,
+    max_sessions: u32,
+    start_rate: StartRate,
+    buckets: HashMap<UserId, Bucket>,
+    shutting_down: bool,
+}
+
+impl Registry {
+    pub fn new(
+        env: Arc<SessionEnv>,
+        sessions_arbiter: ArbiterHandle,
+        rows: Vec<SessionRow>,
+        max_sessions: u32,
+        start_rate: StartRate,
+    ) -> Registry {
+        let views = rows
+            .iter()
+            .map(|r| (r.key.clone(), Session::from_row(r)))
+            .collect();
+        Registry {
+            env,
+            sessions_arbiter,
+            actors: HashMap::new(),
+            views,
+            rows: rows.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            max_sessions,
+            start_rate,
+            buckets: HashMap::new(),
+            shutting_down: false,
+        }
+    }
+
+    /// The live actor of `key`, created when missing or dead.
+    fn actor(&mut self, key: &SessionKey) -> Addr<SessionActor> {
+        if let Some(addr) = self.actors.get(key).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let addr = SessionActor::start_supervised(
+            key.clone(),
+            self.env.clone(),
+            self.rows.remove(key),
+            &self.sessions_arbiter,
+        );
+        self.actors.insert(key.clone(), addr.clone());
+        addr
+    }
+
+    /// The actor of a known session (started at least once), without creating unknown ones.
+    fn known_actor(&mut self, key: &SessionKey) -> Option<Addr<SessionActor>> {
+        self.views.contains_key(key).then(|| self.actor(key))
+    }
+
+    fn running_count(&self, except: &SessionKey) -> usize {
+        self.views
+            .iter()
+            .filter(|(k, v)| *k != except && v.state.is_running())
+            .count()
+    }
+
+    /// Takes one start from the user's bucket, or says how long to wait.
+    fn take_start(&mut self, user: &UserId) -> Result<(), Duration> {
+        let rate = self.start_rate;
+        let now = Instant::now();
+        let bucket = self.buckets.entry(user.clone()).or_insert(Bucket {
+            tokens: rate.burst,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * rate.per_minute / 60.0;
+        bucket.tokens = (bucket.tokens + refill).min(rate.burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) * 60.0 / rate.per_minute;
+            Err(Duration::from_secs_f64(wait.max(1.0)))
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Keep the cache current from the event bus (ordered per session).
+        let mut events = self.env.events.subscribe();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(session) => addr.do_send(Changed(session)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        log::warn!("registry missed {n} session events; refreshing");
+                        addr.do_send(Refresh);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+}
+
+/// A session changed (from the event bus).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Changed(Session);
+
+impl Handler<Changed> for Registry {
+    type Result = ();
+    fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
+        self.views.insert(msg.0.key.clone(), msg.0);
+    }
+}
+
+/// Re-reads every actor's state after the cache missed events.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Refresh;
+
+impl Handler<Refresh> for Registry {
+    type Result = ();
+    fn handle(&mut self, _: Refresh, ctx: &mut Context<Self>) {
+        for (key, addr) in &self.actors {
+            let request = addr.send(crate::actors::session::GetStatus { key: key.clone() });
+            ctx.spawn(request.into_actor(self).map(|res, act, _| {
+                if let Ok(Ok(session)) = res {
+                    act.views.insert(session.key.clone(), session);
+                }
+            }));
+        }
+    }
+}

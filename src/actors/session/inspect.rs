@@ -1,0 +1,46 @@
+use std::path::PathBuf;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::{Session, SessionActor};
+
+/// What an operator sees of one actor in `/actors`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActorInfo {
+    pub key: String,
+    #[serde(flatten)]
+    pub session: Session,
+    pub browser_pid: Option<u32>,
+    pub profile_path: PathBuf,
+    pub uptime_secs: u64,
+    /// Milliseconds until the next relaunch while `restarting`.
+    pub restart_in_ms: Option<u64>,
+}
+
+/// The actor's own description for `/actors`.
+#[derive(Message)]
+#[rtype(result = "ActorInfo")]
+pub struct Inspect;
+
+impl Handler<Inspect> for SessionActor {
+    type Result = MessageResult<Inspect>;
+
+    fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ActorInfo {
+            key: self.key.to_string(),
+            session: self.view(),
+            browser_pid: self.run.as_ref().map(|r| r.process.pid()),
+            profile_path: self.env.sessions.profile_dir(&self.key),
+            uptime_secs: self.born.elapsed().as_secs(),
+            restart_in_ms: self
+                .relaunch_at
+                .filter(|_| self.state == crate::domain::SessionState::Restarting)
+                .map(|at| {
+                    at.saturating_duration_since(std::time::Instant::now())
+                        .as_millis() as u64
+                }),
+        })
+    }
+}

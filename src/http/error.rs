@@ -1,0 +1,137 @@
+//! The one error type of the HTTP API: every refusal is `{ "error": <code>, "message": <sentence> }`
+//! with the status from one exhaustive table (SPEC §6). A 500 never carries internals; the cause
+//! is logged once, here.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidUserId(String),
+    #[error("{0}")]
+    InvalidSlot(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("these credentials do not give access to this resource")]
+    Forbidden,
+    #[error("no such route")]
+    NotFound,
+    #[error("this session was never started")]
+    UnknownSession,
+    #[error("no QR code is being shown for this session")]
+    NoQr,
+    #[error("{limit} browsers are running, the most this host allows")]
+    TooManySessions { limit: u32, retry_after_secs: u64 },
+    #[error("too many requests; retry later")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the daemon is busy or shutting down; retry shortly")]
+    Unavailable { retry_after_secs: u64 },
+    /// The cause is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The stable, documented code of each error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidUserId(_) => "invalid_user_id",
+            ApiError::InvalidSlot(_) => "invalid_slot",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::UnknownSession => "unknown_session",
+            ApiError::NoQr => "no_qr",
+            ApiError::TooManySessions { .. } => "too_many_sessions",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManySessions {
+                retry_after_secs, ..
+            }
+            | ApiError::RateLimited { retry_after_secs }
+            | ApiError::Unavailable { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidUserId(_) | ApiError::InvalidSlot(_) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound | ApiError::UnknownSession => StatusCode::NOT_FOUND,
+            ApiError::NoQr => StatusCode::CONFLICT,
+            ApiError::TooManySessions { .. } | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            log::error!("internal error: {cause}");
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after() {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.json(Body {
+            error: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let res = ApiError::Internal("password=hunter2 at db".into()).error_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = actix_web::body::to_bytes(res.into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert_eq!(text, r#"{"error":"internal","message":"internal error"}"#);
+    }
+
+    #[test]
+    fn limits_carry_retry_after() {
+        let res = ApiError::TooManySessions {
+            limit: 5,
+            retry_after_secs: 10,
+        }
+        .error_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "10");
+    }
+}

@@ -1,0 +1,5 @@
+//! Routes per resource.
+
+pub mod admin;
+pub mod events;
+pub mod sessions;
