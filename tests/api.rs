@@ -465,3 +465,112 @@ async fn assert_no_side_effects(t: &TestApp) {
     let info = t.get("/actors", ADMIN_TOKEN).await;
     assert_eq!(info.json["liveActors"], 0, "{info:?}");
 }
+
+#[actix_web::test]
+async fn many_users_hammering_start_stop_status_never_cross_and_never_double_a_browser() {
+    use rand::seq::IndexedRandom;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let t = Arc::new(spawn_app(opts(), &["--start-burst", "1000"]).await);
+    let users: Vec<String> = (0..3).map(|i| uuid_like(0x100 + i)).collect();
+    let keys: Vec<(String, u16)> = users
+        .iter()
+        .flat_map(|u| [(u.clone(), 1), (u.clone(), 2)])
+        .collect();
+    let root = t.sessions_dir();
+
+    // Sampler: at most one browser per profile at any moment.
+    let done = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (done, worst, root, keys) = (done.clone(), worst.clone(), root.clone(), keys.clone());
+        std::thread::spawn(move || {
+            let mut samples = 0;
+            while !done.load(Ordering::Relaxed) {
+                for (u, s) in &keys {
+                    let pids = support::harness::browsers_on(&root.join(format!("{u}-slot{s}")));
+                    worst.fetch_max(pids.len(), Ordering::Relaxed);
+                }
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            samples
+        })
+    };
+
+    let ops = ["start", "start", "stop", "status", "list"];
+    let mut tasks = Vec::new();
+    for worker in 0..6 {
+        let (t, keys) = (t.clone(), keys.clone());
+        tasks.push(actix_web::rt::spawn(async move {
+            for _ in 0..12 {
+                let (op, (u, s)) = {
+                    let mut rng = rand::rng();
+                    (
+                        *ops.choose(&mut rng).unwrap(),
+                        keys.choose(&mut rng).unwrap().clone(),
+                    )
+                };
+                let r = match op {
+                    "start" => t.post(&format!("/api/start/{u}/{s}"), SERVICE_TOKEN).await,
+                    "stop" => t.post(&format!("/api/stop/{u}/{s}"), SERVICE_TOKEN).await,
+                    "status" => t.get(&format!("/api/status/{u}/{s}"), SERVICE_TOKEN).await,
+                    _ => t.get(&format!("/api/status/{u}"), SERVICE_TOKEN).await,
+                };
+                match op {
+                    "start" => assert_eq!(r.status, 202, "worker {worker} {op} {u}:{s}: {r:?}"),
+                    "list" => {
+                        assert_eq!(r.status, 200);
+                        let sessions = r.json["sessions"].as_array().unwrap();
+                        assert!(sessions.iter().all(|x| x["userId"] == u.as_str()), "{r:?}");
+                    }
+                    // Stop/status of a key never started yet is a clean 404.
+                    _ => assert!(
+                        matches!(r.status, 200 | 404),
+                        "worker {worker} {op} {u}:{s}: {r:?}"
+                    ),
+                }
+                if op != "list" && (r.status == 200 || r.status == 202) {
+                    if let Some(owner) = r.json["userId"].as_str() {
+                        assert_eq!(
+                            (owner, r.json["slot"].as_u64()),
+                            (u.as_str(), Some(u64::from(s))),
+                            "reply for another key"
+                        );
+                    }
+                }
+                let pause = rand::random_range(0..150);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for (u, s) in &keys {
+        let r = t.post(&format!("/api/stop/{u}/{s}"), SERVICE_TOKEN).await;
+        assert!(matches!(r.status, 200 | 404), "{r:?}");
+    }
+    t.assert_no_browsers_left().await;
+    done.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    assert!(samples > 10);
+    assert!(
+        worst.load(Ordering::Relaxed) <= 1,
+        "two browsers on one profile at once"
+    );
+    assert_eq!(
+        wa_supervisor::actors::session::MISROUTED.load(Ordering::Relaxed),
+        0,
+        "a message reached an actor of another key"
+    );
+    // Every stored row belongs to one of the keys used, and there is exactly one per key.
+    let rows = t.app.state().store.list_sessions(None).await.unwrap();
+    for r in &rows {
+        assert!(keys
+            .iter()
+            .any(|(u, s)| r.key.user_id().as_str() == u && r.key.slot().get() == *s));
+        assert_eq!(r.state.as_str(), "stopped");
+    }
+}
