@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::actors::session::Supervision;
 use crate::domain::{DEFAULT_MAX_SLOTS, SLOT_CEILING};
 use crate::store::DatabaseUrl;
 
@@ -122,6 +123,31 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub starts_per_minute: u32,
 
+    /// Browsers launched at once (restores on boot wait their turn).
+    #[arg(long, env = "LAUNCH_CONCURRENCY", value_name = "LAUNCH_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub launch_concurrency: u32,
+
+    /// First relaunch delay after a browser crash, in milliseconds (doubles per crash, with jitter).
+    #[arg(long, env = "RESTART_BACKOFF_MS", value_name = "RESTART_BACKOFF_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub restart_backoff_ms: u64,
+
+    /// Longest relaunch delay, in seconds.
+    #[arg(long, env = "RESTART_BACKOFF_MAX_SECS", value_name = "RESTART_BACKOFF_MAX_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub restart_backoff_max_secs: u64,
+
+    /// Crashes tolerated within CRASH_WINDOW_SECS; one more and the session is `failed`.
+    #[arg(long, env = "MAX_CRASHES", value_name = "MAX_CRASHES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_crashes: u32,
+
+    /// The window crashes are counted in, in seconds (also: healthy this long resets the count).
+    #[arg(long, env = "CRASH_WINDOW_SECS", value_name = "CRASH_WINDOW_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub crash_window_secs: u64,
+
     /// Seconds a QR may wait for a scan before the browser is closed.
     #[arg(long, env = "QR_TIMEOUT_SECS", value_name = "QR_TIMEOUT_SECS", default_value_t = 180,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -202,6 +228,15 @@ impl Settings {
         self.database_url
             .clone()
             .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("wa-supervisor.db")))
+    }
+
+    pub fn supervision(&self) -> Supervision {
+        Supervision {
+            backoff_first: Duration::from_millis(self.restart_backoff_ms),
+            backoff_max: Duration::from_secs(self.restart_backoff_max_secs),
+            max_crashes: self.max_crashes as usize,
+            crash_window: Duration::from_secs(self.crash_window_secs),
+        }
     }
 
     pub fn qr_timeout(&self) -> Duration {

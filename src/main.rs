@@ -36,8 +36,8 @@ fn main() -> ExitCode {
         let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(e) => {
-                log::error!("{e}");
                 eprintln!("error: {e}");
+
                 return ExitCode::from(2);
             }
         };

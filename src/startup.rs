@@ -12,8 +12,9 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::broadcast;
 
 use crate::actors::registry::{Registry, RegistryHandle, StartRate};
-use crate::actors::session::{SessionEnv, Supervision};
-use crate::browser::{find_chromium, PageConfig};
+use crate::actors::session::SessionEnv;
+use crate::browser::process::reap_orphans;
+use crate::browser::{find_chromium, FolderLock, PageConfig};
 use crate::config::Settings;
 use crate::domain::SessionsRoot;
 use crate::http::auth::{Auth, AuthSetupError};
@@ -28,6 +29,9 @@ pub enum StartupError {
         path: String,
         source: std::io::Error,
     },
+    #[error("another wa-supervisor already runs on SESSIONS_DIR: {reason}")]
+    Locked { reason: String },
+
     #[error("DATA_DIR {path} is not usable: {source}")]
     DataDir {
         path: String,
@@ -54,9 +58,12 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: Option<Server>,
+    server_handle: actix_web::dev::ServerHandle,
+
     state: web::Data<AppState>,
     registry: RegistryHandle,
     _registry_arbiter: Arbiter,
+    _daemon_lock: FolderLock,
     // Session actors live on this thread: long-lived, so a browser's parent-death signal (tied to
     // the spawning thread) only fires when the daemon dies.
     _arbiter: Arbiter,
@@ -74,6 +81,16 @@ impl Application {
                 path: settings.sessions_dir.display().to_string(),
                 source,
             })?;
+
+        // One daemon per SESSIONS_DIR: two would drive the same profiles.
+        let daemon_lock =
+            FolderLock::acquire(sessions.path()).map_err(|e| StartupError::Locked {
+                reason: e.to_string(),
+            })?;
+        let orphans = reap_orphans(sessions.path()).await;
+        if orphans > 0 {
+            log::warn!("killed {orphans} Chromium processes left on profiles by an earlier run");
+        }
 
         let db = settings.database();
         let max_slots = settings.max_slots;
@@ -113,7 +130,10 @@ impl Application {
             launch_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(5),
             poll_every: Duration::from_secs(5),
-            supervision: Supervision::default(),
+            supervision: settings.supervision(),
+            launches: tokio::sync::Semaphore::new(settings.launch_concurrency as usize),
+            launch_concurrency: settings.launch_concurrency as usize,
+
             store: store.clone(),
             events,
         });
@@ -167,6 +187,10 @@ impl Application {
                 .configure(crate::http::routes)
         })
         .workers(2)
+        // Our own signal handling drains the sessions first (run_until_stopped); open SSE
+        // streams must not hold the exit for long.
+        .disable_signals()
+        .shutdown_timeout(2)
         .listen(listener)
         .map_err(|source| StartupError::Bind {
             addr: settings.bind_addr.to_string(),
@@ -174,12 +198,15 @@ impl Application {
         })?
         .run();
         log::info!("listening on {}:{port}", settings.bind_addr.ip());
+        let server_handle = server.handle();
         Ok(Application {
             port,
+            server_handle,
             server: Some(server),
             state,
             registry,
             _registry_arbiter: registry_arbiter,
+            _daemon_lock: daemon_lock,
             _arbiter: arbiter,
         })
     }
@@ -201,12 +228,38 @@ impl Application {
         self._arbiter.handle()
     }
 
-    /// Serves until the server stops.
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully ([`Self::shutdown`]).
     pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
-        match self.server.take() {
-            Some(server) => server.await,
-            None => Ok(()),
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let Some(server) = self.server.take() else {
+            return Ok(());
+        };
+        let mut server = actix_web::rt::spawn(server);
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let name = tokio::select! {
+            res = &mut server => return res.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        let started = std::time::Instant::now();
+        log::info!("{name}: shutting down");
+        let closed = self.shutdown().await;
+        let _ = server.await;
+        log::info!(
+            "shut down in {} ms ({closed} sessions closed)",
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// Stops accepting connections, closes every browser gracefully in parallel (rows: not
+    /// connected, numbers and intent kept), then stops the server. Returns the sessions closed.
+    pub async fn shutdown(&self) -> usize {
+        self.server_handle.pause().await;
+        let closed = self.registry.shutdown_all().await;
+        self.server_handle.stop(false).await;
+        closed
     }
 
     /// Serves in the background of the current runtime (tests keep the `Application` to inspect).

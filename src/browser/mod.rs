@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub use page::{Observation, PageConfig, PageProbe, WaPage};
 pub use process::{BrowserProcess, LaunchSpec};
-pub use profile::ProfileLock;
+pub use profile::FolderLock;
 
 /// Names tried on PATH when `CHROMIUM_PATH` is not set.
 const CHROMIUM_NAMES: [&str; 4] = ["chromium", "chromium-browser", "google-chrome", "chrome"];
@@ -29,6 +29,8 @@ pub enum BrowserError {
     StartTimeout(std::time::Duration),
     #[error("DevTools protocol: {0}")]
     Cdp(String),
+    #[error("{0}")]
+    Profile(String),
     #[error("DevTools call {0} timed out")]
     Timeout(&'static str),
 }

@@ -140,27 +140,38 @@ impl BrowserProcess {
     }
 
     /// Waits up to `grace` for a requested exit, then kills the group and waits for the reap.
+    /// Returns once every process of the browser's group is gone, so the profile is free.
     pub async fn finish(&self, grace: Duration) -> ExitReport {
-        if let Ok(report) = tokio::time::timeout(grace, self.exited()).await {
-            self.kill_stragglers();
-            return report;
-        }
-        log::warn!(
-            "chromium pid {} ignored close for {grace:?}; killing its group",
-            self.pid
-        );
-        self.kill();
-        self.wait_report(Duration::from_secs(5)).await
+        let report = match tokio::time::timeout(grace, self.exited()).await {
+            Ok(report) => report,
+            Err(_) => {
+                log::warn!(
+                    "chromium pid {} ignored close for {grace:?}; killing its group",
+                    self.pid
+                );
+                self.kill();
+                self.wait_report(Duration::from_secs(5)).await
+            }
+        };
+        self.reap_group().await;
+        report
     }
 
-    /// After the main process exits its helpers follow on their own; make sure of it.
-    fn kill_stragglers(&self) {
-        // SAFETY: plain syscall on our own process group; ESRCH (already gone) is fine.
-        unsafe {
-            libc::killpg(self.pid as libc::pid_t, libc::SIGKILL);
+    /// Helpers follow the main process on their own; make sure of it, and wait until the whole
+    /// group has left the process table.
+    pub async fn reap_group(&self) {
+        let pgid = self.pid as libc::pid_t;
+        // SAFETY: plain syscalls on our own process group; ESRCH means it is empty.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        let deadline = tokio::time::Instant::now() + GROUP_EXIT_WAIT;
+        while unsafe { libc::killpg(pgid, 0) } == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
+
+/// How long the last helpers of a browser may take to leave the process table after SIGKILL.
+const GROUP_EXIT_WAIT: Duration = Duration::from_secs(3);
 
 impl Drop for BrowserProcess {
     fn drop(&mut self) {
@@ -217,4 +228,26 @@ pub fn pids_using_profiles(root: &std::path::Path) -> Vec<u32> {
             })
         })
         .collect()
+}
+
+/// Kills every Chromium still running on a profile under `root` (left by a daemon that was
+/// SIGKILLed on a host where the parent-death signal could not fire, or started by hand) and
+/// waits until they are gone. Run at boot, before anything launches. Returns how many it found.
+pub async fn reap_orphans(root: &std::path::Path) -> usize {
+    let found = pids_using_profiles(root);
+    for pid in &found {
+        log::warn!(
+            "killing Chromium pid {pid} left running on a profile under {}",
+            root.display()
+        );
+        // SAFETY: plain syscall; a pid that vanished in between gives ESRCH.
+        unsafe {
+            libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + GROUP_EXIT_WAIT;
+    while !pids_using_profiles(root).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    found.len()
 }

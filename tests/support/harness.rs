@@ -282,3 +282,8 @@ fn processes_on(profile: &Path) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Every process with a profile under `root` on its command line.
+pub fn pids_on_root(root: &Path) -> Vec<u32> {
+    wa_supervisor::browser::process::pids_using_profiles(root)
+}

@@ -1,5 +1,7 @@
 //! Test support: the stand-in WhatsApp Web page and the app harness.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod harness;
+
 pub mod standin;

@@ -55,6 +55,11 @@ impl RegistryHandle {
         flatten(self.addr.send(Logout { key, by }).await)
     }
 
+    /// Closes every session for a daemon shutdown; returns how many actors were asked.
+    pub async fn shutdown_all(&self) -> usize {
+        self.addr.send(ShutdownAll).await.unwrap_or(0)
+    }
+
     pub async fn inspect(&self) -> Result<RegistryInfo, ApiError> {
         self.addr.send(InspectAll).await.map_err(unavailable)
     }

@@ -196,6 +196,8 @@ pub struct RegistryInfo {
     pub live_actors: usize,
     pub running_browsers: usize,
     pub max_sessions: u32,
+    /// Browsers being launched right now (bounded by LAUNCH_CONCURRENCY).
+    pub launches_in_flight: usize,
     pub actors: Vec<ActorInfo>,
 }
 
@@ -212,6 +214,8 @@ impl Handler<InspectAll> for Registry {
         let known_sessions = self.views.len();
         let live_actors = self.actors.len();
         let max_sessions = self.max_sessions;
+        let launches_in_flight =
+            self.env.launch_concurrency - self.env.launches.available_permits();
         Box::pin(async move {
             let mut actors: Vec<ActorInfo> = futures_util::future::join_all(requests)
                 .await
@@ -224,8 +228,34 @@ impl Handler<InspectAll> for Registry {
                 live_actors,
                 running_browsers: actors.iter().filter(|a| a.browser_pid.is_some()).count(),
                 max_sessions,
+                launches_in_flight,
                 actors,
             }
+        })
+    }
+}
+
+/// The daemon is stopping: refuse new starts, close every browser gracefully in parallel (intent
+/// and numbers kept, rows written), reply when all are done.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ShutdownAll;
+
+impl Handler<ShutdownAll> for Registry {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: ShutdownAll, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let closing: Vec<_> = self
+            .actors
+            .iter()
+            .filter(|(_, a)| a.connected())
+            .map(|(key, a)| a.send(session::Shutdown { key: key.clone() }))
+            .collect();
+        Box::pin(async move {
+            let n = closing.len();
+            futures_util::future::join_all(closing).await;
+            n
         })
     }
 }

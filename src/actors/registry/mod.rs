@@ -123,6 +123,7 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.restore();
         // Keep the cache current from the event bus (ordered per session).
         let mut events = self.env.events.subscribe();
         let addr = ctx.address();
@@ -141,7 +142,38 @@ impl Actor for Registry {
     }
 }
 
+impl Registry {
+    /// Boot: sessions whose intent is `running` come back (without a new QR when the profile
+    /// holds a login). Launch concurrency is bounded by the sessions' shared semaphore; at most
+    /// `MAX_SESSIONS` are restored.
+    fn restore(&mut self) {
+        let mut keys: Vec<SessionKey> = self
+            .rows
+            .values()
+            .filter(|r| r.intent == crate::domain::Intent::Running)
+            .map(|r| r.key.clone())
+            .collect();
+        keys.sort();
+        if keys.len() > self.max_sessions as usize {
+            log::warn!(
+                "{} sessions to restore, MAX_SESSIONS is {}: the rest stay stopped",
+                keys.len(),
+                self.max_sessions
+            );
+            keys.truncate(self.max_sessions as usize);
+        }
+        for key in keys {
+            log::info!("{key} restoring");
+            self.actor(&key).do_send(crate::actors::session::Start {
+                key: key.clone(),
+                by: "system:restore".to_owned(),
+            });
+        }
+    }
+}
+
 /// A session changed (from the event bus).
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Changed(Session);

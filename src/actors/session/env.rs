@@ -42,6 +42,10 @@ pub struct SessionEnv {
     pub close_grace: Duration,
     pub poll_every: Duration,
     pub supervision: Supervision,
+    /// Browsers being launched at once, host-wide.
+    pub launches: tokio::sync::Semaphore,
+    pub launch_concurrency: usize,
+
     pub store: Store,
     /// Every change of every session; subscribers filter by user.
     pub events: broadcast::Sender<Session>,

@@ -1,7 +1,7 @@
 use actix::prelude::*;
 
 use super::{Initiator, Session, SessionActor, SessionError};
-use crate::domain::SessionKey;
+use crate::domain::{Intent, SessionKey};
 
 /// Unlinks: closes the browser, deletes the profile folder, clears the number. Replies once the
 /// folder is gone, with the `stopped` session.
@@ -21,7 +21,7 @@ impl Handler<Logout> for SessionActor {
         }
         let number = self.number.take();
         self.last_error = None;
-        let closing = self.shut_down("logged_out", &msg.by, ctx);
+        let closing = self.shut_down("logged_out", &msg.by, Intent::Stopped, ctx);
         let dir = self.env.sessions.profile_dir(&self.key);
         let is_ours = self.env.sessions.is_profile_dir(&dir);
         let key = self.key.clone();

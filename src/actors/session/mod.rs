@@ -16,6 +16,7 @@ mod error;
 mod inspect;
 mod logout;
 mod qr;
+mod shutdown;
 mod start;
 mod status;
 mod stop;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
 
-use crate::browser::{BrowserError, BrowserProcess, LaunchSpec, Observation, ProfileLock, WaPage};
+use crate::browser::{BrowserError, BrowserProcess, FolderLock, LaunchSpec, Observation, WaPage};
 use crate::domain::{Intent, SessionKey, SessionState};
 use crate::store::{now_ms, NewEvent, SessionRow};
 
@@ -37,6 +38,7 @@ pub use error::SessionError;
 pub use inspect::{ActorInfo, Inspect};
 pub use logout::Logout;
 pub use qr::GetQr;
+pub use shutdown::Shutdown;
 pub use start::Start;
 pub use status::GetStatus;
 pub use stop::Stop;
@@ -53,7 +55,7 @@ pub static MISROUTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 struct Running {
     page: WaPage,
     process: BrowserProcess,
-    lock: ProfileLock,
+    lock: FolderLock,
     /// Held while this browser may touch the profile; the next launch waits for it.
     gate: OwnedMutexGuard<()>,
 }
@@ -78,6 +80,8 @@ impl Running {
 enum Write {
     Row(SessionRow),
     Event(NewEvent),
+    /// Answered once every earlier write is done.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 pub struct SessionActor {
@@ -115,6 +119,10 @@ impl SessionActor {
                 let result = match write {
                     Write::Row(row) => store.save_session(row).await,
                     Write::Event(ev) => store.record_event(ev).await,
+                    Write::Flush(done) => {
+                        let _ = done.send(());
+                        Ok(())
+                    }
                 };
                 if let Err(e) = result {
                     log::error!("{log_key} could not write to the database: {e}");
@@ -225,6 +233,15 @@ impl SessionActor {
         let _ = self.env.events.send(self.view());
     }
 
+    /// Resolves when every write queued so far has reached the database.
+    fn flushed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.writer.send(Write::Flush(tx));
+        async move {
+            let _ = rx.await;
+        }
+    }
+
     /// Starts a browser (new generation); its outcome arrives in [`Self::launched`].
     fn launch(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
@@ -243,7 +260,16 @@ impl SessionActor {
             let gate = gate.lock_owned().await;
             let executable = env.chromium.clone().map_err(BrowserError::NotFound)?;
             let lock =
-                ProfileLock::acquire(&profile).map_err(|e| BrowserError::Cdp(e.to_string()))?;
+                FolderLock::acquire(&profile).map_err(|e| BrowserError::Profile(e.to_string()))?;
+            crate::browser::profile::clear_stale_singleton(&profile)
+                .map_err(BrowserError::Profile)?;
+            // Bounded launch concurrency: a boot restoring 50 sessions does not start 50 at once.
+            let _permit = env
+                .launches
+                .acquire()
+                .await
+                .expect("the launch semaphore is never closed");
+
             let spec = LaunchSpec {
                 executable,
                 profile_dir: profile,
@@ -298,7 +324,7 @@ impl SessionActor {
                 );
                 self.run = Some(run);
             }
-            Err(e @ BrowserError::NotFound(_)) => {
+            Err(e @ (BrowserError::NotFound(_) | BrowserError::Profile(_))) => {
                 self.intent = Intent::Stopped;
                 self.fail(e.to_string());
             }
@@ -380,7 +406,7 @@ impl SessionActor {
         self.qr_deadline = None;
         if generation == self.generation && self.state != SessionState::Connected {
             self.last_error = Some("qr_timeout".to_owned());
-            let closing = self.shut_down("qr_timeout", SYSTEM, ctx);
+            let closing = self.shut_down("qr_timeout", SYSTEM, Intent::Stopped, ctx);
             actix::spawn(async move {
                 closing.await;
             });
@@ -393,10 +419,11 @@ impl SessionActor {
         &mut self,
         kind: &str,
         by: &str,
+        intent: Intent,
         ctx: &mut Context<Self>,
     ) -> impl std::future::Future<Output = OwnedMutexGuard<()>> + 'static {
         self.generation += 1;
-        self.intent = Intent::Stopped;
+        self.intent = intent;
         if let Some(handle) = self.qr_deadline.take() {
             ctx.cancel_future(handle);
         }

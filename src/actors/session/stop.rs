@@ -1,7 +1,7 @@
 use actix::prelude::*;
 
 use super::{Initiator, Session, SessionActor, SessionError};
-use crate::domain::SessionKey;
+use crate::domain::{Intent, SessionKey};
 
 /// Closes the browser and keeps the profile (the number stays linked). Replies once the browser
 /// process is gone, with the `stopped` session.
@@ -19,7 +19,7 @@ impl Handler<Stop> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return Box::pin(fut::ready(Err(e)));
         }
-        let closing = self.shut_down("stopped", &msg.by, ctx);
+        let closing = self.shut_down("stopped", &msg.by, Intent::Stopped, ctx);
         Box::pin(
             async move {
                 closing.await;

@@ -1,0 +1,149 @@
+//! The real `wa-supervisor` binary as a child process, for signal and boot tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::harness::{ADMIN_TOKEN, SERVICE_TOKEN};
+
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Starts the daemon on `dir` (data, sessions and SQLite under it) and waits until it listens.
+pub async fn start(dir: &Path, whatsapp_url: &str, extra: &[&str]) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wa-supervisor"))
+        .args([
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+            "--sessions-dir",
+            dir.join("sessions").to_str().unwrap(),
+            "--whatsapp-url",
+            whatsapp_url,
+            "--api-token",
+            SERVICE_TOKEN,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--log",
+            "info",
+        ])
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(port) = line.split("listening on 127.0.0.1:").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(port.trim().parse::<u16>().unwrap());
+                    }
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    let port = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("daemon listens within 20 s")
+        .expect("daemon printed its port");
+    Daemon {
+        child,
+        port,
+        dir: dir.to_path_buf(),
+        log,
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.id().unwrap() as i32
+    }
+
+    pub fn sessions(&self) -> PathBuf {
+        self.dir.join("sessions")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain syscall on our own child.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the exit; returns its code and how long it took.
+    pub async fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("daemon exits in time")
+            .unwrap();
+        (status.code(), started.elapsed())
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: &str) -> (u16, serde_json::Value) {
+        let res = reqwest::Client::new()
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn wait_state(
+        &self,
+        user: &str,
+        slot: u16,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self
+                .call("GET", &format!("/api/status/{user}/{slot}"), SERVICE_TOKEN)
+                .await;
+            if status == 200 && pred(&body) {
+                return body;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{user}:{slot} timed out; last {status} {body}\n--- daemon log ---\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
