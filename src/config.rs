@@ -207,6 +207,13 @@ pub struct Settings {
 pub enum Command {
     /// Run the daemon (the default).
     Serve,
+    /// Adopt legacy profile folders `<userId>-slot<N>` in SESSIONS_DIR: create their missing
+    /// rows (stopped, restored at the next boot). Idempotent. Run it while the daemon is stopped.
+    ImportSessions {
+        /// Report what would be adopted without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 impl Settings {

@@ -16,6 +16,9 @@ pub mod browser;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod import;
+pub mod metrics;
+
 pub mod qr;
 pub mod startup;
 pub mod store;

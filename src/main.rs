@@ -4,8 +4,35 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use wa_supervisor::config::Settings;
-use wa_supervisor::startup::Application;
+use wa_supervisor::config::{Command, Settings};
+use wa_supervisor::startup::{Application, Ground};
+
+async fn import(settings: Settings, dry_run: bool) -> ExitCode {
+    let ground = match Ground::prepare(&settings).await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match wa_supervisor::import::import_sessions(
+        &ground.sessions,
+        &ground.store,
+        settings.max_slots,
+        dry_run,
+    )
+    .await
+    {
+        Ok(report) => {
+            print!("{}", report.render(dry_run));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let settings = match Settings::from_env() {
@@ -31,6 +58,10 @@ fn main() -> ExitCode {
         .parse_filters(&settings.rust_log)
         .format_timestamp_millis()
         .init();
+
+    if let Some(Command::ImportSessions { dry_run }) = settings.command {
+        return actix_web::rt::System::new().block_on(import(settings, dry_run));
+    }
 
     actix_web::rt::System::new().block_on(async move {
         let app = match Application::build(settings).await {

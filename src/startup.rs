@@ -18,6 +18,7 @@ use crate::browser::{find_chromium, FolderLock, PageConfig};
 use crate::config::Settings;
 use crate::domain::SessionsRoot;
 use crate::http::auth::{Auth, AuthSetupError};
+use crate::metrics::Metrics;
 use crate::store::SessionRow;
 use crate::store::{Store, StoreError};
 
@@ -53,6 +54,7 @@ pub struct AppState {
     pub store: Store,
     pub sessions: Arc<SessionEnv>,
     pub max_slots: u16,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Application {
@@ -71,39 +73,17 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        ensure_writable(&settings.data_dir).map_err(|source| StartupError::DataDir {
-            path: settings.data_dir.display().to_string(),
-            source,
-        })?;
-        let sessions = SessionsRoot::create(&settings.sessions_dir)
-            .and_then(|root| ensure_writable(root.path()).map(|()| root))
-            .map_err(|source| StartupError::SessionsDir {
-                path: settings.sessions_dir.display().to_string(),
-                source,
-            })?;
-
-        // One daemon per SESSIONS_DIR: two would drive the same profiles.
-        let daemon_lock =
-            FolderLock::acquire(sessions.path()).map_err(|e| StartupError::Locked {
-                reason: e.to_string(),
-            })?;
+        let Ground {
+            sessions,
+            daemon_lock,
+            store,
+        } = Ground::prepare(&settings).await?;
         let orphans = reap_orphans(sessions.path()).await;
         if orphans > 0 {
             log::warn!("killed {orphans} Chromium processes left on profiles by an earlier run");
         }
-
         let db = settings.database();
         let max_slots = settings.max_slots;
-        let store = {
-            let db = db.clone();
-            tokio::task::spawn_blocking(move || Store::open(&db, max_slots))
-                .await
-                .expect("store open does not panic")
-        }
-        .map_err(|source| StartupError::Database {
-            url: db.to_string(),
-            source,
-        })?;
         log::info!("store: {} ({db})", store.backend());
 
         let chromium = find_chromium(settings.chromium_path.as_deref()).map_err(|e| e.to_string());
@@ -116,6 +96,7 @@ impl Application {
             log::warn!("running as root: Chromium runs without its sandbox; deploy/ runs the daemon as its own user");
         }
         let (events, _) = broadcast::channel(1024);
+        let metrics = Arc::new(Metrics::default());
         let env = Arc::new(SessionEnv {
             sessions,
             chromium,
@@ -133,6 +114,7 @@ impl Application {
             supervision: settings.supervision(),
             launches: tokio::sync::Semaphore::new(settings.launch_concurrency as usize),
             launch_concurrency: settings.launch_concurrency as usize,
+            metrics: metrics.clone(),
 
             store: store.clone(),
             events,
@@ -168,6 +150,7 @@ impl Application {
             store,
             sessions: env,
             max_slots,
+            metrics,
         });
         let listener =
             TcpListener::bind(settings.bind_addr).map_err(|source| StartupError::Bind {
@@ -180,6 +163,7 @@ impl Application {
         let origins = settings.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(crate::http::count_requests))
                 .wrap(crate::http::cors(&origins))
                 .app_data(data.clone())
                 .app_data(registry_data.clone())
@@ -267,6 +251,51 @@ impl Application {
         if let Some(server) = self.server.take() {
             actix_web::rt::spawn(server);
         }
+    }
+}
+
+/// What every command of the binary stands on: the folders (checked writable), the lock on
+/// `SESSIONS_DIR` (one daemon per folder) and the store (migrations run).
+pub struct Ground {
+    pub sessions: SessionsRoot,
+    pub daemon_lock: FolderLock,
+    pub store: Store,
+}
+
+impl Ground {
+    pub async fn prepare(settings: &Settings) -> Result<Ground, StartupError> {
+        ensure_writable(&settings.data_dir).map_err(|source| StartupError::DataDir {
+            path: settings.data_dir.display().to_string(),
+            source,
+        })?;
+        let sessions = SessionsRoot::create(&settings.sessions_dir)
+            .and_then(|root| ensure_writable(root.path()).map(|()| root))
+            .map_err(|source| StartupError::SessionsDir {
+                path: settings.sessions_dir.display().to_string(),
+                source,
+            })?;
+        // One daemon per SESSIONS_DIR: two would drive the same profiles.
+        let daemon_lock =
+            FolderLock::acquire(sessions.path()).map_err(|e| StartupError::Locked {
+                reason: e.to_string(),
+            })?;
+        let db = settings.database();
+        let max_slots = settings.max_slots;
+        let store = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || Store::open(&db, max_slots))
+                .await
+                .expect("store open does not panic")
+        }
+        .map_err(|source| StartupError::Database {
+            url: db.to_string(),
+            source,
+        })?;
+        Ok(Ground {
+            sessions,
+            daemon_lock,
+            store,
+        })
     }
 }
 

@@ -40,3 +40,22 @@ pub fn cors(origins: &[String]) -> Cors {
         .allowed_headers(["authorization", "x-stack-access-token", "content-type"])
         .max_age(600)
 }
+
+/// Counts every request by route pattern, method and status for `/metrics`.
+pub async fn count_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let metrics = req
+        .app_data::<web::Data<crate::startup::AppState>>()
+        .map(|s| s.metrics.clone());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        metrics.http_request(&route, &method, res.status().as_u16());
+    }
+    Ok(res)
+}

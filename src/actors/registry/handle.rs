@@ -7,7 +7,7 @@ use actix::Addr;
 
 use super::{messages::*, Registry};
 use crate::actors::session::{Initiator, QrView, Session, SessionError};
-use crate::domain::{SessionKey, UserId};
+use crate::domain::{SessionKey, SessionState, UserId};
 use crate::http::ApiError;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -58,6 +58,10 @@ impl RegistryHandle {
     /// Closes every session for a daemon shutdown; returns how many actors were asked.
     pub async fn shutdown_all(&self) -> usize {
         self.addr.send(ShutdownAll).await.unwrap_or(0)
+    }
+
+    pub async fn count_states(&self) -> Result<Vec<(SessionState, usize)>, ApiError> {
+        self.addr.send(CountStates).await.map_err(unavailable)
     }
 
     pub async fn inspect(&self) -> Result<RegistryInfo, ApiError> {

@@ -9,7 +9,7 @@ use super::Registry;
 use crate::actors::session::{
     self, ActorInfo, GetQr, Initiator, QrView, Session, SessionActor, SessionError,
 };
-use crate::domain::{SessionKey, UserId};
+use crate::domain::{SessionKey, SessionState, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -257,5 +257,23 @@ impl Handler<ShutdownAll> for Registry {
             futures_util::future::join_all(closing).await;
             n
         })
+    }
+}
+
+/// How many known sessions are in each state (for `/metrics`).
+#[derive(Message)]
+#[rtype(result = "Vec<(SessionState, usize)>")]
+pub struct CountStates;
+
+impl Handler<CountStates> for Registry {
+    type Result = MessageResult<CountStates>;
+
+    fn handle(&mut self, _: CountStates, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            SessionState::ALL
+                .into_iter()
+                .map(|st| (st, self.views.values().filter(|v| v.state == st).count()))
+                .collect(),
+        )
     }
 }

@@ -45,6 +45,7 @@ pub struct SessionEnv {
     /// Browsers being launched at once, host-wide.
     pub launches: tokio::sync::Semaphore,
     pub launch_concurrency: usize,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 
     pub store: Store,
     /// Every change of every session; subscribers filter by user.

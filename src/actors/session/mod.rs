@@ -23,6 +23,8 @@ mod stop;
 mod view;
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +104,10 @@ pub struct SessionActor {
     gate: Arc<Mutex<()>>,
     qr_deadline: Option<SpawnHandle>,
     crashes: VecDeque<Instant>,
+    /// When the current browser was launched, until its first QR (start-to-QR metric).
+    launched_at: Option<Instant>,
+    /// When the first QR of the current browser was shown, until linked (QR-to-connected).
+    qr_since: Option<Instant>,
     /// When the scheduled relaunch fires (shown in `/actors`).
     relaunch_at: Option<Instant>,
     born: Instant,
@@ -147,6 +153,8 @@ impl SessionActor {
             qr_deadline: None,
             crashes: VecDeque::new(),
             relaunch_at: None,
+            launched_at: None,
+            qr_since: None,
             born: Instant::now(),
             writer,
             key,
@@ -248,6 +256,9 @@ impl SessionActor {
         let generation = self.generation;
         self.qr = None;
         self.state = SessionState::Starting;
+        self.env.metrics.launches.fetch_add(1, Relaxed);
+        self.launched_at = Some(Instant::now());
+        self.qr_since = None;
         self.changed("starting", None, SYSTEM);
 
         let env = self.env.clone();
@@ -358,6 +369,10 @@ impl SessionActor {
                         return;
                     }
                 };
+                if let Some(launched) = self.launched_at.take() {
+                    self.env.metrics.start_to_qr.observe(launched.elapsed());
+                }
+                self.qr_since.get_or_insert_with(Instant::now);
                 let unlinked = self.state == SessionState::Connected;
                 self.qr = Some(Arc::new(QrView { payload, data_url }));
                 self.state = SessionState::Qr;
@@ -393,6 +408,10 @@ impl SessionActor {
                 if self.state == SessionState::Connected && self.number.as_ref() == Some(&number) {
                     return;
                 }
+                if let Some(since) = self.qr_since.take() {
+                    self.env.metrics.qr_to_connected.observe(since.elapsed());
+                }
+                self.launched_at = None;
                 self.qr = None;
                 self.state = SessionState::Connected;
                 self.last_error = None;
@@ -450,6 +469,7 @@ impl SessionActor {
     /// An unexpected end of the browser: count it, then let the supervisor restart us.
     fn crashed(&mut self, reason: String, ctx: &mut Context<Self>) {
         log::warn!("{} {reason}", self.key);
+        self.env.metrics.crashes.fetch_add(1, Relaxed);
         self.run = None; // already dead; drop kills any helper left in its group
         self.qr = None;
         self.restarts += 1;
@@ -523,6 +543,7 @@ impl Supervised for SessionActor {
         log::info!("{} relaunching in {} ms", self.key, delay.as_millis());
         ctx.run_later(delay, |act, ctx| {
             if act.state == SessionState::Restarting {
+                act.env.metrics.restarts.fetch_add(1, Relaxed);
                 act.launch(ctx);
             }
         });

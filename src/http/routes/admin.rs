@@ -6,9 +6,36 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::actors::registry::{RegistryHandle, RegistryInfo};
 use crate::http::auth::Principal;
 use crate::http::ApiError;
+use crate::startup::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/actors", web::get().to(actors));
+    cfg.route("/actors", web::get().to(actors))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn metrics(
+    who: Principal,
+    registry: web::Data<RegistryHandle>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    who.authorize_admin()?;
+    let states = registry.count_states().await?;
+    let root = state.sessions.sessions.path().to_path_buf();
+    // Reading /proc is blocking file I/O: off the async threads.
+    let browsers = web::block(move || {
+        let pids = crate::browser::process::pids_using_profiles(&root);
+        let pss = pids
+            .iter()
+            .map(|p| crate::metrics::pss_bytes(*p))
+            .sum::<u64>();
+        (pids.len(), pss)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let misrouted = crate::actors::session::MISROUTED.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(&states, browsers, misrouted)))
 }
 
 async fn actors(
