@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::harness::{spawn_app, uuid_like, TestApp, ADMIN_TOKEN, SERVICE_TOKEN};
+use support::jwt::{TestIssuer, TokenOpts};
 use support::standin::StandInOptions;
 
 const LAUNCH: Duration = Duration::from_secs(30);
@@ -457,7 +458,12 @@ async fn actors_page_renders_for_a_browser() {
 
 /// Nothing was created: no profile folder, no row, no event, no browser.
 async fn assert_no_side_effects(t: &TestApp) {
-    let entries: Vec<_> = std::fs::read_dir(t.sessions_dir()).unwrap().collect();
+    // Only the daemon's own lock file may be there.
+    let entries: Vec<_> = std::fs::read_dir(t.sessions_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != ".wa-supervisor.lock")
+        .collect();
     assert!(entries.is_empty(), "sessions dir: {entries:?}");
     let rows = t.app.state().store.list_sessions(None).await.unwrap();
     assert!(rows.is_empty(), "rows: {rows:?}");
@@ -573,4 +579,92 @@ async fn many_users_hammering_start_stop_status_never_cross_and_never_double_a_b
             .any(|(u, s)| r.key.user_id().as_str() == u && r.key.slot().get() == *s));
         assert_eq!(r.state.as_str(), "stopped");
     }
+}
+
+#[actix_web::test]
+async fn a_users_token_reaches_only_that_users_sessions() {
+    let issuer = TestIssuer::start().await;
+    let args = issuer.settings_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = spawn_app(opts(), &args).await;
+    let (a, b) = (uuid_like(0x200), uuid_like(0x201));
+    let (ta, tb) = (
+        issuer.token(&a, TokenOpts::default()),
+        issuer.token(&b, TokenOpts::default()),
+    );
+
+    // B's token on every one of A's routes: 403, and nothing happens.
+    for (method, path) in [
+        ("POST", format!("/api/start/{a}/1")),
+        ("GET", format!("/api/status/{a}")),
+        ("GET", format!("/api/status/{a}/1")),
+        ("GET", format!("/api/qr/{a}/1")),
+        ("POST", format!("/api/stop/{a}/1")),
+        ("POST", format!("/api/logout/{a}/1")),
+        ("GET", format!("/api/events/{a}")),
+        ("POST", format!("/api/events/{a}/ticket")),
+        ("GET", "/actors".to_owned()),
+        ("GET", "/metrics".to_owned()),
+    ] {
+        let r = t.call(method, &path, Some(&tb)).await;
+        assert_eq!(r.status, 403, "{method} {path}: {r:?}");
+        assert_eq!(r.json["error"], "forbidden");
+    }
+    // Tokens that are expired, for another project, HS256 or unsigned are not credentials at all.
+    let expired = issuer.token(
+        &a,
+        TokenOpts {
+            exp_offset: Some(-3600),
+            ..TokenOpts::default()
+        },
+    );
+    let other_aud = issuer.token(
+        &a,
+        TokenOpts {
+            aud: Some("another-project".into()),
+            ..TokenOpts::default()
+        },
+    );
+    let hs256 = issuer.hs256_token(&a, issuer.project_id().as_bytes());
+    let none = issuer.none_token(&a);
+    for bad in [&expired, &other_aud, &hs256, &none] {
+        let r = t
+            .call("POST", &format!("/api/start/{a}/1"), Some(bad))
+            .await;
+        assert_eq!(r.status, 401, "{r:?}");
+    }
+    assert_no_side_effects(&t).await;
+
+    // A's own token works on A's routes, and A's ticket cannot open B's stream.
+    let r = t
+        .call("POST", &format!("/api/start/{a}/1"), Some(&ta))
+        .await;
+    assert_eq!(r.status, 202, "{r:?}");
+    let r = t.call("GET", &format!("/api/status/{a}"), Some(&ta)).await;
+    assert_eq!(r.json["sessions"].as_array().unwrap().len(), 1);
+    let ticket = t
+        .call("POST", &format!("/api/events/{a}/ticket"), Some(&ta))
+        .await;
+    let ticket = ticket.json["ticket"].as_str().unwrap().to_owned();
+    let r = t
+        .call("GET", &format!("/api/events/{b}?ticket={ticket}"), None)
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = t.call("POST", &format!("/api/stop/{a}/1"), Some(&ta)).await;
+    assert_eq!(r.status, 200);
+    // The audit trail names who did it.
+    let events = t
+        .app
+        .state()
+        .store
+        .events(&support::harness::key(&a, 1))
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "stopped" && e.actor == format!("user:{a}")),
+        "{events:?}"
+    );
+    t.assert_no_browsers_left().await;
 }

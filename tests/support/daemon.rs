@@ -18,6 +18,8 @@ pub struct Daemon {
 
 /// Starts the daemon on `dir` (data, sessions and SQLite under it) and waits until it listens.
 pub async fn start(dir: &Path, whatsapp_url: &str, extra: &[&str]) -> Daemon {
+    wa_supervisor::http::auth::install_crypto_provider();
+
     let mut child = Command::new(env!("CARGO_BIN_EXE_wa-supervisor"))
         .args([
             "--bind-addr",

@@ -25,6 +25,8 @@ pub struct TestApp {
 
 pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
+    wa_supervisor::http::auth::install_crypto_provider();
+
     let standin = StandIn::start(opts).await;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -4,4 +4,5 @@
 pub mod daemon;
 pub mod harness;
 
+pub mod jwt;
 pub mod standin;

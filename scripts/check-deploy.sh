@@ -1,0 +1,577 @@
+#!/usr/bin/env bash
+# Validates deploy/ (SPEC §11) without Docker or a running systemd: the systemd unit
+# (systemd-analyze verify + security, required/forbidden options), Chromium's sandbox under the
+# unit's privilege settings and the container seccomp profile, the nginx site (nginx -t, then a
+# real SSE round trip through it on loopback), compose.yaml, the Dockerfile, env.example against
+# src/config.rs, and the README. One line per check; exits non-zero if any check fails.
+# Runs from anywhere (works on the repository root), as root on Debian bookworm; idempotent;
+# installs its tools with apt when missing. Leaves nothing running and touches no system config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+D=deploy
+UNIT=$D/systemd/wa-supervisor.service
+SITE=$D/nginx/wa-supervisor.conf
+PY=/usr/bin/python3 # Debian's python, where python3-yaml / python3-seccomp install
+
+# ---- tools --------------------------------------------------------------------------------
+need=()
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+{ [ -x "$PY" ] && "$PY" -c 'import yaml' 2>/dev/null; } || need+=(python3-yaml)
+{ [ -x "$PY" ] && "$PY" -c 'import seccomp' 2>/dev/null; } || need+=(python3-seccomp)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "check-deploy: missing packages: ${need[*]} (run as root)" >&2
+    exit 1
+  fi
+  echo "check-deploy: installing ${need[*]} ..."
+  export DEBIAN_FRONTEND=noninteractive
+  # Installing nginx must not start the system's nginx (port 80): forbid service starts
+  # during the install, unless the machine already has a policy of its own.
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  rc=0
+  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; } || rc=$?
+  [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || { echo "check-deploy: apt-get failed ($rc)" >&2; exit 1; }
+fi
+
+# ---- harness ------------------------------------------------------------------------------
+TMP=$(mktemp -d /tmp/check-deploy.XXXXXX)
+chmod 0755 "$TMP"
+# Background processes (each the leader of its own process group, via setsid) are recorded in
+# a file, not a variable: the checks run in subshells.
+PIDFILE=$TMP/pids
+: >"$PIDFILE"
+track() { echo "$1" >>"$PIDFILE"; }
+stop_tracked() {
+  local p
+  [ -s "$PIDFILE" ] || return 0
+  while read -r p; do
+    kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true
+  done <"$PIDFILE"
+  while read -r p; do
+    for _ in $(seq 1 25); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$p" 2>/dev/null || true
+  done <"$PIDFILE"
+  : >"$PIDFILE"
+}
+cleanup() {
+  stop_tracked
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+# check NAME COMMAND...: runs COMMAND with its output captured; one line per check.
+check() {
+  local name=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    passed=$((passed + 1))
+    printf 'ok    %s%s\n' "$name" "${out:+ ($(printf '%s' "$out" | tail -n1))}"
+  else
+    failed=$((failed + 1))
+    printf 'FAIL  %s\n' "$name"
+    printf '%s\n' "$out" | sed 's/^/        /'
+  fi
+}
+skip() { printf 'skip  %s (%s)\n' "$1" "$2"; }
+
+# The unit's [Service] values of KEY, one per line (last wins in systemd, so print all).
+unit_values() { sed -n "s/^[[:space:]]*$1=//p" "$UNIT"; }
+
+# ---- files present ------------------------------------------------------------------------
+files_present() {
+  local f missing=0
+  for f in "$UNIT" $D/Dockerfile $D/Dockerfile.dockerignore $D/chromium-seccomp.json \
+    $D/compose.yaml "$SITE" $D/env.example $D/README.md; do
+    [ -s "$f" ] || { echo "missing or empty: $f"; missing=1; }
+  done
+  return $missing
+}
+check "deploy/: every file present" files_present
+
+# ---- systemd ------------------------------------------------------------------------------
+# systemd-analyze verify needs ExecStart= to exist: verify a copy whose ExecStart points at a
+# stub, everything else byte for byte. It exits 0 on unknown keys or bad values (only logs
+# them), so any output at all is a failure.
+systemd_verify() {
+  mkdir -p "$TMP/unit"
+  printf '#!/bin/sh\nexit 0\n' >"$TMP/unit/wa-supervisor"
+  chmod 0755 "$TMP/unit/wa-supervisor"
+  grep -q '^ExecStart=/usr/local/bin/wa-supervisor$' "$UNIT" ||
+    { echo "ExecStart is not /usr/local/bin/wa-supervisor"; return 1; }
+  sed "s#^ExecStart=/usr/local/bin/wa-supervisor#ExecStart=$TMP/unit/wa-supervisor#" "$UNIT" \
+    >"$TMP/unit/wa-supervisor.service"
+  local out
+  out=$(SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no --generators=no \
+    "$TMP/unit/wa-supervisor.service" 2>&1) || { echo "$out"; return 1; }
+  [ -z "$out" ] || { echo "$out"; return 1; }
+  echo "no warnings"
+}
+check "systemd: systemd-analyze verify" systemd_verify
+
+systemd_required() {
+  local bad=0 v
+  want() { # KEY REGEX WHY
+    v=$(unit_values "$1" | tail -n1)
+    [[ "$v" =~ $2 ]] || { echo "$1=${v:-<unset>}: $3"; bad=1; }
+  }
+  want User '^wa-supervisor$' "a dedicated user (Chromium's sandbox needs non-root)"
+  want Group '^wa-supervisor$' "the dedicated group"
+  want Restart '^on-failure$' "restart on failure"
+  want KillMode '^mixed$' "SIGTERM to the daemon only, SIGKILL to leftovers"
+  want KillSignal '^(SIGTERM)?$' "graceful stop is SIGTERM"
+  want EnvironmentFile '^-?/etc/wa-supervisor/env$' "settings from /etc/wa-supervisor/env"
+  want StateDirectory '^wa-supervisor$' "/var/lib/wa-supervisor for data"
+  want NoNewPrivileges '^(yes|true)$' "hardening"
+  want ProtectSystem '^strict$' "hardening"
+  want ProtectHome '^(yes|true|read-only|tmpfs)$' "hardening"
+  want PrivateTmp '^(yes|true)$' "hardening"
+  want OOMPolicy '^continue$' "an OOM-killed browser must not stop every session"
+  want ReadWritePaths '/var/www/whatsapp-sessions' "the legacy SESSIONS_DIR must stay writable"
+  local stop nofile
+  stop=$(unit_values TimeoutStopSec | tail -n1)
+  [[ "$stop" =~ ^([0-9]+)s?$ ]] && [ "${BASH_REMATCH[1]}" -ge 30 ] ||
+    { echo "TimeoutStopSec=${stop:-<unset>}: must be >= 30s (graceful shutdown takes up to 15 s)"; bad=1; }
+  nofile=$(unit_values LimitNOFILE | tail -n1)
+  [[ "$nofile" =~ ^[0-9]+$ ]] && [ "$nofile" -ge 8192 ] ||
+    { echo "LimitNOFILE=${nofile:-<unset>}: must be >= 8192 for many browsers"; bad=1; }
+  [ $bad = 0 ] && echo "user, restart, stop, env, state dir, limits, hardening"
+  return $bad
+}
+check "systemd: required options" systemd_required
+
+systemd_forbidden() {
+  local bad=0 v
+  v=$(unit_values RestrictNamespaces | tail -n1)
+  [ -z "$v" ] || [ "$v" = no ] || [ "$v" = false ] ||
+    { echo "RestrictNamespaces=$v blocks Chromium's user-namespace sandbox"; bad=1; }
+  v=$(unit_values PrivateUsers | tail -n1)
+  [ -z "$v" ] || [ "$v" = no ] || [ "$v" = false ] ||
+    { echo "PrivateUsers=$v breaks Chromium's namespace sandbox"; bad=1; }
+  v=$(unit_values MemoryDenyWriteExecute | tail -n1)
+  [ -z "$v" ] || [ "$v" = no ] || [ "$v" = false ] ||
+    { echo "MemoryDenyWriteExecute=$v breaks V8's JIT"; bad=1; }
+  [ -z "$(unit_values SystemCallFilter)" ] ||
+    { echo "SystemCallFilter= set: it must not deny clone/unshare/chroot (untestable here: drop it)"; bad=1; }
+  [[ "$(unit_values Environment)" != *no-sandbox* ]] || { echo "--no-sandbox in the unit"; bad=1; }
+  [ $bad = 0 ] && echo "no RestrictNamespaces/PrivateUsers/MemoryDenyWriteExecute/SystemCallFilter"
+  return $bad
+}
+check "systemd: nothing that breaks Chromium's sandbox" systemd_forbidden
+
+systemd_security() {
+  # Exposure score on systemd's 0-10 scale; --threshold is in tenths. 4.5 = "OK" band.
+  local out
+  out=$(systemd-analyze security --offline=true --threshold=45 --no-pager \
+    "$TMP/unit/wa-supervisor.service" 2>&1) || { echo "$out" | tail -n 3; return 1; }
+  echo "$out" | grep -o 'Overall exposure level.*' | sed 's/ [^ ]*$//'
+}
+check "systemd: security exposure <= 4.5" systemd_security
+
+# ---- Chromium's sandbox under the deploy settings -----------------------------------------
+# The unit runs the daemon as a non-root user with NoNewPrivileges and an empty capability
+# bounding set; the container runs it under deploy/chromium-seccomp.json. Launch Debian's
+# Chromium the same way (as nobody, setpriv, the profile's denials loaded with libseccomp) and
+# require its renderers to be sandboxed: in their own user namespace, under a seccomp filter
+# of their own on top of ours.
+sandbox_body() {
+  local chromium=/usr/lib/chromium/chromium dir=$TMP/chromium pid
+  mkdir -p "$dir"
+  chown 65534:65534 "$dir"
+  cat >"$TMP/seccomp-exec.py" <<'PYEOF'
+import errno, json, os, sys
+import seccomp
+profile = json.load(open(sys.argv[1]))
+assert profile["defaultAction"] == "SCMP_ACT_ALLOW", "profile must be a deny list"
+flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+for rule in profile["syscalls"]:
+    assert rule["action"] == "SCMP_ACT_ERRNO", rule["action"]
+    for name in rule["names"]:
+        for banned in ("clone", "clone3", "unshare", "chroot", "seccomp", "prctl"):
+            assert name != banned, f"{name} is needed by Chromium's sandbox"
+        try:
+            flt.add_rule(seccomp.ERRNO(rule.get("errnoRet", errno.EPERM)), name)
+        except RuntimeError:
+            pass  # not a syscall on this architecture (Docker skips those too)
+flt.load()
+os.execvp(sys.argv[2], sys.argv[2:])
+PYEOF
+  setsid "$PY" "$TMP/seccomp-exec.py" "$D/chromium-seccomp.json" \
+    setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
+    --bounding-set=-all --inh-caps=-all \
+    env -i HOME="$dir" PATH=/usr/bin:/bin "$chromium" --headless=new --disable-gpu \
+    --disable-dev-shm-usage --no-first-run --disable-breakpad --user-data-dir="$dir/profile" \
+    --remote-debugging-port=0 'data:text/html,<p>sandbox</p>' >"$dir/log" 2>&1 </dev/null &
+  pid=$!
+  track "$pid"
+  local host_ns p ok=0
+  host_ns=$(readlink /proc/self/ns/user)
+  for _ in $(seq 1 100); do
+    for p in $(pgrep -u 65534 -f -- "--user-data-dir=$dir/profile" || true); do
+      [[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" == *--type=renderer* ]] || continue
+      [ "$(readlink "/proc/$p/ns/user" 2>/dev/null)" != "$host_ns" ] || continue
+      # Two filters: the profile's, then Chromium's own renderer policy.
+      [ "$(sed -n 's/^Seccomp_filters:[[:space:]]*//p' "/proc/$p/status" 2>/dev/null)" -ge 2 ] 2>/dev/null || continue
+      ok=1
+    done
+    [ $ok = 1 ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  stop_tracked
+  if [ $ok = 1 ]; then
+    echo "renderer in its own user namespace under seccomp (NoNewPrivileges, no capabilities, profile loaded)"
+  else
+    echo "no sandboxed renderer appeared; Chromium's log:"
+    grep -v 'dbus' "$dir/log" | tail -n 15
+    return 1
+  fi
+}
+sandbox_check() {
+  local rc=0
+  sandbox_body || rc=$?
+  stop_tracked
+  return $rc
+}
+if [ -x /usr/lib/chromium/chromium ]; then
+  check "chromium: sandbox works under the unit's and the container's restrictions" sandbox_check
+else
+  skip "chromium: sandbox under the deploy restrictions" "Debian chromium not installed (scripts/setup.sh installs it)"
+fi
+
+seccomp_json() {
+  "$PY" - "$D/chromium-seccomp.json" <<'PYEOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["defaultAction"] == "SCMP_ACT_ALLOW"
+names = [n for r in p["syscalls"] for n in r["names"]]
+assert all(r["action"] in ("SCMP_ACT_ERRNO",) for r in p["syscalls"])
+assert "architectures" not in p and "archMap" not in p, "native architecture only"
+print(f"{len(names)} syscalls denied")
+PYEOF
+}
+check "container: seccomp profile is valid" seccomp_json
+
+# ---- nginx --------------------------------------------------------------------------------
+# A private prefix: the site with the placeholders replaced (self-signed certificate, temp log
+# and webroot paths, and for the live test free loopback ports), included in a minimal
+# nginx.conf. Nothing of the system's nginx is read or written.
+nginx_prepare() { # PREFIX HTTP_PORT HTTPS_PORT UPSTREAM_PORT
+  local px=$1
+  mkdir -p "$px/cert" "$px/logs" "$px/www" "$px/tmp"
+  if [ ! -s "$TMP/cert/privkey.pem" ]; then
+    mkdir -p "$TMP/cert"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=wa.example.com" \
+      -keyout "$TMP/cert/privkey.pem" -out "$TMP/cert/fullchain.pem" >/dev/null 2>&1
+  fi
+  sed -e "s#/etc/letsencrypt/live/wa.example.com/#$TMP/cert/#g" \
+    -e "s#/var/log/nginx/#$px/logs/#g" \
+    -e "s#/var/www/html#$px/www#g" \
+    -e "s#listen 80;#listen 127.0.0.1:$2;#" -e "s#listen \[::\]:80;##" \
+    -e "s#listen 443 ssl#listen 127.0.0.1:$3 ssl#" -e "s#listen \[::\]:443 ssl http2;##" \
+    -e "s#server 127.0.0.1:8080;#server 127.0.0.1:$4;#" \
+    "$SITE" >"$px/site.conf"
+  cat >"$px/nginx.conf" <<EOF
+pid $px/nginx.pid;
+error_log $px/logs/error.log;
+worker_processes 1;
+events { worker_connections 64; }
+http {
+    include /etc/nginx/mime.types;
+    access_log $px/logs/access.log;
+    client_body_temp_path $px/tmp/body;
+    proxy_temp_path $px/tmp/proxy;
+    fastcgi_temp_path $px/tmp/fastcgi;
+    uwsgi_temp_path $px/tmp/uwsgi;
+    scgi_temp_path $px/tmp/scgi;
+    # Compression on, as on a typical host: the SSE location must switch it off.
+    gzip on;
+    gzip_types text/event-stream application/json;
+    gzip_min_length 1;
+    include $px/site.conf;
+}
+EOF
+}
+
+nginx_test() {
+  # The site as shipped (ports 80/443 and 127.0.0.1:8080 kept: nginx -t binds nothing).
+  local px=$TMP/nginx-t out
+  mkdir -p "$px/cert" "$px/logs" "$px/www" "$px/tmp"
+  nginx_prepare "$px" 80 443 8080
+  # Undo the port rewrites for -t: validate the listen lines exactly as written.
+  sed -e "s#/etc/letsencrypt/live/wa.example.com/#$TMP/cert/#g" \
+    -e "s#/var/log/nginx/#$px/logs/#g" -e "s#/var/www/html#$px/www#g" "$SITE" >"$px/site.conf"
+  out=$(/usr/sbin/nginx -t -q -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" 2>&1) ||
+    { echo "$out"; return 1; }
+  [ -z "$out" ] || { echo "$out"; return 1; } # warnings count as failures
+  echo "$(/usr/sbin/nginx -v 2>&1 | sed 's/^nginx version: //'): syntax ok, no warnings"
+}
+check "nginx: nginx -t on the site" nginx_test
+
+nginx_static() {
+  "$PY" - "$SITE" <<'PYEOF'
+import re, sys
+text = re.sub(r"#[^\n]*", "", open(sys.argv[1]).read())
+def block(start):
+    i = text.index(start)
+    depth, j = 0, text.index("{", i)
+    for k in range(j, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        if depth == 0:
+            return text[j:k]
+    raise ValueError(start)
+errors = []
+sse = block("location /api/events/")
+for want in ["proxy_buffering off;", "gzip off;", "proxy_cache off;"]:
+    if want not in sse: errors.append(f"/api/events/: missing {want}")
+m = re.search(r"proxy_read_timeout\s+(\d+)(s|m|h)?;", sse)
+secs = int(m.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)] if m else 0
+if secs < 300: errors.append("/api/events/: proxy_read_timeout must be long (>= 300s)")
+for want, why in [
+    (r"proxy_http_version\s+1\.1;", "HTTP/1.1 to the upstream"),
+    (r"proxy_set_header\s+Connection\s+\"\";", "keep-alive upstream connections"),
+    (r"return\s+301\s+https://", "HTTP -> HTTPS redirect"),
+    (r"listen\s+443\s+ssl", "TLS on 443"),
+    (r"ssl_certificate\s+/etc/letsencrypt/live/[^/]+/fullchain\.pem;", "certificate placeholder"),
+    (r"ssl_certificate_key\s+/etc/letsencrypt/live/[^/]+/privkey\.pem;", "key placeholder"),
+    (r"client_max_body_size\s+\d+[kKmM]?;", "a small body limit"),
+    (r"add_header\s+Strict-Transport-Security", "HSTS"),
+    (r"add_header\s+X-Content-Type-Options", "nosniff"),
+    (r"server\s+127\.0\.0\.1:8080;", "upstream 127.0.0.1:8080"),
+    (r"location\s+/\s*\{", "location /"),
+]:
+    if not re.search(want, text): errors.append(f"missing: {why}")
+if errors:
+    print("\n".join(errors)); sys.exit(1)
+print("SSE location unbuffered, TLS, redirect, headers, body limit")
+PYEOF
+}
+check "nginx: site has the SSE, TLS and header settings" nginx_static
+
+# Live: nginx from the private prefix on free loopback ports in front of a stub upstream that
+# sends one SSE event, waits 3 s, sends another. Through a buffering or compressing proxy the
+# first event only arrives with the second; here it must arrive at once, uncompressed, over
+# TLS, and plain HTTP must redirect.
+nginx_live_body() {
+  local px=$TMP/nginx-live ports http https up
+  read -r http https up < <("$PY" -c '
+import socket
+ss = [socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+  nginx_prepare "$px" "$http" "$https" "$up"
+  cat >"$TMP/sse-stub.py" <<'PYEOF'
+import sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path.startswith("/api/events/"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"event: session\ndata: {\"n\":1}\n\n"); self.wfile.flush()
+            time.sleep(3)
+            self.wfile.write(b"event: session\ndata: {\"n\":2}\n\n"); self.wfile.flush()
+            self.close_connection = True
+        else:
+            body = b'{"status":"ok"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PYEOF
+  setsid "$PY" "$TMP/sse-stub.py" "$up" >"$px/logs/stub.log" 2>&1 </dev/null &
+  track "$!"
+  setsid /usr/sbin/nginx -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" -g 'daemon off;' \
+    >"$px/logs/stdout.log" 2>&1 </dev/null &
+  track "$!"
+  local base="https://wa.example.com:$https" resolve=(--resolve "wa.example.com:$https:127.0.0.1")
+  for _ in $(seq 1 50); do
+    curl -ksf "${resolve[@]}" -o /dev/null "$base/healthz" 2>/dev/null && break
+    sleep 0.1
+  done
+  local out first code loc hdrs
+  [[ "$(curl -ksf "${resolve[@]}" "$base/healthz" 2>&1)" == *'"ok"'* ]] ||
+    { echo "GET /healthz through nginx failed"; tail -n 5 "$px/logs/error.log"; return 1; }
+  # First SSE event: must show up well before the 3 s pause ends (with gzip requested).
+  out=$(timeout 10 curl -ksN "${resolve[@]}" -H 'Accept-Encoding: gzip' -D "$px/sse-headers" \
+    -w '\n%{time_starttransfer}\n' "$base/api/events/u1" 2>&1 | "$PY" -c '
+import sys, time
+t0 = time.monotonic()
+for line in sys.stdin:
+    if line.startswith("data:"):
+        print(f"{time.monotonic() - t0:.2f}")
+        break
+' ) || true
+  first=${out:-none}
+  hdrs=$(tr -d '\r' <"$px/sse-headers" 2>/dev/null || true)
+  grep -qi '^content-encoding: gzip' <<<"$hdrs" && { echo "SSE response was gzipped"; return 1; }
+  grep -qi '^content-type: text/event-stream' <<<"$hdrs" || { echo "no SSE response: $hdrs"; return 1; }
+  "$PY" -c "import sys; sys.exit(0 if '$first' != 'none' and float('$first') < 2.0 else 1)" ||
+    { echo "first SSE event arrived after ${first}s: buffered"; return 1; }
+  grep -qi '^strict-transport-security:' <<<"$hdrs" || { echo "no HSTS header on SSE"; return 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: wa.example.com' \
+    "http://127.0.0.1:$http/api/status/u1")
+  [[ "$code" == "301 https://wa.example.com/api/status/u1" ]] ||
+    { echo "HTTP redirect: $code"; return 1; }
+  # A large body is refused by nginx before it reaches the daemon.
+  code=$(head -c 100000 /dev/zero | curl -ks "${resolve[@]}" -o /dev/null -w '%{http_code}' \
+    --data-binary @- "$base/api/start/u1/1")
+  [ "$code" = 413 ] || { echo "100 kB body: $code, want 413"; return 1; }
+  echo "first event after ${first}s, not gzipped; HTTPS, HSTS, 301 from HTTP, 413 on big bodies"
+}
+nginx_live() {
+  local rc=0
+  nginx_live_body || rc=$?
+  stop_tracked
+  return $rc
+}
+check "nginx: live SSE through the site is unbuffered" nginx_live
+
+# ---- compose ------------------------------------------------------------------------------
+compose_check() {
+  "$PY" - "$D/compose.yaml" <<'PYEOF'
+import json, os, re, sys
+import yaml
+path = sys.argv[1]
+here = os.path.dirname(path)
+doc = yaml.safe_load(open(path))
+errors = []
+def need(cond, msg):
+    if not cond: errors.append(msg)
+def secs(v):
+    m = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", str(v or ""))
+    return int(m.group(1) or 0) * 60 + int(m.group(2) or 0) if m and v else 0
+svcs = doc.get("services") or {}
+need(set(svcs) >= {"postgres", "wa-supervisor"}, f"services: {sorted(svcs)}")
+pg = svcs.get("postgres") or {}
+wa = svcs.get("wa-supervisor") or {}
+need(str(pg.get("image", "")).startswith("postgres:15"), "postgres: image postgres:15")
+need("test" in (pg.get("healthcheck") or {}), "postgres: healthcheck")
+pg_vols = [str(v).split(":")[0] for v in pg.get("volumes") or []]
+named = set((doc.get("volumes") or {}).keys())
+need(any(v in named for v in pg_vols), "postgres: a named volume for its data")
+env = pg.get("environment") or {}
+need(all(k in env for k in ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD")), "postgres: user/db/password")
+build = wa.get("build") or {}
+df = os.path.normpath(os.path.join(here, build.get("context", "."), build.get("dockerfile", "Dockerfile")))
+need(os.path.isfile(df) and df.endswith("deploy/Dockerfile"), f"wa-supervisor: build dockerfile {df}")
+need(os.path.isfile(os.path.join(here, build.get("context", "."), "Cargo.toml")), "wa-supervisor: build context is the repo root")
+dep = (wa.get("depends_on") or {}).get("postgres") or {}
+need(dep.get("condition") == "service_healthy", "wa-supervisor: depends_on postgres service_healthy")
+wenv = wa.get("environment") or {}
+url = str(wenv.get("DATABASE_URL", ""))
+need(url.startswith("postgres://") and "@postgres:5432/" in url, f"wa-supervisor: DATABASE_URL -> postgres service ({url})")
+need(str(wenv.get("BIND_ADDR", "")).startswith("0.0.0.0:"), "wa-supervisor: BIND_ADDR 0.0.0.0")
+need(secs(wa.get("stop_grace_period")) >= 30, "wa-supervisor: stop_grace_period >= 30s")
+need("healthz" in json.dumps((wa.get("healthcheck") or {}).get("test")), "wa-supervisor: healthcheck on /healthz")
+mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in wa.get("volumes") or [] if ":" in str(v)}
+need({"/data", "/data/sessions"} <= set(mounts), f"wa-supervisor: volumes for /data and /data/sessions ({mounts})")
+need(all(src in named for src in mounts.values()), "wa-supervisor: volumes are declared at the top level")
+sec = [str(s) for s in wa.get("security_opt") or []]
+prof = [s.split("=", 1)[1] for s in sec if s.startswith("seccomp=")]
+need(prof and os.path.isfile(os.path.join(here, prof[0])), f"wa-supervisor: seccomp profile file ({sec})")
+need(not any(s.endswith("unconfined") and s.startswith("seccomp") for s in sec), "no seccomp=unconfined")
+ports = [str(p) for p in wa.get("ports") or []]
+need(all(p.startswith("127.0.0.1:") for p in ports), f"wa-supervisor: ports on loopback only ({ports})")
+need(not wa.get("privileged") and "SYS_ADMIN" not in (wa.get("cap_add") or []), "no privileged / SYS_ADMIN")
+need("shm_size" not in wa, "shm_size not needed (--disable-dev-shm-usage)")
+if errors:
+    print("\n".join(errors)); sys.exit(1)
+print("postgres:15 + wa-supervisor, healthchecks, service_healthy, volumes, stop_grace_period, seccomp")
+PYEOF
+}
+check "compose: compose.yaml parses and has the expected services and keys" compose_check
+
+# ---- Dockerfile ---------------------------------------------------------------------------
+dockerfile_check() {
+  local f=$TMP/Dockerfile.joined bad=0 re
+  # One instruction per line: join backslash continuations.
+  sed -e ':a' -e '/\\$/N; s/\\\n[[:space:]]*/ /; ta' $D/Dockerfile >"$f"
+  while IFS='|' read -r re why; do
+    grep -Eq "$re" "$f" || { echo "missing: $why"; bad=1; }
+  done <<'EOF'
+^FROM rust:1-bookworm AS builder|builder stage rust:1-bookworm
+cargo build --release --locked|cargo build --release --locked
+^FROM debian:bookworm-slim|runtime debian:bookworm-slim
+apt-get install .*chromium|chromium installed
+apt-get install .*ca-certificates|ca-certificates installed
+apt-get install .*tini|tini installed
+apt-get install .*curl|curl installed (HEALTHCHECK)
+^USER [a-z]|a USER line
+^HEALTHCHECK .*healthz|HEALTHCHECK on /healthz
+^STOPSIGNAL SIGTERM|STOPSIGNAL SIGTERM
+BIND_ADDR=0\.0\.0\.0:8080|BIND_ADDR=0.0.0.0:8080
+^EXPOSE 8080|EXPOSE 8080
+^VOLUME .*/data|VOLUME /data
+^ENTRYPOINT \["/usr/bin/tini"|tini as ENTRYPOINT
+EOF
+  local user
+  user=$(sed -n 's/^USER //p' "$f" | tail -n1)
+  case "$user" in root | root:* | 0 | 0:*) echo "runs as root"; bad=1 ;; esac
+  grep -q 'no-sandbox' "$f" && { echo "--no-sandbox in the image"; bad=1; }
+  # Every COPY --from names a stage; every COPY source from the context is not ignored.
+  grep -Eq '^\.?/?target/?$|^target$' $D/Dockerfile.dockerignore || { echo "dockerignore: target"; bad=1; }
+  grep -Eq '^(Cargo\.toml|src)' $D/Dockerfile.dockerignore && { echo "dockerignore excludes the sources"; bad=1; }
+  [ $bad = 0 ] && echo "multi-stage, non-root ($user), tini, healthcheck, stop signal"
+  return $bad
+}
+check "container: Dockerfile has the required instructions" dockerfile_check
+
+# ---- env.example --------------------------------------------------------------------------
+env_check() {
+  local bad=0 v
+  mapfile -t vars < <(grep -o 'env = "[A-Z0-9_]*"' src/config.rs | sed 's/env = "\(.*\)"/\1/' | sort -u)
+  [ "${#vars[@]}" -gt 0 ] || { echo "no env = \"...\" found in src/config.rs"; return 1; }
+  local -A known=()
+  for v in "${vars[@]}"; do
+    known[$v]=1
+    grep -Eq "^#?[[:space:]]*$v=" $D/env.example || { echo "not in env.example: $v"; bad=1; }
+  done
+  while read -r v; do
+    [ -n "${known[$v]:-}" ] || { echo "in env.example, not in src/config.rs: $v"; bad=1; }
+  done < <(sed -n 's/^#\{0,1\}[[:space:]]*\([A-Z][A-Z0-9_]*\)=.*/\1/p' $D/env.example | sort -u)
+  # An active line with an empty value sets an empty setting, not the default.
+  if grep -En '^[A-Z][A-Z0-9_]*=[[:space:]]*$' $D/env.example; then
+    echo "^ active empty assignments: comment them out"
+    bad=1
+  fi
+  [ $bad = 0 ] && echo "${#vars[@]} settings of src/config.rs, no others"
+  return $bad
+}
+check "env.example: documents every setting of src/config.rs" env_check
+
+# ---- README -------------------------------------------------------------------------------
+readme_check() {
+  local bad=0 s
+  for s in 'useradd' '/usr/local/bin/wa-supervisor' 'apt-get install' 'chromium' '/etc/wa-supervisor/env' \
+    'systemctl enable' 'certbot' 'docker compose' '/var/www/whatsapp-sessions' 'pm2 stop' \
+    'import-sessions' '--dry-run' 'chown' '/healthz' '/readyz' '/actors' 'journalctl' 'RUST_LOG' \
+    'backup' 'scripts/check-deploy.sh'; do
+    grep -qiF -- "$s" $D/README.md || { echo "README does not mention: $s"; bad=1; }
+  done
+  [ $bad = 0 ] && echo "install, compose, upgrade, PM2 migration, verify, backups, logs"
+  return $bad
+}
+check "README: covers install, migration, verification, backups, logs" readme_check
+
+echo "check-deploy: $passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,42 @@
+//! Diesel schema. Written by hand (not `diesel print-schema`): the two backends differ in column
+//! types and an adopted PostgreSQL table may keep nullable key columns.
+
+diesel::table! {
+    /// One row per session key. `userId`, `slot`, `isConnected` and `connectedNumber` are the
+    /// platform's columns (the bot backend reads them); the rest belong to the daemon.
+    ///
+    /// `userId` and `slot` are `Nullable` because a `whatsapp_bots` table adopted on PostgreSQL may
+    /// have had nullable columns (and NULL values) before the daemon: such rows are skipped, not
+    /// fatal. The daemon itself always writes both.
+    whatsapp_bots (user_id, slot) {
+        #[sql_name = "userId"]
+        user_id -> Nullable<Text>,
+        slot -> Nullable<Integer>,
+        #[sql_name = "isConnected"]
+        is_connected -> Bool,
+        #[sql_name = "connectedNumber"]
+        connected_number -> Nullable<Text>,
+        state -> Text,
+        intent -> Text,
+        restarts -> Integer,
+        last_error -> Nullable<Text>,
+        created_ms -> BigInt,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Audit trail per session key (started, qr, connected, crashed, …, and by whom).
+    session_events (id) {
+        id -> BigInt,
+        #[sql_name = "userId"]
+        user_id -> Text,
+        slot -> Integer,
+        at_ms -> BigInt,
+        kind -> Text,
+        detail -> Nullable<Text>,
+        actor -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(whatsapp_bots, session_events);

@@ -1,0 +1,694 @@
+//! The store (SPEC §9), one suite run against both backends.
+//!
+//! Each test in `both_backends!` runs twice: `sqlite::<name>` on a temp file and
+//! `postgres::<name>` on a fresh database `wa_test_<pid>_<random>` created on the server at
+//! `WA_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and dropped
+//! afterwards. PostgreSQL is required: without it the postgres tests fail, unless
+//! `WA_TEST_SKIP_POSTGRES=1` says to skip them.
+
+use std::path::PathBuf;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection, SqliteConnection};
+use wa_supervisor::domain::{Intent, SessionKey, SessionState, Slot, UserId};
+use wa_supervisor::store::{now_ms, DatabaseUrl, NewEvent, SessionRow, Store, StoreError};
+
+const MAX_SLOTS: u16 = 10;
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A fresh, empty database of one backend; removed on drop.
+struct TestDb {
+    url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<PgDatabase>,
+}
+
+/// A database created for one test, dropped (connections and all) at the end.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        match PgConnection::establish(&self.admin_url) {
+            Ok(mut admin) => {
+                let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+                if let Err(e) = admin.batch_execute(&sql) {
+                    eprintln!("could not drop test database {}: {e}", self.name);
+                }
+            }
+            Err(e) => eprintln!("could not drop test database {}: {e}", self.name),
+        }
+    }
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder that does not exist yet: `open` creates it.
+        let path = dir.path().join("nested").join("wa-supervisor.db");
+        TestDb {
+            url: DatabaseUrl::Sqlite(path),
+            _dir: Some(dir),
+            _pg: None,
+        }
+    }
+
+    /// `None` only when `WA_TEST_SKIP_POSTGRES=1`; panics when the server is unreachable.
+    fn postgres() -> Option<TestDb> {
+        if std::env::var("WA_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
+            eprintln!("skipped: PostgreSQL store test (WA_TEST_SKIP_POSTGRES=1)");
+            return None;
+        }
+        let admin_url =
+            std::env::var("WA_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        let mut admin = PgConnection::establish(&admin_url).unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at 127.0.0.1:5432 is required for the store tests \
+                 (set WA_TEST_POSTGRES_URL to use another server, or WA_TEST_SKIP_POSTGRES=1 to skip them): {e}"
+            )
+        });
+        let name = format!(
+            "wa_test_{}_{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .unwrap();
+        let (server, _) = admin_url.rsplit_once('/').unwrap();
+        let url = format!("{server}/{name}");
+        Some(TestDb {
+            url: DatabaseUrl::parse(&url).unwrap(),
+            _dir: None,
+            _pg: Some(PgDatabase { admin_url, name }),
+        })
+    }
+
+    fn open(&self) -> Store {
+        Store::open(&self.url, MAX_SLOTS).unwrap()
+    }
+
+    /// Raw SQL on a connection of its own (bypasses the store on purpose).
+    fn exec(&self, sql: &str) {
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => SqliteConnection::establish(path.to_str().unwrap())
+                .unwrap()
+                .batch_execute(sql)
+                .unwrap(),
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+                .unwrap()
+                .batch_execute(sql)
+                .unwrap(),
+        }
+    }
+}
+
+/// Expands each test fn `name(&TestDb)` into `sqlite::name` and `postgres::name`.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = super::TestDb::sqlite();
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = super::TestDb::postgres() else { return };
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    insert_then_load,
+    upsert_updates_in_place_and_keeps_created_ms,
+    list_per_user_returns_only_that_user_by_slot,
+    same_slot_of_two_users_never_mix,
+    events_append_and_list_oldest_first,
+    connection_fields_round_trip_including_null,
+    reopening_keeps_data,
+    rows_with_invalid_keys_are_skipped_by_list,
+    unknown_state_is_an_error_not_a_panic,
+    ping_and_backend,
+    concurrent_saves_of_one_new_key_leave_one_row,
+);
+
+fn key(user: &str, slot: u16) -> SessionKey {
+    SessionKey::new(
+        UserId::parse(user).unwrap(),
+        Slot::new(slot.into(), MAX_SLOTS).unwrap(),
+    )
+}
+
+fn row(user: &str, slot: u16) -> SessionRow {
+    SessionRow {
+        key: key(user, slot),
+        state: SessionState::Qr,
+        intent: Intent::Running,
+        is_connected: false,
+        connected_number: None,
+        restarts: 0,
+        last_error: None,
+        created_ms: 1_700_000_000_000,
+        updated_ms: 1_700_000_000_000,
+    }
+}
+
+const ALICE: &str = "3f2b8c1e-7d4a-4b9e-9a51-0c2d6e8f1a23";
+const BOB: &str = "8a1d0c4e-1111-4b9e-9a51-0c2d6e8f1a23";
+
+async fn insert_then_load(db: &TestDb) {
+    let store = db.open();
+    let mut r = row(ALICE, 1);
+    r.restarts = 3;
+    r.last_error = Some("qr_timeout".into());
+    store.save_session(r.clone()).await.unwrap();
+    assert_eq!(store.load_session(&r.key).await.unwrap(), Some(r));
+    assert_eq!(store.load_session(&key(ALICE, 2)).await.unwrap(), None);
+}
+
+async fn upsert_updates_in_place_and_keeps_created_ms(db: &TestDb) {
+    let store = db.open();
+    let first = row(ALICE, 1);
+    store.save_session(first.clone()).await.unwrap();
+    let mut second = first.clone();
+    second.state = SessionState::Connected;
+    second.is_connected = true;
+    second.connected_number = Some("491701234567".into());
+    second.restarts = 1;
+    second.created_ms = 1_800_000_000_000; // must be ignored on update
+    second.updated_ms = 1_700_000_009_000;
+    store.save_session(second.clone()).await.unwrap();
+
+    let all = store.list_sessions(None).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let stored = &all[0];
+    assert_eq!(stored.created_ms, first.created_ms);
+    assert_eq!(
+        stored,
+        &SessionRow {
+            created_ms: first.created_ms,
+            ..second
+        }
+    );
+}
+
+async fn list_per_user_returns_only_that_user_by_slot(db: &TestDb) {
+    let store = db.open();
+    for (user, slot) in [(ALICE, 3), (BOB, 1), (ALICE, 10), (ALICE, 1), (BOB, 2)] {
+        store.save_session(row(user, slot)).await.unwrap();
+    }
+    let alice = UserId::parse(ALICE).unwrap();
+    let slots: Vec<(String, u16)> = store
+        .list_sessions(Some(&alice))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key.user_id().to_string(), r.key.slot().get()))
+        .collect();
+    assert_eq!(
+        slots,
+        [
+            (ALICE.to_owned(), 1),
+            (ALICE.to_owned(), 3),
+            (ALICE.to_owned(), 10)
+        ]
+    );
+    let nobody = UserId::parse("nobody").unwrap();
+    assert!(store.list_sessions(Some(&nobody)).await.unwrap().is_empty());
+    // Everyone: by user id, then slot.
+    let all: Vec<String> = store
+        .list_sessions(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key.to_string())
+        .collect();
+    assert_eq!(
+        all,
+        [
+            format!("{ALICE}:1"),
+            format!("{ALICE}:3"),
+            format!("{ALICE}:10"),
+            format!("{BOB}:1"),
+            format!("{BOB}:2"),
+        ]
+    );
+}
+
+async fn same_slot_of_two_users_never_mix(db: &TestDb) {
+    let store = db.open();
+    let mut a = row(ALICE, 1);
+    a.state = SessionState::Connected;
+    a.is_connected = true;
+    a.connected_number = Some("111".into());
+    let mut b = row(BOB, 1);
+    b.state = SessionState::Qr;
+    store.save_session(a.clone()).await.unwrap();
+    store.save_session(b.clone()).await.unwrap();
+    // B's update (the old bug: B's QR request disconnected A) leaves A untouched.
+    b.state = SessionState::Stopped;
+    b.intent = Intent::Stopped;
+    store.save_session(b.clone()).await.unwrap();
+    assert_eq!(store.load_session(&a.key).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.load_session(&b.key).await.unwrap(), Some(b.clone()));
+    store
+        .record_event(NewEvent {
+            key: a.key.clone(),
+            at_ms: 1,
+            kind: "connected".into(),
+            detail: None,
+            actor: "system".into(),
+        })
+        .await
+        .unwrap();
+    assert!(store.events(&b.key).await.unwrap().is_empty());
+    assert_eq!(store.events(&a.key).await.unwrap().len(), 1);
+}
+
+async fn events_append_and_list_oldest_first(db: &TestDb) {
+    let store = db.open();
+    let k = key(ALICE, 2);
+    let kinds = [
+        "started",
+        "qr",
+        "connected",
+        "crashed",
+        "restarted",
+        "stopped",
+    ];
+    for (i, kind) in kinds.iter().enumerate() {
+        store
+            .record_event(NewEvent {
+                key: k.clone(),
+                at_ms: 1_000 + i as i64,
+                kind: (*kind).to_owned(),
+                detail: (i % 2 == 0).then(|| format!("detail {i}")),
+                actor: if i == 5 {
+                    "api".into()
+                } else {
+                    "system".into()
+                },
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .record_event(NewEvent {
+            key: key(ALICE, 3),
+            at_ms: 5,
+            kind: "started".into(),
+            detail: None,
+            actor: "system".into(),
+        })
+        .await
+        .unwrap();
+    let events = store.events(&k).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        kinds
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(events.iter().all(|e| e.key == k));
+    assert_eq!(events[0].detail.as_deref(), Some("detail 0"));
+    assert_eq!(events[1].detail, None);
+    assert_eq!(events[0].at_ms, 1_000);
+    assert_eq!(events[5].actor, "api");
+}
+
+async fn connection_fields_round_trip_including_null(db: &TestDb) {
+    let store = db.open();
+    let mut r = row(ALICE, 4);
+    r.state = SessionState::Connected;
+    r.is_connected = true;
+    r.connected_number = Some("15550001111".into());
+    store.save_session(r.clone()).await.unwrap();
+    assert_eq!(store.load_session(&r.key).await.unwrap(), Some(r.clone()));
+    // Unlinked: number cleared to NULL (not skipped by the update).
+    r.state = SessionState::Stopped;
+    r.is_connected = false;
+    r.connected_number = None;
+    r.last_error = None;
+    store.save_session(r.clone()).await.unwrap();
+    assert_eq!(store.load_session(&r.key).await.unwrap(), Some(r));
+}
+
+async fn reopening_keeps_data(db: &TestDb) {
+    let r = row(ALICE, 5);
+    {
+        let store = db.open();
+        store.save_session(r.clone()).await.unwrap();
+        store
+            .record_event(NewEvent {
+                key: r.key.clone(),
+                at_ms: now_ms(),
+                kind: "started".into(),
+                detail: None,
+                actor: "system".into(),
+            })
+            .await
+            .unwrap();
+    }
+    // Migrations already applied: opening again is a no-op for the schema.
+    let store = db.open();
+    assert_eq!(store.load_session(&r.key).await.unwrap(), Some(r.clone()));
+    assert_eq!(store.events(&r.key).await.unwrap().len(), 1);
+}
+
+async fn rows_with_invalid_keys_are_skipped_by_list(db: &TestDb) {
+    let store = db.open();
+    store.save_session(row(ALICE, 1)).await.unwrap();
+    // Written by another program: a user id the daemon refuses, and slots out of range.
+    db.exec(
+        r#"INSERT INTO whatsapp_bots ("userId", slot) VALUES ('not a valid id!', 1);
+           INSERT INTO whatsapp_bots ("userId", slot) VALUES ('valid-user', 0);
+           INSERT INTO whatsapp_bots ("userId", slot) VALUES ('valid-user', 11);"#,
+    );
+    let all = store.list_sessions(None).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].key, key(ALICE, 1));
+    // The defaults gave the foreign rows values.
+    let valid = UserId::parse("valid-user").unwrap();
+    assert!(store.list_sessions(Some(&valid)).await.unwrap().is_empty());
+}
+
+async fn unknown_state_is_an_error_not_a_panic(db: &TestDb) {
+    let store = db.open();
+    db.exec(
+        r#"INSERT INTO whatsapp_bots ("userId", slot, state) VALUES ('someone', 2, 'dancing');"#,
+    );
+    let err = store.load_session(&key("someone", 2)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                column: "state",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(store.backend()) && msg.contains("dancing"),
+        "{msg}"
+    );
+    assert!(store.list_sessions(None).await.is_err());
+}
+
+async fn ping_and_backend(db: &TestDb) {
+    let store = db.open();
+    store.ping().await.unwrap();
+    let expected = match db.url {
+        DatabaseUrl::Sqlite(_) => "sqlite",
+        DatabaseUrl::Postgres(_) => "postgres",
+    };
+    assert_eq!(store.backend(), expected);
+    // Clones share the pool.
+    store.clone().ping().await.unwrap();
+}
+
+async fn concurrent_saves_of_one_new_key_leave_one_row(db: &TestDb) {
+    let store = db.open();
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let store = store.clone();
+        let mut r = row(ALICE, 7);
+        r.restarts = i;
+        tasks.push(tokio::spawn(async move { store.save_session(r).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.list_sessions(None).await.unwrap().len(), 1);
+}
+
+/// PostgreSQL only: the platform's existing table is adopted without losing a row.
+#[tokio::test]
+async fn postgres_adopts_legacy_whatsapp_bots_table() {
+    let Some(db) = TestDb::postgres() else { return };
+    let (u1, u2) = (
+        "0b7c9a52-4d1e-4f3a-8c6b-2e9d7f1a0c34",
+        "c4e2f6a8-9b1d-4e3f-a5c7-d9e1f3a5b7c9",
+    );
+    db.exec(&format!(
+        r#"CREATE TABLE whatsapp_bots (
+               id serial PRIMARY KEY,
+               "userId" uuid NOT NULL,
+               slot integer NOT NULL,
+               "isConnected" boolean,
+               "connectedNumber" varchar(32),
+               CONSTRAINT legacy_user_slot UNIQUE ("userId", slot)
+           );
+           INSERT INTO whatsapp_bots ("userId", slot, "isConnected", "connectedNumber") VALUES
+               ('{u1}', 1, NULL, NULL),
+               ('{u1}', 2, true, '491701234567'),
+               ('{u2}', 1, false, '15550001111');"#
+    ));
+    let before = now_ms();
+    let store = db.open();
+    let rows = store.list_sessions(None).await.unwrap();
+    let seen: Vec<(String, bool, Option<&str>, Intent, SessionState)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.key.to_string(),
+                r.is_connected,
+                r.connected_number.as_deref(),
+                r.intent,
+                r.state,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                format!("{u1}:1"),
+                false,
+                None,
+                Intent::Stopped,
+                SessionState::Stopped
+            ),
+            (
+                format!("{u1}:2"),
+                true,
+                Some("491701234567"),
+                Intent::Running,
+                SessionState::Stopped
+            ),
+            (
+                format!("{u2}:1"),
+                false,
+                Some("15550001111"),
+                Intent::Stopped,
+                SessionState::Stopped
+            ),
+        ]
+    );
+    for r in &rows {
+        assert_eq!(r.restarts, 0);
+        assert_eq!(r.last_error, None);
+        // The migration's time (the server's clock, same host here).
+        assert!((r.created_ms - before).abs() < 60_000, "{r:?}");
+        assert_eq!(r.created_ms, r.updated_ms);
+    }
+
+    // The adopted table works as the daemon's: update in place, insert a new slot (the legacy
+    // serial id fills itself).
+    let mut adopted = rows[1].clone();
+    adopted.state = SessionState::Connected;
+    adopted.updated_ms = now_ms();
+    store.save_session(adopted.clone()).await.unwrap();
+    store.save_session(row(u1, 3)).await.unwrap();
+    assert_eq!(
+        store.load_session(&adopted.key).await.unwrap(),
+        Some(adopted)
+    );
+    assert_eq!(store.list_sessions(None).await.unwrap().len(), 4);
+    drop(store);
+
+    // Opening again runs nothing and changes nothing.
+    let store = db.open();
+    assert_eq!(store.list_sessions(None).await.unwrap().len(), 4);
+}
+
+/// PostgreSQL only: duplicate keys in a legacy table stop the migration with advice, no row lost.
+#[tokio::test]
+async fn postgres_refuses_to_adopt_duplicate_keys() {
+    let Some(db) = TestDb::postgres() else { return };
+    db.exec(
+        r#"CREATE TABLE whatsapp_bots ("userId" varchar(64), slot integer, "isConnected" boolean,
+                                       "connectedNumber" text);
+           INSERT INTO whatsapp_bots VALUES ('u1', 1, true, '1'), ('u1', 1, false, '2');"#,
+    );
+    let err = Store::open(&db.url, MAX_SLOTS).unwrap_err();
+    assert!(matches!(err, StoreError::Migration { .. }), "{err:?}");
+    assert!(err.to_string().contains("more than one row"), "{err}");
+    // The failed migration rolled back: both rows, original shape.
+    let DatabaseUrl::Postgres(url) = &db.url else {
+        unreachable!()
+    };
+    let mut conn = PgConnection::establish(url).unwrap();
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut count = |sql: &str| -> i64 {
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut conn)
+            .unwrap()
+            .n
+    };
+    assert_eq!(count("SELECT count(*) AS n FROM whatsapp_bots"), 2);
+    // No daemon column was added, the legacy types are untouched, and nothing was recorded as
+    // applied (the next boot retries after the operator fixed the duplicates).
+    assert_eq!(
+        count(
+            "SELECT count(*) AS n FROM information_schema.columns \
+             WHERE table_name = 'whatsapp_bots' AND (column_name = 'state' \
+             OR (column_name = 'userId' AND data_type = 'text'))"
+        ),
+        0
+    );
+}
+
+/// SQLite only: every pooled connection gets WAL, a busy timeout and foreign keys.
+#[tokio::test]
+async fn sqlite_connections_use_wal() {
+    let db = TestDb::sqlite();
+    let store = db.open();
+    store.save_session(row(ALICE, 1)).await.unwrap();
+    let DatabaseUrl::Sqlite(path) = &db.url else {
+        unreachable!()
+    };
+    assert!(
+        path.exists(),
+        "open creates the parent folders and the file"
+    );
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    assert!(PathBuf::from(wal).exists(), "journal_mode=WAL");
+}
+
+#[tokio::test]
+async fn sqlite_open_fails_clearly_on_an_unusable_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the parent folder should be.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let url = DatabaseUrl::Sqlite(blocker.join("db.sqlite"));
+    let err = Store::open(&url, MAX_SLOTS).unwrap_err();
+    assert!(err.to_string().contains("sqlite"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_open_fails_clearly_when_unreachable() {
+    let url = DatabaseUrl::parse("postgres://wa:s3cret@127.0.0.1:1/none").unwrap();
+    let err = Store::open(&url, MAX_SLOTS).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    assert!(msg.contains("postgres") && !msg.contains("s3cret"), "{msg}");
+}
+
+mod url {
+    use super::*;
+
+    #[test]
+    fn postgres_schemes() {
+        for raw in [
+            "postgres://u:p@db:5432/wa",
+            "postgresql://u@localhost/wa?sslmode=disable",
+        ] {
+            assert_eq!(
+                DatabaseUrl::parse(raw).unwrap(),
+                DatabaseUrl::Postgres(raw.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_forms() {
+        for (raw, path) in [
+            ("sqlite:///var/lib/wa/db.sqlite", "/var/lib/wa/db.sqlite"),
+            ("sqlite://data/wa.db", "data/wa.db"),
+            ("sqlite:data/wa.db", "data/wa.db"),
+            ("./data/wa-supervisor.db", "./data/wa-supervisor.db"),
+            ("/abs/wa.db", "/abs/wa.db"),
+        ] {
+            assert_eq!(
+                DatabaseUrl::parse(raw).unwrap(),
+                DatabaseUrl::Sqlite(PathBuf::from(path)),
+                "{raw}"
+            );
+        }
+        // clap's value parser goes through FromStr.
+        let parsed: DatabaseUrl = "wa.db".parse().unwrap();
+        assert_eq!(parsed, DatabaseUrl::Sqlite(PathBuf::from("wa.db")));
+    }
+
+    #[test]
+    fn refused_with_a_one_line_reason() {
+        for raw in [
+            "mysql://x",
+            "",
+            "   ",
+            "sqlite://",
+            "sqlite:",
+            ":memory:",
+            "http://db/x",
+        ] {
+            let err = DatabaseUrl::parse(raw).unwrap_err();
+            assert!(!err.is_empty() && !err.contains('\n'), "{raw:?}: {err:?}");
+        }
+        assert!(DatabaseUrl::parse("mysql://x")
+            .unwrap_err()
+            .contains("mysql"));
+    }
+
+    #[test]
+    fn display_and_debug_hide_the_password() {
+        let url = DatabaseUrl::parse(
+            "postgres://wa:s3cr@t@db.internal:5432/wa?password=qq&sslmode=require",
+        )
+        .unwrap();
+        let shown = url.to_string();
+        assert_eq!(
+            shown,
+            "postgres://wa:***@db.internal:5432/wa?password=***&sslmode=require"
+        );
+        let debug = format!("{url:?}");
+        assert!(!debug.contains("s3cr") && !debug.contains("qq"), "{debug}");
+        assert_eq!(
+            DatabaseUrl::parse("postgres://wa@db/wa")
+                .unwrap()
+                .to_string(),
+            "postgres://wa@db/wa"
+        );
+        assert_eq!(
+            DatabaseUrl::parse("data/wa.db").unwrap().to_string(),
+            "sqlite:data/wa.db"
+        );
+    }
+}
+
+/// The store crosses threads (`web::Data`, actors) and its errors go into `anyhow`.
+#[test]
+fn store_and_errors_are_send_and_sync() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<Store>();
+    check::<StoreError>();
+    check::<DatabaseUrl>();
+}
