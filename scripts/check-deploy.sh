@@ -308,9 +308,8 @@ EOF
 nginx_test() {
   # The site as shipped (ports 80/443 and 127.0.0.1:8080 kept: nginx -t binds nothing).
   local px=$TMP/nginx-t out
-  mkdir -p "$px/cert" "$px/logs" "$px/www" "$px/tmp"
   nginx_prepare "$px" 80 443 8080
-  # Undo the port rewrites for -t: validate the listen lines exactly as written.
+  # For -t, the site's listen lines exactly as written (only paths replaced).
   sed -e "s#/etc/letsencrypt/live/wa.example.com/#$TMP/cert/#g" \
     -e "s#/var/log/nginx/#$px/logs/#g" -e "s#/var/www/html#$px/www#g" "$SITE" >"$px/site.conf"
   out=$(/usr/sbin/nginx -t -q -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" 2>&1) ||
@@ -365,7 +364,7 @@ check "nginx: site has the SSE, TLS and header settings" nginx_static
 # first event only arrives with the second; here it must arrive at once, uncompressed, over
 # TLS, and plain HTTP must redirect.
 nginx_live_body() {
-  local px=$TMP/nginx-live ports http https up
+  local px=$TMP/nginx-live http https up
   read -r http https up < <("$PY" -c '
 import socket
 ss = [socket.socket() for _ in range(3)]
@@ -408,7 +407,7 @@ PYEOF
     curl -ksf "${resolve[@]}" -o /dev/null "$base/healthz" 2>/dev/null && break
     sleep 0.1
   done
-  local out first code loc hdrs
+  local out first code hdrs
   [[ "$(curl -ksf "${resolve[@]}" "$base/healthz" 2>&1)" == *'"ok"'* ]] ||
     { echo "GET /healthz through nginx failed"; tail -n 5 "$px/logs/error.log"; return 1; }
   # First SSE event: must show up well before the 3 s pause ends (with gzip requested).
@@ -531,7 +530,17 @@ EOF
   # Every COPY --from names a stage; every COPY source from the context is not ignored.
   grep -Eq '^\.?/?target/?$|^target$' $D/Dockerfile.dockerignore || { echo "dockerignore: target"; bad=1; }
   grep -Eq '^(Cargo\.toml|src)' $D/Dockerfile.dockerignore && { echo "dockerignore excludes the sources"; bad=1; }
-  [ $bad = 0 ] && echo "multi-stage, non-root ($user), tini, healthcheck, stop signal"
+  # The runtime packages exist in bookworm (this machine's release) when apt's lists are here.
+  local pkgs pkg checked=""
+  pkgs=$(sed -n 's/.*apt-get install -y --no-install-recommends \([a-z0-9 .+-]*\).*/\1/p' "$f" | sed 's/ &&.*//')
+  [ -n "$pkgs" ] || { echo "no apt-get install -y --no-install-recommends line"; bad=1; }
+  if compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null && grep -q bookworm /etc/os-release; then
+    for pkg in $pkgs; do
+      apt-cache show --no-all-versions "$pkg" >/dev/null 2>&1 || { echo "no Debian package: $pkg"; bad=1; }
+    done
+    checked=", packages exist in bookworm"
+  fi
+  [ $bad = 0 ] && echo "multi-stage, non-root ($user), tini, healthcheck, stop signal$checked"
   return $bad
 }
 check "container: Dockerfile has the required instructions" dockerfile_check

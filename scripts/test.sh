@@ -20,7 +20,11 @@ if [ "${WA_TEST_SKIP_POSTGRES:-0}" != 1 ]; then
   }
 fi
 
+# The deploy files: systemd-analyze verify, nginx -t (and a live SSE pass through it), compose.
+bash scripts/check-deploy.sh
+
 cargo fmt --all -- --check
+
 cargo clippy --locked --all-targets -- -D warnings
 # Tests that launch Chromium are bounded by the test thread count (2 cores here).
 cargo test --locked -- --test-threads="${WA_TEST_THREADS:-2}"

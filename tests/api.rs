@@ -478,7 +478,7 @@ async fn many_users_hammering_start_stop_status_never_cross_and_never_double_a_b
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    let t = Arc::new(spawn_app(opts(), &["--start-burst", "1000"]).await);
+    let t = std::rc::Rc::new(spawn_app(opts(), &["--start-burst", "1000"]).await);
     let users: Vec<String> = (0..3).map(|i| uuid_like(0x100 + i)).collect();
     let keys: Vec<(String, u16)> = users
         .iter()

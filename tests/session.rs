@@ -402,8 +402,8 @@ async fn two_sessions_side_by_side_never_see_each_other() {
     .unwrap();
     let root = t.sessions_dir();
     assert!(
-        wa_supervisor::browser::process::pids_using_profiles(&root.join(kb.folder_name())).len()
-            > 0
+        !wa_supervisor::browser::process::pids_using_profiles(&root.join(kb.folder_name()))
+            .is_empty()
     );
     let sb = b
         .send(GetStatus { key: kb.clone() })

@@ -56,22 +56,6 @@ impl FolderLock {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_second_lock_on_the_same_profile_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("u-slot1");
-        let first = FolderLock::acquire(&dir).unwrap();
-        let err = FolderLock::acquire(&dir).unwrap_err();
-        assert!(err.to_string().contains("in use"), "{err}");
-        drop(first);
-        FolderLock::acquire(&dir).unwrap();
-    }
-}
-
 /// Chromium's own profile lock: `SingletonLock` is a symlink to `<hostname>-<pid>`.
 const SINGLETON_FILES: [&str; 3] = ["SingletonLock", "SingletonSocket", "SingletonCookie"];
 
@@ -119,4 +103,20 @@ pub fn clear_stale_singleton(profile: &Path) -> Result<(), String> {
         profile.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_profile_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("u-slot1");
+        let first = FolderLock::acquire(&dir).unwrap();
+        let err = FolderLock::acquire(&dir).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        FolderLock::acquire(&dir).unwrap();
+    }
 }

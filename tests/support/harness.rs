@@ -279,8 +279,7 @@ fn processes_on(profile: &Path) -> Vec<u32> {
                 return false;
             };
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            args.iter().any(|a| *a == want.as_bytes())
-                && !args.iter().any(|a| a.starts_with(b"--type="))
+            args.contains(&want.as_bytes()) && !args.iter().any(|a| a.starts_with(b"--type="))
         })
         .collect()
 }

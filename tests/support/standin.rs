@@ -229,7 +229,7 @@ impl StandIn {
 impl Drop for StandIn {
     fn drop(&mut self) {
         // `stop` sends the command synchronously; the returned future only awaits completion.
-        let _ = self.handle.stop(false);
+        drop(self.handle.stop(false));
     }
 }
 
