@@ -580,3 +580,72 @@ async fn sigkill_leaves_no_browser_and_the_next_boot_reaps_strays_and_refuses_a_
     assert_eq!(s["connectedNumber"], "4915100000070");
     drop(d2);
 }
+
+#[actix_web::test]
+async fn legacy_profiles_are_imported_idempotently_and_restored_without_a_scan() {
+    let standin = StandIn::start(opts()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let user = uuid_like(0x80);
+    // A profile linked by "the old backend": linked once through a daemon whose database is then
+    // thrown away, so only the folder remains, as after the PM2 era.
+    let mut d = daemon::start(tmp.path(), &standin.url(), &[]).await;
+    link_daemon(&d, &standin, &user, 1, "4915100000080").await;
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).await.0, Some(0));
+    std::fs::remove_file(tmp.path().join("data/wa-supervisor.db")).unwrap();
+    let sessions = tmp.path().join("sessions");
+    std::fs::write(sessions.join("notes.txt"), "not a profile").unwrap();
+    std::fs::create_dir(sessions.join("bad name")).unwrap();
+    std::fs::create_dir(sessions.join(format!("{user}-slot11"))).unwrap();
+    let issued = standin.issued_payloads().len();
+
+    let import = |dry: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wa-supervisor"));
+        cmd.arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .arg("--sessions-dir")
+            .arg(&sessions)
+            .arg("import-sessions");
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dry = import(true);
+    assert!(dry.contains(&format!("would adopt {user}:1")), "{dry}");
+    assert!(dry.contains("skipped notes.txt: not a folder"), "{dry}");
+    assert!(dry.contains("skipped bad name: name is not"), "{dry}");
+    assert!(
+        dry.contains(&format!("skipped {user}-slot11: slot 11 is out of range")),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("1 would adopt, 0 already present, 3 skipped (dry run: nothing written)"),
+        "{dry}"
+    );
+    let real = import(false);
+    assert!(
+        real.contains("1 adopted, 0 already present, 3 skipped"),
+        "{real}"
+    );
+    let again = import(false);
+    assert!(
+        again.contains("0 adopted, 1 already present, 3 skipped"),
+        "{again}"
+    );
+
+    // The next boot restores the adopted profile: connected, no new QR.
+    let d2 = daemon::start(tmp.path(), &standin.url(), &[]).await;
+    let s = d2
+        .wait_state(&user, 1, LAUNCH, |s| s["isConnected"] == true)
+        .await;
+    assert_eq!(s["connectedNumber"], "4915100000080");
+    assert_eq!(standin.issued_payloads().len(), issued);
+    assert!(
+        sessions.join("bad name").is_dir(),
+        "skipped folders are left alone"
+    );
+    drop(d2);
+}

@@ -56,7 +56,26 @@ impl FolderLock {
     }
 }
 
+/// True when `pid` is a live process (not a zombie) running Chromium on this very profile; a
+/// pid reused by an unrelated process does not count.
+fn owner_alive(pid: &str, profile: &Path) -> bool {
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    if !matches!(state, Some(s) if s != "Z" && s != "X") {
+        return false;
+    }
+    let want = format!("--user-data-dir={}", profile.display());
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == want.as_bytes()))
+}
+
 /// Chromium's own profile lock: `SingletonLock` is a symlink to `<hostname>-<pid>`.
+
 const SINGLETON_FILES: [&str; 3] = ["SingletonLock", "SingletonSocket", "SingletonCookie"];
 
 /// Removes Chromium's `Singleton*` files when the process they name is provably gone (same
@@ -80,11 +99,7 @@ pub fn clear_stale_singleton(profile: &Path) -> Result<(), String> {
             profile.display()
         ));
     }
-    let alive = pid
-        .parse::<libc::pid_t>()
-        // SAFETY: signal 0 only checks for existence.
-        .is_ok_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } == 0);
-    if alive {
+    if owner_alive(pid, profile) {
         return Err(format!(
             "profile {} is in use by a running Chromium (pid {pid})",
             profile.display()
