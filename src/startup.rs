@@ -78,6 +78,7 @@ impl Application {
             daemon_lock,
             store,
         } = Ground::prepare(&settings).await?;
+        let auth = web::Data::new(Auth::from_settings(&settings).map_err(StartupError::Auth)?);
         let orphans = reap_orphans(sessions.path()).await;
         if orphans > 0 {
             log::warn!("killed {orphans} Chromium processes left on profiles by an earlier run");
@@ -119,8 +120,6 @@ impl Application {
             store: store.clone(),
             events,
         });
-
-        let auth = web::Data::new(Auth::from_settings(&settings).map_err(StartupError::Auth)?);
 
         // No browser survived the last run: rows left in running states are reset (intent kept,
         // so the sessions that should run are restored).

@@ -35,10 +35,16 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: String,
+/// Every refusal's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
+    /// not_found, unknown_session, no_qr, too_many_sessions, rate_limited, unavailable, internal.
+    #[schema(example = "unknown_session")]
+    pub error: &'static str,
+    /// A human sentence; never internals.
+    #[schema(example = "this session was never started")]
+    pub message: String,
 }
 
 impl ApiError {
@@ -101,7 +107,7 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        res.json(Body {
+        res.json(ErrorBody {
             error: self.code(),
             message: self.to_string(),
         })

@@ -1,15 +1,37 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::http::openapi::{Liveness, Readiness};
 use crate::startup::AppState;
 
+super::route_table! {
+    get "/healthz" => healthz,
+    get "/readyz" => readyz,
+}
+
 /// Liveness: the process answers.
-pub async fn healthz() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process answers", body = Liveness)),
+)]
+async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the database answers and Chromium was found.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: which part is not", body = Readiness,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await.map_err(|e| {
         log::warn!("readiness: database: {e}");
         "unreachable"

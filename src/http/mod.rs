@@ -1,16 +1,59 @@
 //! The HTTP facade: parses, authenticates, authorizes, sends one message to the registry, maps
 //! the reply. Handlers never touch browsers, folders or the database.
 
+/// One route table per resource module: registers the routes and lists them from the same
+/// lines, so the list that `/openapi.json` is tested against is what `routes()` serves.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:expr),* $(,)?) => {
+        /// The routes this module registers.
+        pub const ROUTES: &[$crate::http::Route] = &[
+            $($crate::http::Route { method: stringify!($method), path: $path }),*
+        ];
+
+        pub fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+            $(cfg.route($path, actix_web::web::$method().to($handler));)*
+        }
+    };
+}
+pub(crate) use route_table;
+
 pub mod auth;
+mod console;
 mod error;
 pub mod extract;
 mod health;
+mod openapi;
 pub mod routes;
 
 use actix_cors::Cors;
 use actix_web::{http::Method, web};
 
 pub use error::ApiError;
+
+/// A route the API serves: lower-case method (as OpenAPI spells it) and path pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+/// Every resource module: its registration and its route list, both from its `route_table!`.
+type Resource = (fn(&mut web::ServiceConfig), &'static [Route]);
+const RESOURCES: [Resource; 6] = [
+    (health::routes, health::ROUTES),
+    (routes::sessions::routes, routes::sessions::ROUTES),
+    (routes::events::routes, routes::events::ROUTES),
+    (routes::admin::routes, routes::admin::ROUTES),
+    (openapi::routes, openapi::ROUTES),
+    (console::routes, console::ROUTES),
+];
+
+/// Every route `routes()` registers (everything else is the default 404).
+pub fn route_list() -> impl Iterator<Item = Route> {
+    RESOURCES
+        .into_iter()
+        .flat_map(|(_, list)| list.iter().copied())
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
@@ -20,14 +63,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(
         web::JsonConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
     )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .configure(routes::sessions::routes)
-    .configure(routes::events::routes)
-    .configure(routes::admin::routes)
     .default_service(web::to(|| async {
         Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
     }));
+    for (register, _) in RESOURCES {
+        register(cfg);
+    }
 }
 
 /// CORS for the configured origins only (the Next.js site calls the API from the browser).

@@ -189,7 +189,7 @@ where
 #[rtype(result = "RegistryInfo")]
 pub struct InspectAll;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryInfo {
     pub known_sessions: usize,

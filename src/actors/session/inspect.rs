@@ -6,13 +6,14 @@ use serde::Serialize;
 use super::{Session, SessionActor};
 
 /// What an operator sees of one actor in `/actors`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActorInfo {
     pub key: String,
     #[serde(flatten)]
     pub session: Session,
     pub browser_pid: Option<u32>,
+    #[schema(value_type = String)]
     pub profile_path: PathBuf,
     pub uptime_secs: u64,
     /// Milliseconds until the next relaunch while `restarting`.

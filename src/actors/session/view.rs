@@ -8,14 +8,16 @@ use crate::domain::{SessionKey, SessionState, Slot, UserId};
 use crate::store::SessionRow;
 
 /// A QR payload and its PNG as a `data:` URL, rendered once per payload.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QrView {
+    /// What the QR code encodes.
     pub payload: String,
+    /// `data:image/png;base64,…`, large enough to scan from a screen.
     pub data_url: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     #[serde(skip)]
@@ -25,6 +27,7 @@ pub struct Session {
     pub state: SessionState,
     pub is_connected: bool,
     pub connected_number: Option<String>,
+    #[schema(value_type = Option<QrView>)]
     pub qr: Option<Arc<QrView>>,
     pub restarts: u32,
     pub last_error: Option<String>,

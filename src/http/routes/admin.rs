@@ -5,14 +5,26 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::actors::registry::{RegistryHandle, RegistryInfo};
 use crate::http::auth::Principal;
+use crate::http::openapi::{Forbidden, Unauthorized, Unavailable};
 use crate::http::ApiError;
 use crate::startup::AppState;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/actors", web::get().to(actors))
-        .route("/metrics", web::get().to(metrics));
+crate::http::route_table! {
+    get "/actors" => actors,
+    get "/metrics" => metrics,
 }
 
+/// Prometheus text: sessions by state, browsers and their memory, requests by route.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "admin",
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String),
+        Unauthorized, Forbidden, Unavailable,
+    ),
+)]
 async fn metrics(
     who: Principal,
     registry: web::Data<RegistryHandle>,
@@ -38,6 +50,20 @@ async fn metrics(
         .body(state.metrics.render(&states, browsers, misrouted)))
 }
 
+/// Every actor: key, state, browser pid, profile path, restarts, uptime, last error.
+#[utoipa::path(
+    get,
+    path = "/actors",
+    tag = "admin",
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses(
+        (status = 200, description = "JSON, or an HTML table when `Accept` asks for text/html", content(
+            (RegistryInfo = "application/json"),
+            (String = "text/html"),
+        )),
+        Unauthorized, Forbidden, Unavailable,
+    ),
+)]
 async fn actors(
     req: HttpRequest,
     who: Principal,

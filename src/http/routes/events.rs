@@ -19,17 +19,32 @@ use crate::actors::session::Session;
 use crate::domain::UserId;
 use crate::http::auth::{Auth, Principal};
 use crate::http::extract::UserPath;
+use crate::http::openapi::{
+    BadUser, Forbidden, RateLimited, TicketReply, Unauthorized, Unavailable,
+};
 use crate::http::ApiError;
 use crate::startup::AppState;
 
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/events/{userId}", web::get().to(events))
-        .route("/api/events/{userId}/ticket", web::post().to(ticket));
+crate::http::route_table! {
+    get "/api/events/{userId}" => events,
+    post "/api/events/{userId}/ticket" => ticket,
 }
 
+/// A ticket for `GET /api/events/{userId}?ticket=…` (single use, valid 60 s).
+#[utoipa::path(
+    post,
+    path = "/api/events/{userId}/ticket",
+    tag = "events",
+    params(("userId" = UserId, Path)),
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses(
+        (status = 200, description = "The ticket and the URL to open", body = TicketReply),
+        BadUser, Unauthorized, Forbidden, RateLimited,
+    ),
+)]
 async fn ticket(
     UserPath(user): UserPath,
     who: Principal,
@@ -45,6 +60,22 @@ struct EventsQuery {
     ticket: Option<String>,
 }
 
+/// `session` events (the full session object) of this user only: the current sessions first,
+/// then each change; a `: keep-alive` comment every 15 s.
+#[utoipa::path(
+    get,
+    path = "/api/events/{userId}",
+    tag = "events",
+    params(
+        ("userId" = UserId, Path),
+        ("ticket" = Option<String>, Query, description = "From `POST /api/events/{userId}/ticket`; instead of credential headers"),
+    ),
+    security(("bearer" = []), ("stackAccessToken" = []), ("sseTicket" = [])),
+    responses(
+        (status = 200, description = "`event: session` frames, `data:` a Session as JSON", content_type = "text/event-stream", body = Session),
+        BadUser, Unauthorized, Forbidden, Unavailable,
+    ),
+)]
 async fn events(
     req: HttpRequest,
     UserPath(user): UserPath,

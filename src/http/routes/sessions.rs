@@ -4,21 +4,34 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::actors::registry::RegistryHandle;
-use crate::actors::session::Session;
-use crate::domain::UserId;
+use crate::actors::session::{QrView, Session};
+use crate::domain::{Slot, UserId};
 use crate::http::auth::Principal;
 use crate::http::extract::{SessionPath, UserPath};
+use crate::http::openapi::{
+    BadQuery, BadSession, BadUser, Forbidden, NoQr, TooMany, Unauthorized, Unavailable,
+    UnknownSession,
+};
 use crate::http::ApiError;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/start/{userId}/{slot}", web::post().to(start))
-        .route("/api/status/{userId}", web::get().to(list))
-        .route("/api/status/{userId}/{slot}", web::get().to(status))
-        .route("/api/qr/{userId}/{slot}", web::get().to(qr))
-        .route("/api/stop/{userId}/{slot}", web::post().to(stop))
-        .route("/api/logout/{userId}/{slot}", web::post().to(logout));
+crate::http::route_table! {
+    post "/api/start/{userId}/{slot}" => start,
+    get "/api/status/{userId}" => list,
+    get "/api/status/{userId}/{slot}" => status,
+    get "/api/qr/{userId}/{slot}" => qr,
+    post "/api/stop/{userId}/{slot}" => stop,
+    post "/api/logout/{userId}/{slot}" => logout,
 }
 
+/// Starts the session (idempotent: a running session is left as it is).
+#[utoipa::path(
+    post,
+    path = "/api/start/{userId}/{slot}",
+    tag = "sessions",
+    params(("userId" = UserId, Path), ("slot" = Slot, Path)),
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 202, description = "Started or already running", body = Session), BadSession, Unauthorized, Forbidden, TooMany, Unavailable),
+)]
 async fn start(
     SessionPath(key): SessionPath,
     who: Principal,
@@ -29,13 +42,22 @@ async fn start(
     Ok(HttpResponse::Accepted().json(session))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UserSessions {
     user_id: UserId,
     sessions: Vec<Session>,
 }
 
+/// The user's sessions, by slot.
+#[utoipa::path(
+    get,
+    path = "/api/status/{userId}",
+    tag = "sessions",
+    params(("userId" = UserId, Path)),
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 200, description = "Only this user's sessions", body = UserSessions), BadUser, Unauthorized, Forbidden, Unavailable),
+)]
 async fn list(
     UserPath(user): UserPath,
     who: Principal,
@@ -49,6 +71,15 @@ async fn list(
     }))
 }
 
+/// One session.
+#[utoipa::path(
+    get,
+    path = "/api/status/{userId}/{slot}",
+    tag = "sessions",
+    params(("userId" = UserId, Path), ("slot" = Slot, Path)),
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 200, description = "The session", body = Session), BadSession, Unauthorized, Forbidden, UnknownSession, Unavailable),
+)]
 async fn status(
     SessionPath(key): SessionPath,
     who: Principal,
@@ -64,7 +95,8 @@ pub struct QrQuery {
 }
 
 /// How a QR code is returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum QrFormat {
     Png,
     Svg,
@@ -86,6 +118,20 @@ impl QrFormat {
     }
 }
 
+/// The QR code being shown (never cached).
+#[utoipa::path(
+    get,
+    path = "/api/qr/{userId}/{slot}",
+    tag = "sessions",
+    params(("userId" = UserId, Path), ("slot" = Slot, Path), ("format" = Option<QrFormat>, Query, description = "Default png")),
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 200, description = "The QR code in the asked format", content(
+        ("image/png"),
+        (String = "image/svg+xml"),
+        (String = "text/plain"),
+        (QrView = "application/json"),
+    )), BadQuery, Unauthorized, Forbidden, UnknownSession, NoQr, Unavailable),
+)]
 async fn qr(
     SessionPath(key): SessionPath,
     query: web::Query<QrQuery>,
@@ -114,6 +160,15 @@ async fn qr(
     })
 }
 
+/// Closes the browser and keeps the profile (the session stays linked).
+#[utoipa::path(
+    post,
+    path = "/api/stop/{userId}/{slot}",
+    tag = "sessions",
+    params(("userId" = UserId, Path), ("slot" = Slot, Path)),
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 200, description = "Stopped", body = Session), BadSession, Unauthorized, Forbidden, UnknownSession, Unavailable),
+)]
 async fn stop(
     SessionPath(key): SessionPath,
     who: Principal,
@@ -123,6 +178,15 @@ async fn stop(
     Ok(HttpResponse::Ok().json(registry.stop(key, who.audit_name()).await?))
 }
 
+/// Unlinks: closes the browser, deletes the profile folder, clears the number.
+#[utoipa::path(
+    post,
+    path = "/api/logout/{userId}/{slot}",
+    tag = "sessions",
+    params(("userId" = UserId, Path), ("slot" = Slot, Path)),
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 200, description = "Logged out", body = Session), BadSession, Unauthorized, Forbidden, UnknownSession, Unavailable),
+)]
 async fn logout(
     SessionPath(key): SessionPath,
     who: Principal,

@@ -1,0 +1,287 @@
+//! `GET /openapi.json`: the API description, derived from the handlers' `#[utoipa::path]`
+//! annotations and the response types' schemas. This module owns what the annotations share:
+//! the document root, the security schemes, the schemas of the domain types (from their consts)
+//! and the error responses.
+
+use actix_web::{web, HttpResponse};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
+
+use super::error::ErrorBody;
+use super::routes::sessions::{self, QrFormat};
+use super::routes::{admin, events};
+use super::{console, health};
+use crate::actors::registry::RegistryInfo;
+use crate::actors::session::{ActorInfo, QrView, Session};
+use crate::domain::{SessionState, Slot, UserId, MIN_SLOT, SLOT_CEILING, USER_ID_MAX_LEN};
+use crate::startup::AppState;
+
+super::route_table! {
+    get "/openapi.json" => openapi_json,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wa-supervisor",
+        description = "Runs WhatsApp Web sessions, one supervised headless Chromium per (userId, slot). \
+Errors are `{error, message}` with a stable `error` code."
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        sessions::start,
+        sessions::list,
+        sessions::status,
+        sessions::qr,
+        sessions::stop,
+        sessions::logout,
+        events::ticket,
+        events::events,
+        admin::actors,
+        admin::metrics,
+        openapi_json,
+        console::page,
+        console::script,
+        console::stylesheet,
+    ),
+    components(schemas(
+        ErrorBody, UserId, Slot, SessionState, Session, QrView, QrFormat, ActorInfo, RegistryInfo
+    )),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "sessions", description = "Start, watch, stop and unlink sessions"),
+        (name = "events", description = "Server-Sent Events of a user's sessions"),
+        (name = "admin", description = "Operators only (admin token)"),
+        (name = "health", description = "No credentials needed"),
+        (name = "console", description = "The operator console page"),
+    )
+)]
+struct ApiDoc;
+
+// The names each operation's `security(...)` uses.
+const BEARER: &str = "bearer";
+const ACCESS_TOKEN_HEADER: &str = "stackAccessToken";
+const SSE_TICKET: &str = "sseTicket";
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A Stack Auth access token (its `sub` must be the path's userId), \
+the service token (any user) or the admin token (admin routes)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            ACCESS_TOKEN_HEADER,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-stack-access-token",
+                "The same tokens as `Authorization: Bearer`",
+            ))),
+        );
+        components.add_security_scheme(
+            SSE_TICKET,
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "ticket",
+                "A single-use ticket from `POST /api/events/{userId}/ticket` (EventSource cannot send headers)",
+            ))),
+        );
+    }
+}
+
+/// The document as this daemon serves it: `Slot`'s maximum is the configured `MAX_SLOTS`.
+pub fn api_doc(max_slots: u16) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if let Some(components) = doc.components.as_mut() {
+        components
+            .schemas
+            .insert(Slot::name().into_owned(), slot_schema(max_slots));
+    }
+    doc
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")),
+)]
+async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(api_doc(state.max_slots))
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`: what `UserId::parse` accepts.
+fn user_id_pattern() -> String {
+    format!("^[A-Za-z0-9][A-Za-z0-9_-]{{0,{}}}$", USER_ID_MAX_LEN - 1)
+}
+
+impl PartialSchema for UserId {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(user_id_pattern()))
+            .min_length(Some(1))
+            .max_length(Some(USER_ID_MAX_LEN))
+            .description(Some("The auth provider's user id"))
+            .examples([serde_json::json!("3f2b8c1e-7d4a-4b9e-9a51-0c2d6e8f1a23")])
+            .into()
+    }
+}
+impl ToSchema for UserId {}
+
+fn slot_schema(max_slots: u16) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(MIN_SLOT))
+        .maximum(Some(max_slots))
+        .description(Some("Slot number, 1..=MAX_SLOTS"))
+        .into()
+}
+
+impl PartialSchema for Slot {
+    fn schema() -> RefOr<Schema> {
+        slot_schema(SLOT_CEILING)
+    }
+}
+impl ToSchema for Slot {}
+
+impl PartialSchema for SessionState {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .enum_values(Some(SessionState::ALL.iter().map(|s| s.as_str())))
+            .description(Some(
+                "starting → qr → connected; restarting after a crash; stopped: no browser; failed: gave up",
+            ))
+            .into()
+    }
+}
+impl ToSchema for SessionState {}
+
+/// `{ticket, url}` of `POST /api/events/{userId}/ticket`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes a `json!` reply; never built.
+pub struct TicketReply {
+    /// Single use, valid 60 s, bound to the user.
+    ticket: String,
+    /// `/api/events/{userId}?ticket=…`, ready for `new EventSource(url)`.
+    url: String,
+}
+
+/// `{status}` of `GET /healthz`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes a `json!` reply; never built.
+pub struct Liveness {
+    #[schema(example = "ok")]
+    status: String,
+}
+
+/// `{database, chromium}` of `GET /readyz`: each `ok` or why not.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes a `json!` reply; never built.
+pub struct Readiness {
+    #[schema(example = "ok")]
+    database: String,
+    #[schema(example = "ok")]
+    chromium: String,
+}
+
+// The error responses the annotations list: each a status, its codes and headers (SPEC §6).
+// They describe `ApiError` replies and are never built.
+
+/// `invalid_user_id`: the user id in the path is not one.
+#[derive(IntoResponses)]
+#[response(status = 400, example = json!({"error": "invalid_user_id", "message": "user id must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-', starting with a letter or digit"}))]
+#[allow(dead_code)]
+pub struct BadUser(ErrorBody);
+
+/// `invalid_user_id` or `invalid_slot`: the path does not name a session.
+#[derive(IntoResponses)]
+#[response(status = 400, examples(
+    ("invalid_user_id" = (value = json!({"error": "invalid_user_id", "message": "user id must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-', starting with a letter or digit"}))),
+    ("invalid_slot" = (value = json!({"error": "invalid_slot", "message": "slot must be an integer from 1 to 10"}))),
+))]
+#[allow(dead_code)]
+pub struct BadSession(ErrorBody);
+
+/// `invalid_user_id`, `invalid_slot` or `bad_request` (e.g. an unknown `format`).
+#[derive(IntoResponses)]
+#[response(status = 400, examples(
+    ("invalid_user_id" = (value = json!({"error": "invalid_user_id", "message": "user id must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-', starting with a letter or digit"}))),
+    ("invalid_slot" = (value = json!({"error": "invalid_slot", "message": "slot must be an integer from 1 to 10"}))),
+    ("bad_request" = (value = json!({"error": "bad_request", "message": "format must be one of png, svg, txt, json"}))),
+))]
+#[allow(dead_code)]
+pub struct BadQuery(ErrorBody);
+
+/// `unauthorized`: no credentials, or bad ones.
+#[derive(IntoResponses)]
+#[response(
+    status = 401,
+    headers(("WWW-Authenticate" = String, description = "`Bearer`")),
+    example = json!({"error": "unauthorized", "message": "missing or invalid credentials"})
+)]
+#[allow(dead_code)]
+pub struct Unauthorized(ErrorBody);
+
+/// `forbidden`: these credentials are not for this user (or not admin).
+#[derive(IntoResponses)]
+#[response(status = 403, example = json!({"error": "forbidden", "message": "these credentials do not give access to this resource"}))]
+#[allow(dead_code)]
+pub struct Forbidden(ErrorBody);
+
+/// `unknown_session`: this session was never started.
+#[derive(IntoResponses)]
+#[response(status = 404, example = json!({"error": "unknown_session", "message": "this session was never started"}))]
+#[allow(dead_code)]
+pub struct UnknownSession(ErrorBody);
+
+/// `no_qr`: no QR code is being shown for this session.
+#[derive(IntoResponses)]
+#[response(status = 409, example = json!({"error": "no_qr", "message": "no QR code is being shown for this session"}))]
+#[allow(dead_code)]
+pub struct NoQr(ErrorBody);
+
+/// `too_many_sessions` (the host's browser limit) or `rate_limited` (this user's start rate).
+#[derive(IntoResponses)]
+#[response(
+    status = 429,
+    headers(("Retry-After" = u64, description = "Seconds to wait")),
+    examples(
+        ("too_many_sessions" = (value = json!({"error": "too_many_sessions", "message": "20 browsers are running, the most this host allows"}))),
+        ("rate_limited" = (value = json!({"error": "rate_limited", "message": "too many requests; retry later"}))),
+    )
+)]
+#[allow(dead_code)]
+pub struct TooMany(ErrorBody);
+
+/// `rate_limited`: too many open tickets.
+#[derive(IntoResponses)]
+#[response(
+    status = 429,
+    headers(("Retry-After" = u64, description = "Seconds to wait")),
+    example = json!({"error": "rate_limited", "message": "too many requests; retry later"})
+)]
+#[allow(dead_code)]
+pub struct RateLimited(ErrorBody);
+
+/// `unavailable`: the daemon is busy or shutting down.
+#[derive(IntoResponses)]
+#[response(
+    status = 503,
+    headers(("Retry-After" = u64, description = "Seconds to wait")),
+    example = json!({"error": "unavailable", "message": "the daemon is busy or shutting down; retry shortly"})
+)]
+#[allow(dead_code)]
+pub struct Unavailable(ErrorBody);
