@@ -75,7 +75,6 @@ fn owner_alive(pid: &str, profile: &Path) -> bool {
 }
 
 /// Chromium's own profile lock: `SingletonLock` is a symlink to `<hostname>-<pid>`.
-
 const SINGLETON_FILES: [&str; 3] = ["SingletonLock", "SingletonSocket", "SingletonCookie"];
 
 /// Removes Chromium's `Singleton*` files when the process they name is provably gone (same

@@ -10,7 +10,7 @@ use crate::browser::PageConfig;
 use crate::domain::SessionsRoot;
 use crate::store::Store;
 
-/// Crash handling (SPEC §7).
+/// Crash handling (SPEC §7); values come from `Settings::supervision`.
 #[derive(Debug, Clone)]
 pub struct Supervision {
     pub backoff_first: Duration,
@@ -18,17 +18,6 @@ pub struct Supervision {
     /// More than this many crashes within `crash_window` → `failed`.
     pub max_crashes: usize,
     pub crash_window: Duration,
-}
-
-impl Default for Supervision {
-    fn default() -> Self {
-        Supervision {
-            backoff_first: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            max_crashes: 5,
-            crash_window: Duration::from_secs(600),
-        }
-    }
 }
 
 pub struct SessionEnv {
