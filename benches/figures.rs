@@ -41,9 +41,22 @@ async fn browser_pid(t: &TestApp, user: &str) -> u32 {
         .unwrap() as u32
 }
 
-fn tree_pss_mib(root_pid: u32) -> f64 {
-    // The browser and every process in its group (zygotes, renderers, utilities).
-    let pss: u64 = std::fs::read_dir("/proc")
+/// Resident set size in bytes (`VmRSS`); shared pages count once per process.
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// (processes, PSS MiB, RSS MiB) of a browser and every process in its group (zygotes,
+/// renderers, utilities).
+fn tree_memory(root_pid: u32) -> (usize, f64, f64) {
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
@@ -53,9 +66,14 @@ fn tree_pss_mib(root_pid: u32) -> f64 {
                     == Some(root_pid)
             })
         })
-        .map(wa_supervisor::metrics::pss_bytes)
+        .collect();
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let pss = pids
+        .iter()
+        .map(|p| wa_supervisor::metrics::pss_bytes(*p))
         .sum();
-    pss as f64 / (1024.0 * 1024.0)
+    let rss = pids.iter().map(|p| rss_bytes(*p)).sum();
+    (pids.len(), mib(pss), mib(rss))
 }
 
 fn main() {
@@ -81,15 +99,18 @@ fn main() {
         println!("scan -> connected:   median {} (runs: {:?})", ms(median(to_connected.clone())), to_connected.iter().map(|d| ms(*d)).collect::<Vec<_>>());
 
         tokio::time::sleep(Duration::from_secs(5)).await; // let the pages settle (idle)
-        let pss: Vec<f64> = {
-            let mut v = Vec::new();
-            for u in &users {
-                v.push(tree_pss_mib(browser_pid(&t, u).await));
-            }
-            v
-        };
-        println!("idle browser tree PSS: {:.0} MiB each (sessions: {:?})", pss.iter().sum::<f64>() / pss.len() as f64,
-            pss.iter().map(|p| format!("{p:.0}")).collect::<Vec<_>>());
+        let mut trees = Vec::new();
+        for u in &users {
+            trees.push(tree_memory(browser_pid(&t, u).await));
+        }
+        let n = trees.len() as f64;
+        println!(
+            "idle browser tree ({} sessions side by side): {:.0} processes, PSS {:.0} MiB, RSS (shared pages counted per process) {:.0} MiB each",
+            trees.len(),
+            trees.iter().map(|t| t.0 as f64).sum::<f64>() / n,
+            trees.iter().map(|t| t.1).sum::<f64>() / n,
+            trees.iter().map(|t| t.2).sum::<f64>() / n
+        );
 
         // Status latency: 8 concurrent clients, 400 requests each, keep-alive connections.
         let user = users[0].clone();

@@ -148,6 +148,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub crash_window_secs: u64,
 
+    /// Seconds a launched browser may take to show a QR code or the chats; longer is handled
+    /// like a crash (relaunch with backoff, then `failed`).
+    #[arg(long, env = "PAGE_READY_TIMEOUT_SECS", value_name = "PAGE_READY_TIMEOUT_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub page_ready_timeout_secs: u64,
+
     /// Seconds a QR may wait for a scan before the browser is closed.
     #[arg(long, env = "QR_TIMEOUT_SECS", value_name = "QR_TIMEOUT_SECS", default_value_t = 180,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]

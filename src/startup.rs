@@ -61,7 +61,6 @@ pub struct Application {
     port: u16,
     server: Option<Server>,
     server_handle: actix_web::dev::ServerHandle,
-
     state: web::Data<AppState>,
     registry: RegistryHandle,
     _registry_arbiter: Arbiter,
@@ -110,13 +109,13 @@ impl Application {
             },
             qr_timeout: settings.qr_timeout(),
             launch_timeout: Duration::from_secs(30),
+            page_ready_timeout: Duration::from_secs(settings.page_ready_timeout_secs),
             close_grace: Duration::from_secs(5),
             poll_every: Duration::from_secs(5),
             supervision: settings.supervision(),
             launches: tokio::sync::Semaphore::new(settings.launch_concurrency as usize),
             launch_concurrency: settings.launch_concurrency as usize,
             metrics: metrics.clone(),
-
             store: store.clone(),
             events,
         });

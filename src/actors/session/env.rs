@@ -27,6 +27,8 @@ pub struct SessionEnv {
     pub page: PageConfig,
     pub qr_timeout: Duration,
     pub launch_timeout: Duration,
+    /// From a launched browser to its first QR code or chat list; longer counts as a crash.
+    pub page_ready_timeout: Duration,
     /// Grace for a browser to exit after CDP close before its group is killed.
     pub close_grace: Duration,
     pub poll_every: Duration,

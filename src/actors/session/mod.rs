@@ -327,6 +327,20 @@ impl SessionActor {
         match result {
             Ok(run) => {
                 log::info!("{} browser pid {} up", self.key, run.process.pid());
+                // A page that never shows a QR code or the chats (site unreachable, changed
+                // beyond our selectors) is handled like a crash: relaunch with backoff, then fail.
+                let limit = self.env.page_ready_timeout;
+                ctx.run_later(limit, move |act, ctx| {
+                    if act.generation == generation && act.state == SessionState::Starting {
+                        act.crashed(
+                            format!(
+                                "the page showed neither a QR code nor the chats within {} s",
+                                limit.as_secs()
+                            ),
+                            ctx,
+                        );
+                    }
+                });
                 ctx.spawn(
                     run.process
                         .exited()
