@@ -196,12 +196,13 @@ pub struct Settings {
     )]
     pub wid_keys: Vec<String>,
 
-    /// Log filter (env_logger syntax).
+    /// Log filter (env_logger syntax). chromiumoxide's handler logs every closed DevTools socket
+    /// (each browser crash) at ERROR; the daemon reports crashes itself, so it is off by default.
     #[arg(
         long = "log",
         env = "RUST_LOG",
         value_name = "RUST_LOG",
-        default_value = "info"
+        default_value = "info,chromiumoxide::handler=off"
     )]
     pub rust_log: String,
 

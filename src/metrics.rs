@@ -126,7 +126,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP wa_browser_processes Chromium processes on our profiles.\n# TYPE wa_browser_processes gauge\n\
+            "# HELP wa_browser_processes Processes of the browsers on our profiles (browser, zygotes, renderers, utilities).\n# TYPE wa_browser_processes gauge\n\
              wa_browser_processes {}\n# HELP wa_browser_pss_bytes Total proportional set size of those processes.\n\
              # TYPE wa_browser_pss_bytes gauge\nwa_browser_pss_bytes {}",
             browsers.0, browsers.1

@@ -668,3 +668,54 @@ async fn a_users_token_reaches_only_that_users_sessions() {
     );
     t.assert_no_browsers_left().await;
 }
+
+#[actix_web::test]
+async fn metrics_describe_sessions_browsers_and_requests() {
+    let t = spawn_app(opts(), &[]).await;
+    let a = uuid_like(0x300);
+    assert_eq!(
+        t.post(&format!("/api/start/{a}/1"), SERVICE_TOKEN)
+            .await
+            .status,
+        202
+    );
+    t.wait_json(
+        &format!("/api/status/{a}/1"),
+        SERVICE_TOKEN,
+        LAUNCH,
+        "qr",
+        |s| s["state"] == "qr",
+    )
+    .await;
+    assert_eq!(t.get("/metrics", SERVICE_TOKEN).await.status, 403);
+    let text = reqwest::Client::new()
+        .get(t.url("/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert_eq!(value("wa_sessions{state=\"qr\"}"), 1.0);
+    assert_eq!(value("wa_browser_launches_total"), 1.0);
+    assert_eq!(value("wa_start_to_qr_seconds_count"), 1.0);
+    assert_eq!(value("wa_misrouted_messages_total"), 0.0);
+    // The whole browser tree is counted: browser, zygotes, renderers, utilities.
+    assert!(value("wa_browser_processes") >= 3.0, "{text}");
+    assert!(
+        value("wa_browser_pss_bytes") > 50.0 * 1024.0 * 1024.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("wa_http_requests_total{route=\"/api/start/{userId}/{slot}\",method=\"POST\",status=\"202\"}"),
+        1.0
+    );
+    t.post(&format!("/api/stop/{a}/1"), SERVICE_TOKEN).await;
+    t.assert_no_browsers_left().await;
+}

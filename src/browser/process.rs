@@ -251,3 +251,30 @@ pub async fn reap_orphans(root: &std::path::Path) -> usize {
     }
     found.len()
 }
+
+/// Every process of the browsers running on profiles under `root`: the browsers found by
+/// [`pids_using_profiles`] and all members of their process groups (zygotes, renderers,
+/// utilities — not all of which carry the profile on their command line).
+pub fn browser_tree_pids(root: &std::path::Path) -> Vec<u32> {
+    let pgrp = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid pgrp …": comm may hold spaces; split after the last ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()
+    };
+    let groups: std::collections::HashSet<u32> = pids_using_profiles(root)
+        .into_iter()
+        .filter_map(pgrp)
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| pgrp(*pid).is_some_and(|g| groups.contains(&g)))
+        .collect()
+}

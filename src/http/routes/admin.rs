@@ -35,7 +35,7 @@ async fn metrics(
     let root = state.sessions.sessions.path().to_path_buf();
     // Reading /proc is blocking file I/O: off the async threads.
     let browsers = web::block(move || {
-        let pids = crate::browser::process::pids_using_profiles(&root);
+        let pids = crate::browser::process::browser_tree_pids(&root);
         let pss = pids
             .iter()
             .map(|p| crate::metrics::pss_bytes(*p))
