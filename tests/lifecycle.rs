@@ -649,3 +649,22 @@ async fn legacy_profiles_are_imported_idempotently_and_restored_without_a_scan()
     );
     drop(d2);
 }
+
+#[actix_web::test]
+async fn simultaneous_starts_never_exceed_max_sessions() {
+    let t = spawn_app(opts(), &["--max-sessions", "2"]).await;
+    let users: Vec<String> = (0..5).map(|i| uuid_like(0x90 + i)).collect();
+    let paths: Vec<String> = users.iter().map(|u| format!("/api/start/{u}/1")).collect();
+    let replies =
+        futures_util::future::join_all(paths.iter().map(|p| t.post(p, SERVICE_TOKEN))).await;
+    let accepted = replies.iter().filter(|r| r.status == 202).count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.status == 429 && r.json["error"] == "too_many_sessions")
+        .count();
+    assert_eq!((accepted, refused), (2, 3), "{replies:?}");
+    for u in &users {
+        t.post(&format!("/api/stop/{u}/1"), SERVICE_TOKEN).await;
+    }
+    t.assert_no_browsers_left().await;
+}

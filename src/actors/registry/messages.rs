@@ -56,6 +56,9 @@ impl Handler<Start> for Registry {
                 return Box::pin(async move { Err(RegistryError::RateLimited { retry_after }) });
             }
         }
+        if !running {
+            self.pending_starts.insert(msg.key.clone());
+        }
         let addr = self.actor(&msg.key);
         let request = addr.send(session::Start {
             key: msg.key.clone(),

@@ -43,6 +43,8 @@ pub struct Registry {
     max_sessions: u32,
     start_rate: StartRate,
     buckets: HashMap<UserId, Bucket>,
+    /// Starts sent to an actor whose `starting` event has not reached the cache yet.
+    pending_starts: std::collections::HashSet<SessionKey>,
     shutting_down: bool,
 }
 
@@ -67,6 +69,7 @@ impl Registry {
             max_sessions,
             start_rate,
             buckets: HashMap::new(),
+            pending_starts: std::collections::HashSet::new(),
             shutting_down: false,
         }
     }
@@ -91,11 +94,21 @@ impl Registry {
         self.views.contains_key(key).then(|| self.actor(key))
     }
 
+    /// Browsers running or about to: cached running states plus starts whose first event has
+    /// not come back yet (two starts in a row must not both pass the limit).
     fn running_count(&self, except: &SessionKey) -> usize {
-        self.views
+        let running = |k: &SessionKey| self.views.get(k).is_some_and(|v| v.state.is_running());
+        let cached = self
+            .views
+            .keys()
+            .filter(|k| *k != except && running(k))
+            .count();
+        let pending = self
+            .pending_starts
             .iter()
-            .filter(|(k, v)| *k != except && v.state.is_running())
-            .count()
+            .filter(|k| *k != except && !running(k))
+            .count();
+        cached + pending
     }
 
     /// Takes one start from the user's bucket, or says how long to wait.
@@ -181,6 +194,7 @@ struct Changed(Session);
 impl Handler<Changed> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Changed, _: &mut Context<Self>) {
+        self.pending_starts.remove(&msg.0.key);
         self.views.insert(msg.0.key.clone(), msg.0);
     }
 }
