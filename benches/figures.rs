@@ -70,7 +70,7 @@ fn tree_memory(root_pid: u32) -> (usize, f64, f64) {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let pss = pids
         .iter()
-        .map(|p| wa_supervisor::metrics::pss_bytes(*p))
+        .map(|p| wa_supervisor::procfs::pss_bytes(*p))
         .sum();
     let rss = pids.iter().map(|p| rss_bytes(*p)).sum();
     (pids.len(), mib(pss), mib(rss))

@@ -65,7 +65,7 @@ pub struct Settings {
         value_name = "API_TOKEN",
         hide_env_values = true
     )]
-    pub api_token: Option<String>,
+    pub api_token: Option<Token>,
 
     /// Admin token: /actors, /metrics.
     #[arg(
@@ -74,7 +74,7 @@ pub struct Settings {
         value_name = "ADMIN_TOKEN",
         hide_env_values = true
     )]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Token>,
 
     /// Stack Auth project id (enables user tokens).
     #[arg(long, env = "STACK_PROJECT_ID", value_name = "STACK_PROJECT_ID")]
@@ -94,12 +94,14 @@ pub struct Settings {
     )]
     pub stack_issuers: Vec<String>,
 
-    /// Comma-separated origins allowed to call the API from a browser.
+    /// Comma-separated origins allowed to call the API from a browser
+    /// (`https://app.example.com`; spaces around commas are fine).
     #[arg(
         long,
         env = "CORS_ORIGINS",
         value_name = "CORS_ORIGINS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_origin
     )]
     pub cors_origins: Vec<String>,
 
@@ -258,6 +260,81 @@ impl Settings {
     }
 }
 
+/// A secret setting (`API_TOKEN`, `ADMIN_TOKEN`): `Debug` never shows its value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The value, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Token, Self::Err> {
+        Ok(Token(s.to_owned()))
+    }
+}
+
+/// Settings whose values are secret (or may carry one, like a URL with a password): a
+/// refusal names the variable but never echoes the value.
+const SECRET_VALUES: [&str; 3] = ["DATABASE_URL", "API_TOKEN", "ADMIN_TOKEN"];
+
+/// One line for a refused configuration, naming the variable; values of [`SECRET_VALUES`]
+/// are replaced by `***`.
+pub fn refusal_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let rendered = e.to_string();
+    let mut line = rendered
+        .lines()
+        .next()
+        .unwrap_or("error: invalid configuration")
+        .to_owned();
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.as_str(),
+        _ => "",
+    };
+    if let Some(ContextValue::String(value)) = e.get(ContextKind::InvalidValue) {
+        if !value.is_empty() && SECRET_VALUES.iter().any(|var| arg.contains(var)) {
+            line = line.replace(value.as_str(), "***");
+        }
+    }
+    line
+}
+
+/// A browser origin: `http(s)://host[:port]`, nothing after it; surrounding spaces trimmed.
+fn parse_origin(raw: &str) -> Result<String, String> {
+    let origin = raw.trim();
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("an origin starts with http:// or https://")?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.parse::<u16>().is_ok());
+    if host_ok && port_ok {
+        Ok(origin.to_owned())
+    } else {
+        Err(format!(
+            "{origin:?} is not an origin (scheme://host[:port], no path or trailing slash)"
+        ))
+    }
+}
+
 fn parse_http_url(raw: &str) -> Result<String, String> {
     let ok = (raw.starts_with("http://") || raw.starts_with("https://"))
         && raw.len() > "https://".len()
@@ -291,9 +368,62 @@ mod tests {
             (vec!["x", "--bind-addr", "nowhere"], "BIND_ADDR"),
             (vec!["x", "--database-url", "mysql://x/y"], "DATABASE_URL"),
             (vec!["x", "--whatsapp-url", "ftp://x"], "WHATSAPP_URL"),
+            (
+                vec!["x", "--cors-origins", "http://a.example/app"],
+                "CORS_ORIGINS",
+            ),
+            (vec!["x", "--cors-origins", "a.example"], "CORS_ORIGINS"),
+            (
+                vec!["x", "--cors-origins", "http://a.example:http"],
+                "CORS_ORIGINS",
+            ),
         ] {
             let err = Settings::from_args(args).unwrap_err().to_string();
             assert!(err.contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn origins_are_trimmed_at_parse_time() {
+        let s = Settings::from_args([
+            "x",
+            "--cors-origins",
+            "http://a.example, https://b.example:8443 ,http://[::1]:3000",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.cors_origins,
+            [
+                "http://a.example",
+                "https://b.example:8443",
+                "http://[::1]:3000"
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_refusals() {
+        let s = Settings::from_args([
+            "x",
+            "--api-token",
+            "api-secret-0123456789",
+            "--admin-token",
+            "admin-secret-0123456789",
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("api-secret") && !debug.contains("admin-secret"),
+            "{debug}"
+        );
+        assert!(debug.contains("Token(***)"));
+
+        let e =
+            Settings::from_args(["x", "--database-url", "mysql://bob:hunter2@db/x"]).unwrap_err();
+        let line = refusal_line(&e);
+        assert!(
+            line.contains("DATABASE_URL") && !line.contains("hunter2"),
+            "{line}"
+        );
     }
 }

@@ -15,10 +15,11 @@ pub mod actors;
 pub mod browser;
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod http;
 pub mod import;
 pub mod metrics;
-
+pub mod procfs;
 pub mod qr;
 pub mod startup;
 pub mod store;

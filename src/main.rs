@@ -42,15 +42,8 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line naming the variable (value names are the env var names).
-            let rendered = e.to_string();
-            eprintln!(
-                "{}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("error: invalid configuration")
-            );
+            // One line naming the variable (value names are the env var names), no secret.
+            eprintln!("{}", wa_supervisor::config::refusal_line(&e));
             return ExitCode::from(2);
         }
     };

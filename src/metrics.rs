@@ -142,18 +142,6 @@ impl Metrics {
     }
 }
 
-/// Proportional set size of a process in bytes (`/proc/<pid>/smaps_rollup`), 0 when unreadable.
-pub fn pss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +160,5 @@ mod tests {
         assert!(text.contains(
             "wa_http_requests_total{route=\"/api/start/{userId}/{slot}\",method=\"POST\",status=\"202\"} 1"
         ));
-        assert!(pss_bytes(std::process::id()) > 0);
     }
 }

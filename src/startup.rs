@@ -312,9 +312,9 @@ async fn reset_transient_rows(store: &Store) -> Result<Vec<SessionRow>, StoreErr
     Ok(rows)
 }
 
-/// Creates the folder and proves we can write in it.
+/// Creates the folder (0700) and proves we can write in it.
 fn ensure_writable(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    crate::files::private_dir(dir, true)?;
     let probe = dir.join(format!(".write-test-{}", std::process::id()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)

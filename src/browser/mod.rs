@@ -4,6 +4,7 @@
 //! The daemon launches Chromium itself (not `Browser::launch`) so it controls the process group
 //! and the parent-death signal: a SIGKILLed daemon leaves no browser behind (NOTES-stack).
 
+pub mod devtools;
 pub mod page;
 pub mod process;
 pub mod profile;
@@ -25,7 +26,7 @@ pub enum BrowserError {
     Spawn(#[source] std::io::Error),
     #[error("Chromium exited during start-up ({0})")]
     ExitedEarly(String),
-    #[error("Chromium did not report its DevTools address within {0:?}")]
+    #[error("Chromium did not answer on DevTools within {0:?}")]
     StartTimeout(std::time::Duration),
     #[error("DevTools protocol: {0}")]
     Cdp(String),
@@ -33,6 +34,35 @@ pub enum BrowserError {
     Profile(String),
     #[error("DevTools call {0} timed out")]
     Timeout(&'static str),
+    /// The page could not be loaded at all (DNS, refused connection, proxy error).
+    #[error("cannot load {url}: {error}")]
+    Navigation { url: String, error: String },
+}
+
+/// Launches Chromium on the profile and opens the WhatsApp page in it; `on_change` hears every
+/// change the page reports. Fails when the browser exits or does not answer within
+/// `spec.startup_timeout`, or when the page cannot be loaded.
+pub async fn launch(
+    spec: &LaunchSpec,
+    page: PageConfig,
+    on_change: impl Fn(Observation) + Send + 'static,
+) -> Result<(BrowserProcess, WaPage), BrowserError> {
+    let (process, ws) = BrowserProcess::spawn(spec).await?;
+    let opened = tokio::select! {
+        opened = tokio::time::timeout(
+            spec.startup_timeout,
+            WaPage::open(&ws, page, spec.log_key.clone(), on_change),
+        ) => opened.unwrap_or(Err(BrowserError::StartTimeout(spec.startup_timeout))),
+        report = process.exited() => Err(BrowserError::ExitedEarly(report)),
+    };
+    match opened {
+        Ok(page) => Ok((process, page)),
+        Err(e) => {
+            // The group goes before the profile is handed to anyone else.
+            process.reap_group().await;
+            Err(e)
+        }
+    }
 }
 
 /// Resolves the Chromium binary: the configured path, else the first known name on PATH.

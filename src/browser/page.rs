@@ -189,12 +189,20 @@ impl WaPage {
                 }
             }
         });
-        // Navigate without waiting for the load: the signals say when the page is ready.
-        timed(
+        // Navigate without waiting for the load: the signals say when the page is ready. The
+        // answer comes once the navigation committed or failed: a page that cannot be loaded at
+        // all (DNS, refused, proxy) is reported now, not by the page-ready timeout.
+        let navigated = timed(
             "navigate",
             page.execute(NavigateParams::new(cfg.url.clone())),
         )
         .await?;
+        if let Some(error) = navigated.result.error_text.clone() {
+            return Err(BrowserError::Navigation {
+                url: cfg.url.clone(),
+                error,
+            });
+        }
         Ok(WaPage {
             browser,
             probe: PageProbe { page, cfg },

@@ -11,9 +11,33 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use super::BrowserError;
+
+/// Environment variables Chromium keeps; everything else (tokens, `DATABASE_URL`) is cleared.
+/// Entries ending in `*` are prefixes.
+pub const ENV_ALLOW_LIST: [&str; 7] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_*",
+    "TZ",
+    "XDG_*",
+    "FONTCONFIG_*",
+];
+
+fn env_allowed(name: &std::ffi::OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    ENV_ALLOW_LIST
+        .iter()
+        .any(|allowed| match allowed.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *allowed,
+        })
+}
 
 /// What to launch.
 #[derive(Debug, Clone)]
@@ -34,21 +58,27 @@ pub struct BrowserProcess {
 }
 
 impl BrowserProcess {
-    /// Starts Chromium on the profile and waits for its DevTools websocket address.
+    /// Starts Chromium on the profile with DevTools on a pipe, and returns the one-time
+    /// WebSocket URL of its bridge ([`super::devtools`]). Chromium gets a cleared environment
+    /// plus [`ENV_ALLOW_LIST`]: no daemon secret reaches a browser or renderer.
     pub async fn spawn(spec: &LaunchSpec) -> Result<(BrowserProcess, String), BrowserError> {
+        let (pipe, child_ends) = super::devtools::pipes().map_err(BrowserError::Spawn)?;
         let mut cmd = tokio::process::Command::new(&spec.executable);
         cmd.args(chromium_args(spec))
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(name, _)| env_allowed(name)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        // SAFETY: prctl, fcntl and dup2 are async-signal-safe; nothing else runs between fork
+        // and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                child_ends.install()
             });
         }
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
@@ -57,6 +87,9 @@ impl BrowserProcess {
             }
             _ => BrowserError::Spawn(e),
         })?;
+        // The child's ends were moved into the pre_exec closure, which `cmd` owns: drop it so
+        // our copies close and the pipe ends with the browser.
+        drop(cmd);
         let pid = child
             .id()
             .ok_or_else(|| BrowserError::ExitedEarly("no pid".into()))?;
@@ -72,35 +105,18 @@ impl BrowserProcess {
         });
         let process = BrowserProcess { pid, exit: exit_rx };
 
-        // Drain stderr for the browser's whole life (a full pipe would block it); the first
-        // "DevTools listening on ws://…" line is the address we connect to.
-        let (ws_tx, ws_rx) = oneshot::channel();
+        // Drain stderr for the browser's whole life (a full pipe would block it).
         let log_key = spec.log_key.clone();
         tokio::spawn(async move {
-            let mut ws_tx = Some(ws_tx);
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(ws) = line.strip_prefix("DevTools listening on ") {
-                    if let Some(tx) = ws_tx.take() {
-                        let _ = tx.send(ws.trim().to_owned());
-                    }
-                } else {
-                    log::debug!("{log_key} chromium: {line}");
-                }
+                log::debug!("{log_key} chromium: {line}");
             }
         });
-
-        let mut exit = process.exit.clone();
-        tokio::select! {
-            ws = ws_rx => match ws {
-                Ok(ws) => Ok((process, ws)),
-                Err(_) => Err(BrowserError::ExitedEarly(process.wait_report(Duration::from_secs(2)).await)),
-            },
-            _ = exit.wait_for(Option::is_some) => {
-                Err(BrowserError::ExitedEarly(process.exit_report().unwrap_or_default()))
-            }
-            _ = tokio::time::sleep(spec.startup_timeout) => Err(BrowserError::StartTimeout(spec.startup_timeout)),
-        }
+        let url = super::devtools::bridge(pipe, spec.log_key.clone())
+            .await
+            .map_err(BrowserError::Spawn)?;
+        Ok((process, url))
     }
 
     pub fn pid(&self) -> u32 {
@@ -182,7 +198,7 @@ impl Drop for BrowserProcess {
 fn chromium_args(spec: &LaunchSpec) -> Vec<String> {
     let mut args: Vec<String> = [
         "--headless=new",
-        "--remote-debugging-port=0",
+        "--remote-debugging-pipe",
         "--no-first-run",
         "--no-default-browser-check",
         "--disable-background-networking",
@@ -215,19 +231,23 @@ fn chromium_args(spec: &LaunchSpec) -> Vec<String> {
 /// Pids of Chromium processes whose `--user-data-dir` lies under `root` (any depth), read from
 /// `/proc`. Used to find browsers left behind on our profiles.
 pub fn pids_using_profiles(root: &std::path::Path) -> Vec<u32> {
-    let prefix = format!("--user-data-dir={}", root.display());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    crate::procfs::pids()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
-                cmd.split(|b| *b == 0)
-                    .any(|arg| arg.starts_with(prefix.as_bytes()))
-            })
+            crate::procfs::cmdline(*pid)
+                .iter()
+                .any(|arg| profile_arg_under(arg, root))
         })
         .collect()
+}
+
+/// True for `--user-data-dir=<path>` with `<path>` at or inside `root`, compared by whole path
+/// components: `/srv/sessions-staging/x` is not under `/srv/sessions`.
+fn profile_arg_under(arg: &[u8], root: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    arg.strip_prefix(b"--user-data-dir=").is_some_and(|dir| {
+        let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(dir));
+        dir.starts_with(root)
+    })
 }
 
 /// Kills every Chromium still running on a profile under `root` (left by a daemon that was
@@ -256,25 +276,62 @@ pub async fn reap_orphans(root: &std::path::Path) -> usize {
 /// [`pids_using_profiles`] and all members of their process groups (zygotes, renderers,
 /// utilities — not all of which carry the profile on their command line).
 pub fn browser_tree_pids(root: &std::path::Path) -> Vec<u32> {
-    let pgrp = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // "pid (comm) state ppid pgrp …": comm may hold spaces; split after the last ')'.
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(2)?
-            .parse()
-            .ok()
-    };
     let groups: std::collections::HashSet<u32> = pids_using_profiles(root)
         .into_iter()
-        .filter_map(pgrp)
+        .filter_map(crate::procfs::pgrp)
         .collect();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| pgrp(*pid).is_some_and(|g| groups.contains(&g)))
+    crate::procfs::pids()
+        .filter(|pid| crate::procfs::pgrp(*pid).is_some_and(|g| groups.contains(&g)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn profiles_match_by_whole_path_components() {
+        let root = Path::new("/srv/sessions");
+        assert!(profile_arg_under(
+            b"--user-data-dir=/srv/sessions/u-slot1",
+            root
+        ));
+        assert!(profile_arg_under(
+            b"--user-data-dir=/srv/sessions/a/b",
+            root
+        ));
+        assert!(!profile_arg_under(
+            b"--user-data-dir=/srv/sessions-staging/u-slot1",
+            root
+        ));
+        assert!(profile_arg_under(b"--user-data-dir=/srv/sessions", root));
+        assert!(!profile_arg_under(b"--user-data-dir=/srv/sessionsX", root));
+        assert!(!profile_arg_under(b"/srv/sessions/u-slot1", root));
+    }
+
+    #[test]
+    fn only_the_allow_listed_environment_passes() {
+        for ok in [
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "TZ",
+            "XDG_RUNTIME_DIR",
+            "FONTCONFIG_PATH",
+        ] {
+            assert!(env_allowed(ok.as_ref()), "{ok}");
+        }
+        for secret in [
+            "API_TOKEN",
+            "ADMIN_TOKEN",
+            "DATABASE_URL",
+            "PATHX",
+            "LD_PRELOAD",
+            "RUST_LOG",
+        ] {
+            assert!(!env_allowed(secret.as_ref()), "{secret}");
+        }
+    }
 }

@@ -1,8 +1,7 @@
 //! Exclusive ownership of a folder: a profile while a browser runs on it, `SESSIONS_DIR` while a
 //! daemon runs on it; and the hygiene of Chromium's own profile lock.
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::DirBuilderExt;
+use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -18,14 +17,11 @@ pub struct FolderLock {
 
 impl FolderLock {
     /// Creates the folder (0700: a profile holds the account's keys) and takes the lock, or fails
-    /// at once. The lock file records the holder's pid for the error message of the next one.
+    /// at once. Neither the folder nor the lock file may be a symbolic link. The lock file
+    /// records the holder's pid for the error message of the next one.
     pub fn acquire(dir: &Path) -> std::io::Result<FolderLock> {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK_FILE))?;
+        crate::files::private_dir(dir, false)?;
+        let file = crate::files::open_no_follow(&dir.join(LOCK_FILE))?;
         // SAFETY: plain syscall on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = std::io::Error::last_os_error();
@@ -62,16 +58,11 @@ fn owner_alive(pid: &str, profile: &Path) -> bool {
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    if !matches!(state, Some(s) if s != "Z" && s != "X") {
-        return false;
-    }
     let want = format!("--user-data-dir={}", profile.display());
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|cmd| cmd.split(|b| *b == 0).any(|arg| arg == want.as_bytes()))
+    crate::procfs::alive(pid)
+        && crate::procfs::cmdline(pid)
+            .iter()
+            .any(|arg| arg == want.as_bytes())
 }
 
 /// Chromium's own profile lock: `SingletonLock` is a symlink to `<hostname>-<pid>`.
@@ -91,8 +82,7 @@ pub fn clear_stale_singleton(profile: &Path) -> Result<(), String> {
             profile.display()
         ));
     };
-    let ours = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    if host != ours.trim() {
+    if host != crate::procfs::hostname() {
         return Err(format!(
             "profile {} is locked by Chromium on host {host} (SingletonLock); remove it only if that host no longer uses this folder",
             profile.display()

@@ -56,9 +56,9 @@ impl fmt::Display for SessionKey {
 pub struct SessionsRoot(PathBuf);
 
 impl SessionsRoot {
-    /// Creates the folder if needed and resolves it to an absolute, symlink-free path.
+    /// Creates the folder if needed (0700) and resolves it to an absolute, symlink-free path.
     pub fn create(dir: &Path) -> std::io::Result<SessionsRoot> {
-        std::fs::create_dir_all(dir)?;
+        crate::files::private_dir(dir, true)?;
         Ok(SessionsRoot(dir.canonicalize()?))
     }
 

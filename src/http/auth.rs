@@ -33,7 +33,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rand::Rng;
 use serde::Deserialize;
 
-use crate::config::Settings;
+use crate::config::{Settings, Token};
 use crate::domain::UserId;
 use crate::http::ApiError;
 
@@ -328,21 +328,23 @@ fn check_token(token: &str) -> Result<(), String> {
 }
 
 fn service_tokens(settings: &Settings) -> Result<(Secret, Secret), AuthSetupError> {
+    let configured_api = settings.api_token.as_ref().map(Token::expose);
+    let configured_admin = settings.admin_token.as_ref().map(Token::expose);
     for (var, value) in [
-        (API_TOKEN_VAR, &settings.api_token),
-        (ADMIN_TOKEN_VAR, &settings.admin_token),
+        (API_TOKEN_VAR, configured_api),
+        (ADMIN_TOKEN_VAR, configured_admin),
     ] {
         if let Some(token) = value {
             check_token(token).map_err(|e| AuthSetupError(format!("{var} {e}")))?;
         }
     }
-    let (api, admin) = match (&settings.api_token, &settings.admin_token) {
-        (Some(api), Some(admin)) => (api.clone(), admin.clone()),
+    let (api, admin) = match (configured_api, configured_admin) {
+        (Some(api), Some(admin)) => (api.to_owned(), admin.to_owned()),
         (api, admin) => {
             let path = settings.data_dir.join(CREDENTIALS_FILE);
             let mut file = CredentialsFile::load(&path)?;
-            let api = file.resolve(API_TOKEN_VAR, api.as_deref())?;
-            let admin = file.resolve(ADMIN_TOKEN_VAR, admin.as_deref())?;
+            let api = file.resolve(API_TOKEN_VAR, api)?;
+            let admin = file.resolve(ADMIN_TOKEN_VAR, admin)?;
             file.save_if_changed()?;
             (api, admin)
         }

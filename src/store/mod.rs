@@ -31,7 +31,7 @@ const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Store failures. Messages name the backend and never carry credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("could not create the folder of the {backend} database {path}: {source}")]
+    #[error("could not create the {backend} database file or its folder {path}: {source}")]
     CreateDir {
         backend: &'static str,
         path: std::path::PathBuf,
@@ -175,13 +175,20 @@ impl Store {
     pub fn open(url: &DatabaseUrl, max_slots: u16) -> Result<Store, StoreError> {
         let backend = url.backend();
         if let DatabaseUrl::Sqlite(path) = url {
+            // Phone numbers live here: a new folder 0700, the file 0600 (SQLite gives its -wal
+            // and -shm files the database file's mode).
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+                crate::files::create_dir(parent).map_err(|source| StoreError::CreateDir {
                     backend,
                     path: parent.to_owned(),
                     source,
                 })?;
             }
+            crate::files::private_file(path).map_err(|source| StoreError::CreateDir {
+                backend,
+                path: path.to_owned(),
+                source,
+            })?;
         }
         let manager = Manager::new(url)?;
         // One direct connection first: a precise error when the server is down or the file

@@ -35,22 +35,37 @@ impl Handler<Logout> for SessionActor {
                         dir.display()
                     )));
                 }
-                let removed =
-                    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                        _ => Ok(()),
-                    })
+                let removed = tokio::task::spawn_blocking(move || remove_profile(&dir))
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r);
-                log::info!(
-                    "{key} profile deleted (was {})",
-                    number.as_deref().unwrap_or("not linked")
-                );
+                match &removed {
+                    Ok(()) => log::info!(
+                        "{key} profile deleted (was {})",
+                        number.as_deref().unwrap_or("not linked")
+                    ),
+                    Err(e) => log::error!("{key} profile NOT deleted: {e}"),
+                }
                 removed.map_err(SessionError::Profile)
             }
             .into_actor(self)
             .map(|result, act, _| result.map(|()| act.view())),
         )
+    }
+}
+
+/// Deletes a profile folder; a symbolic link in its place is refused, never followed or removed.
+fn remove_profile(dir: &std::path::Path) -> Result<(), String> {
+    if crate::files::is_symlink(dir) {
+        return Err(format!(
+            "{} is a symbolic link; refusing to delete through it",
+            dir.display()
+        ));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("could not delete {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
     }
 }

@@ -77,6 +77,20 @@ impl Running {
         drop(lock);
         gate
     }
+
+    /// After an unexpected exit: kill whatever is left of the process group and wait until it
+    /// is gone, and only then let go of the profile (the next launch waits for the gate).
+    async fn discard(self) {
+        let Running {
+            page,
+            process,
+            lock,
+            gate,
+        } = self;
+        drop(page);
+        process.reap_group().await;
+        drop((lock, gate));
+    }
 }
 
 enum Write {
@@ -284,17 +298,17 @@ impl SessionActor {
             let spec = LaunchSpec {
                 executable,
                 profile_dir: profile,
-                log_key: log_key.clone(),
+                log_key,
                 startup_timeout: env.launch_timeout,
             };
-            let (process, ws) = BrowserProcess::spawn(&spec).await?;
-            let page = WaPage::open(&ws, env.page.clone(), log_key, move |observation| {
-                addr.do_send(PageChanged {
-                    generation,
-                    observation,
+            let (process, page) =
+                crate::browser::launch(&spec, env.page.clone(), move |observation| {
+                    addr.do_send(PageChanged {
+                        generation,
+                        observation,
+                    })
                 })
-            })
-            .await?;
+                .await?;
             Ok(Running {
                 page,
                 process,
@@ -350,16 +364,18 @@ impl SessionActor {
                 self.run = Some(run);
             }
             Err(e @ (BrowserError::NotFound(_) | BrowserError::Profile(_))) => {
-                self.intent = Intent::Stopped;
                 self.fail(e.to_string());
             }
+            Err(e @ BrowserError::Navigation { .. }) => self.crashed(e.to_string(), ctx),
             Err(e) => self.crashed(format!("launch failed: {e}"), ctx),
         }
     }
 
+    /// Gives up: no more automatic restarts, and none at the next boot either (intent stopped).
     fn fail(&mut self, reason: String) {
         self.generation += 1;
-        self.run = None;
+        self.discard_browser();
+        self.intent = Intent::Stopped;
         self.qr = None;
         self.state = SessionState::Failed;
         self.last_error = Some(reason.clone());
@@ -403,8 +419,12 @@ impl SessionActor {
                 }
             }
             Observation::QrExpired => {
-                // The page stopped offering codes: ask for new ones until the QR timeout.
-                self.qr = None;
+                // The page stopped offering codes: the one shown is dead, say so at once (back to
+                // `starting` until a new one comes), and ask for new ones until the QR timeout.
+                if self.qr.take().is_some() {
+                    self.state = SessionState::Starting;
+                    self.changed("qr_expired", None, SYSTEM);
+                }
                 if let Some(run) = &self.run {
                     let probe = run.page.probe();
                     let key = self.key.clone();
@@ -484,7 +504,7 @@ impl SessionActor {
     fn crashed(&mut self, reason: String, ctx: &mut Context<Self>) {
         log::warn!("{} {reason}", self.key);
         self.env.metrics.crashes.fetch_add(1, Relaxed);
-        self.run = None; // already dead; drop kills any helper left in its group
+        self.discard_browser();
         self.qr = None;
         self.restarts += 1;
         self.last_error = Some(reason.clone());
@@ -509,6 +529,14 @@ impl SessionActor {
         self.state = SessionState::Restarting;
         self.changed("crashed", Some(reason), SYSTEM);
         ctx.stop();
+    }
+
+    /// Takes the browser of a crash or a failure away: its group is killed and reaped in the
+    /// background, and the profile gate opens only once it is gone.
+    fn discard_browser(&mut self) {
+        if let Some(run) = self.run.take() {
+            actix::spawn(run.discard());
+        }
     }
 
     /// First ~1 s, doubling per recent crash, ±20 % jitter, capped.

@@ -38,7 +38,7 @@ async fn metrics(
         let pids = crate::browser::process::browser_tree_pids(&root);
         let pss = pids
             .iter()
-            .map(|p| crate::metrics::pss_bytes(*p))
+            .map(|p| crate::procfs::pss_bytes(*p))
             .sum::<u64>();
         (pids.len(), pss)
     })
