@@ -115,6 +115,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_sessions: u32,
 
+    /// Browsers of one user not linked yet (starting, on a QR code, restarting without a
+    /// number) allowed at once; the next start answers 429 `too_many_pending`.
+    #[arg(long, env = "MAX_PENDING_PER_USER", value_name = "MAX_PENDING_PER_USER", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_pending_per_user: u32,
+
     /// Starts a user may make in a burst (per-user token bucket).
     #[arg(long, env = "START_BURST", value_name = "START_BURST", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]

@@ -18,6 +18,9 @@ pub struct ImportReport {
 
 /// Why a folder entry is not a session profile, or its key.
 fn classify(path: &Path, name: &str, max_slots: u16) -> Result<SessionKey, String> {
+    if crate::files::is_symlink(path) {
+        return Err("a symbolic link (refused, never followed)".to_owned());
+    }
     if !path.is_dir() {
         return Err("not a folder".to_owned());
     }

@@ -11,7 +11,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use tokio::sync::broadcast;
 
-use crate::actors::registry::{Registry, RegistryHandle, StartRate};
+use crate::actors::registry::{Limits, Registry, RegistryHandle, StartRate};
 use crate::actors::session::SessionEnv;
 use crate::browser::process::reap_orphans;
 use crate::browser::{find_chromium, FolderLock, PageConfig};
@@ -55,6 +55,10 @@ pub struct AppState {
     pub sessions: Arc<SessionEnv>,
     pub max_slots: u16,
     pub metrics: Arc<Metrics>,
+    /// Open event streams per user.
+    pub streams: crate::http::routes::events::StreamSlots,
+    /// The last database check of `/readyz`.
+    pub db_check: crate::http::health::DbCheck,
 }
 
 pub struct Application {
@@ -132,16 +136,17 @@ impl Application {
         let registry_arbiter = Arbiter::new();
         let registry = {
             let (env, sessions) = (env.clone(), arbiter.handle());
-            let max_sessions = settings.max_sessions;
-            let rate = StartRate {
-                burst: f64::from(settings.start_burst),
-                per_minute: f64::from(settings.starts_per_minute),
+            let limits = Limits {
+                max_sessions: settings.max_sessions,
+                max_pending_per_user: settings.max_pending_per_user,
+                start_rate: StartRate {
+                    burst: f64::from(settings.start_burst),
+                    per_minute: f64::from(settings.starts_per_minute),
+                },
             };
             RegistryHandle::new(Registry::start_in_arbiter(
                 &registry_arbiter.handle(),
-                move |_: &mut actix::Context<Registry>| {
-                    Registry::new(env, sessions, rows, max_sessions, rate)
-                },
+                move |_: &mut actix::Context<Registry>| Registry::new(env, sessions, rows, limits),
             ))
         };
         let state = web::Data::new(AppState {
@@ -149,6 +154,8 @@ impl Application {
             sessions: env,
             max_slots,
             metrics,
+            streams: Default::default(),
+            db_check: Default::default(),
         });
         let listener =
             TcpListener::bind(settings.bind_addr).map_err(|source| StartupError::Bind {

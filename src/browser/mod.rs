@@ -88,7 +88,8 @@ pub fn find_chromium(configured: Option<&Path>) -> Result<PathBuf, BrowserError>
         .ok_or_else(|| BrowserError::NotFound(format!("PATH ({})", CHROMIUM_NAMES.join(", "))))
 }
 
-fn is_executable(path: &Path) -> bool {
+/// A regular file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

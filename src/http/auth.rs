@@ -45,8 +45,11 @@ pub const MIN_TOKEN_LEN: usize = 16;
 const SECRET_BYTES: usize = 32;
 /// How long an SSE ticket may wait to be redeemed.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
-/// Unredeemed tickets kept at most; beyond that issuing answers 429.
-const MAX_OPEN_TICKETS: usize = 10_000;
+/// Unredeemed tickets one user may hold; beyond that issuing answers 429 to that user only.
+pub const MAX_OPEN_TICKETS_PER_USER: usize = 8;
+/// Unredeemed tickets kept at most over all users: a memory bound that only a service token
+/// minting for thousands of users at once could reach (user tokens stop at their own limit).
+const MAX_OPEN_TICKETS: usize = 100_000;
 /// At most one JWKS fetch per this interval, however many unknown `kid`s arrive.
 pub const JWKS_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 /// Keys older than this are refetched on next use (a removed key stops working); if that fetch
@@ -198,7 +201,8 @@ impl Auth {
         let now = Instant::now();
         let mut open = self.tickets.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|_, t| t.expires > now);
-        if open.len() >= MAX_OPEN_TICKETS {
+        let users_open = open.values().filter(|t| &t.user == user).count();
+        if users_open >= MAX_OPEN_TICKETS_PER_USER || open.len() >= MAX_OPEN_TICKETS {
             return Err(ApiError::RateLimited {
                 retry_after_secs: self.ticket_ttl.as_secs().max(1),
             });

@@ -26,6 +26,8 @@ pub enum ApiError {
     NoQr,
     #[error("{limit} browsers are running, the most this host allows")]
     TooManySessions { limit: u32, retry_after_secs: u64 },
+    #[error("this user already has {limit} sessions waiting to be linked; link or stop one first")]
+    TooManyPending { limit: u32, retry_after_secs: u64 },
     #[error("too many requests; retry later")]
     RateLimited { retry_after_secs: u64 },
     #[error("the daemon is busy or shutting down; retry shortly")]
@@ -39,7 +41,8 @@ pub enum ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
-    /// not_found, unknown_session, no_qr, too_many_sessions, rate_limited, unavailable, internal.
+    /// not_found, unknown_session, no_qr, too_many_sessions, too_many_pending, rate_limited,
+    /// unavailable, internal.
     #[schema(example = "unknown_session")]
     pub error: &'static str,
     /// A human sentence; never internals.
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::UnknownSession => "unknown_session",
             ApiError::NoQr => "no_qr",
             ApiError::TooManySessions { .. } => "too_many_sessions",
+            ApiError::TooManyPending { .. } => "too_many_pending",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -69,6 +73,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::TooManySessions {
+                retry_after_secs, ..
+            }
+            | ApiError::TooManyPending {
                 retry_after_secs, ..
             }
             | ApiError::RateLimited { retry_after_secs }
@@ -88,9 +95,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::UnknownSession => StatusCode::NOT_FOUND,
             ApiError::NoQr => StatusCode::CONFLICT,
-            ApiError::TooManySessions { .. } | ApiError::RateLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::TooManySessions { .. }
+            | ApiError::TooManyPending { .. }
+            | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

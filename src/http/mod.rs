@@ -21,7 +21,7 @@ pub mod auth;
 mod console;
 mod error;
 pub mod extract;
-mod health;
+pub mod health;
 mod openapi;
 pub mod routes;
 
@@ -93,10 +93,15 @@ pub async fn count_requests(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
+    // A fixed set of labels: made-up methods must not add series (they are unauthenticated).
+    const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+    let method = METHODS
+        .into_iter()
+        .find(|m| *m == req.method().as_str())
+        .unwrap_or("other");
     let res = next.call(req).await?;
     if let Some(metrics) = metrics {
-        metrics.http_request(&route, &method, res.status().as_u16());
+        metrics.http_request(&route, method, res.status().as_u16());
     }
     Ok(res)
 }

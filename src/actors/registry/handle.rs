@@ -86,6 +86,10 @@ fn flatten<T>(res: Result<Result<T, RegistryError>, actix::MailboxError>) -> Res
             limit,
             retry_after_secs: 30,
         }),
+        Err(RegistryError::TooManyPending { limit }) => Err(ApiError::TooManyPending {
+            limit,
+            retry_after_secs: 30,
+        }),
         Err(RegistryError::RateLimited { retry_after }) => Err(ApiError::RateLimited {
             retry_after_secs: retry_after.as_secs().max(1),
         }),

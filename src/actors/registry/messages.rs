@@ -19,6 +19,8 @@ pub enum RegistryError {
     Unknown,
     #[error("{limit} browsers are running")]
     TooManySessions { limit: u32 },
+    #[error("{limit} sessions of this user are waiting to be linked")]
+    TooManyPending { limit: u32 },
     #[error("too many starts for this user")]
     RateLimited { retry_after: Duration },
     #[error("shutting down")]
@@ -51,6 +53,12 @@ impl Handler<Start> for Registry {
             if self.running_count(&msg.key) >= self.max_sessions as usize {
                 let limit = self.max_sessions;
                 return Box::pin(async move { Err(RegistryError::TooManySessions { limit }) });
+            }
+            if !self.would_be_linked(&msg.key)
+                && self.pending_count(&msg.key) >= self.max_pending_per_user as usize
+            {
+                let limit = self.max_pending_per_user;
+                return Box::pin(async move { Err(RegistryError::TooManyPending { limit }) });
             }
             if let Err(retry_after) = self.take_start(msg.key.user_id()) {
                 return Box::pin(async move { Err(RegistryError::RateLimited { retry_after }) });

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::session::{Session, SessionActor, SessionEnv};
-use crate::domain::{SessionKey, UserId};
+use crate::domain::{SessionKey, SessionState, UserId};
 use crate::store::SessionRow;
 
 pub use handle::RegistryHandle;
@@ -26,6 +26,14 @@ pub use messages::*;
 pub struct StartRate {
     pub burst: f64,
     pub per_minute: f64,
+}
+
+/// The host-wide and per-user limits the registry enforces on starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_sessions: u32,
+    pub max_pending_per_user: u32,
+    pub start_rate: StartRate,
 }
 
 struct Bucket {
@@ -41,6 +49,8 @@ pub struct Registry {
     /// Rows read at boot, handed to the actor created for that key.
     rows: HashMap<SessionKey, SessionRow>,
     max_sessions: u32,
+    /// Browsers of one user not linked yet (QR or pairing pages) allowed at once.
+    max_pending_per_user: u32,
     start_rate: StartRate,
     buckets: HashMap<UserId, Bucket>,
     /// Starts sent to an actor whose `starting` event has not reached the cache yet.
@@ -53,8 +63,7 @@ impl Registry {
         env: Arc<SessionEnv>,
         sessions_arbiter: ArbiterHandle,
         rows: Vec<SessionRow>,
-        max_sessions: u32,
-        start_rate: StartRate,
+        limits: Limits,
     ) -> Registry {
         let views = rows
             .iter()
@@ -66,8 +75,9 @@ impl Registry {
             actors: HashMap::new(),
             views,
             rows: rows.into_iter().map(|r| (r.key.clone(), r)).collect(),
-            max_sessions,
-            start_rate,
+            max_sessions: limits.max_sessions,
+            max_pending_per_user: limits.max_pending_per_user,
+            start_rate: limits.start_rate,
             buckets: HashMap::new(),
             pending_starts: std::collections::HashSet::new(),
             shutting_down: false,
@@ -111,6 +121,35 @@ impl Registry {
         cached + pending
     }
 
+    /// A session of `key`'s user that holds a browser not linked yet: starting, on a QR code,
+    /// or restarting, unless its profile holds a login (a known number). Starts whose first
+    /// event has not come back count too, by the same rule.
+    fn pending_count(&self, except: &SessionKey) -> usize {
+        let user = except.user_id();
+        let pending = |k: &SessionKey| match self.views.get(k) {
+            Some(v) if v.state.is_running() => {
+                v.state == SessionState::Qr
+                    || (v.state != SessionState::Connected && v.connected_number.is_none())
+            }
+            _ => self.pending_starts.contains(k) && !self.would_be_linked(k),
+        };
+        self.views
+            .keys()
+            .chain(self.pending_starts.iter())
+            .filter(|k| k.user_id() == user && *k != except)
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .filter(|k| pending(k))
+            .count()
+    }
+
+    /// Starting `key` would come back linked: its profile holds a login (a known number).
+    fn would_be_linked(&self, key: &SessionKey) -> bool {
+        self.views
+            .get(key)
+            .is_some_and(|v| v.connected_number.is_some())
+    }
+
     /// Takes one start from the user's bucket, or says how long to wait.
     fn take_start(&mut self, user: &UserId) -> Result<(), Duration> {
         let rate = self.start_rate;
@@ -136,8 +175,7 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.restore();
-        // Keep the cache current from the event bus (ordered per session).
+        // Subscribe first: the restored sessions' first events must reach the cache.
         let mut events = self.env.events.subscribe();
         let addr = ctx.address();
         actix::spawn(async move {
@@ -152,13 +190,15 @@ impl Actor for Registry {
                 }
             }
         });
+        self.restore();
     }
 }
 
 impl Registry {
     /// Boot: sessions whose intent is `running` come back (without a new QR when the profile
-    /// holds a login). Launch concurrency is bounded by the sessions' shared semaphore; at most
-    /// `MAX_SESSIONS` are restored.
+    /// holds a login), up to `MAX_SESSIONS`, counted like any start; launch concurrency is
+    /// bounded by the sessions' shared semaphore. The rest stay `stopped`, intent kept (the next
+    /// boot tries again), with a `lastError` that says why.
     fn restore(&mut self) {
         let mut keys: Vec<SessionKey> = self
             .rows
@@ -167,16 +207,27 @@ impl Registry {
             .map(|r| r.key.clone())
             .collect();
         keys.sort();
-        if keys.len() > self.max_sessions as usize {
-            log::warn!(
-                "{} sessions to restore, MAX_SESSIONS is {}: the rest stay stopped",
-                keys.len(),
-                self.max_sessions
+        let cap = self.max_sessions as usize;
+        for key in keys.iter().skip(cap) {
+            let reason = format!(
+                "not restored at boot: MAX_SESSIONS ({cap}) browsers were restored first; start it when there is room"
             );
-            keys.truncate(self.max_sessions as usize);
+            log::warn!("{key} {reason}");
+            if let Some(row) = self.rows.get_mut(key) {
+                row.last_error = Some(reason);
+                row.updated_ms = crate::store::now_ms();
+                self.views.insert(key.clone(), Session::from_row(row));
+                let (store, row, key) = (self.env.store.clone(), row.clone(), key.clone());
+                actix::spawn(async move {
+                    if let Err(e) = store.save_session(row).await {
+                        log::error!("{key} could not write to the database: {e}");
+                    }
+                });
+            }
         }
-        for key in keys {
+        for key in keys.into_iter().take(cap) {
             log::info!("{key} restoring");
+            self.pending_starts.insert(key.clone());
             self.actor(&key).do_send(crate::actors::session::Start {
                 key: key.clone(),
                 by: "system:restore".to_owned(),

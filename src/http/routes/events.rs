@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -27,6 +27,54 @@ use crate::startup::AppState;
 
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Event streams one user may hold open at once (browser tabs); one more answers 429 to that
+/// user only.
+pub const MAX_STREAMS_PER_USER: usize = 8;
+
+/// Open event streams per user. Each stream holds a [`StreamSlot`] until it ends.
+#[derive(Default)]
+pub struct StreamSlots(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>);
+
+impl StreamSlots {
+    fn take(&self, user: &UserId) -> Result<StreamSlot, ApiError> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(user.clone()).or_default();
+        if *n >= MAX_STREAMS_PER_USER {
+            return Err(ApiError::RateLimited {
+                retry_after_secs: KEEP_ALIVE.as_secs(),
+            });
+        }
+        *n += 1;
+        Ok(StreamSlot {
+            open: self.0.clone(),
+            user: user.clone(),
+        })
+    }
+}
+
+/// One open stream of a user; gives its place back when dropped.
+struct StreamSlot {
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>,
+    user: UserId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
 
 crate::http::route_table! {
     get "/api/events/{userId}" => events,
@@ -89,10 +137,19 @@ async fn events(
         None => auth.authenticate(req.headers()).await?,
     };
     who.authorize_user(&user)?;
+    let slot = state.streams.take(&user)?;
     // Subscribe before reading the snapshot so no change falls between the two.
     let rx = state.sessions.events.subscribe();
     let snapshot = registry.list(user.clone()).await?;
-    let body = session_stream(user, rx, snapshot.into(), KEEP_ALIVE);
+    let registry = registry.get_ref().clone();
+    let refresh = move |user| {
+        let registry = registry.clone();
+        async move { registry.list(user).await.unwrap_or_default() }
+    };
+    let body = session_stream(user, rx, snapshot.into(), KEEP_ALIVE, refresh).map(move |frame| {
+        let _held_until_the_stream_ends = &slot;
+        frame
+    });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -106,31 +163,43 @@ fn frame(session: &Session) -> Bytes {
 }
 
 /// The user's current sessions first, then each change of theirs, with keep-alive comments.
-pub fn session_stream(
+/// When the stream falls behind the event bus (a slow client), the events it missed are gone:
+/// it sends the user's current sessions again from `refresh`, so no state change (such as
+/// `connected`) is ever lost to a subscriber.
+pub fn session_stream<R, F>(
     user: UserId,
     rx: broadcast::Receiver<Session>,
     snapshot: VecDeque<Session>,
     keep_alive: Duration,
-) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    refresh: R,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>>
+where
+    R: Fn(UserId) -> F + 'static,
+    F: std::future::Future<Output = Vec<Session>>,
+{
     let ticker = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     stream::unfold(
-        (user, rx, snapshot, ticker),
-        |(user, mut rx, mut pending, mut ticker)| async move {
-            if let Some(session) = pending.pop_front() {
-                return Some((Ok(frame(&session)), (user, rx, pending, ticker)));
-            }
+        (user, rx, snapshot, ticker, refresh),
+        |(user, mut rx, mut pending, mut ticker, refresh)| async move {
             loop {
+                if let Some(session) = pending.pop_front() {
+                    return Some((Ok(frame(&session)), (user, rx, pending, ticker, refresh)));
+                }
                 tokio::select! {
                     received = rx.recv() => match received {
                         // The only filter between users: the session's own user id.
                         Ok(session) if session.user_id == user => {
-                            return Some((Ok(frame(&session)), (user, rx, pending, ticker)));
+                            return Some((Ok(frame(&session)), (user, rx, pending, ticker, refresh)));
                         }
-                        Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(missed)) => {
+                            log::warn!("{user}: event stream fell {missed} events behind; resending the user's sessions");
+                            pending = refresh(user.clone()).await.into();
+                        }
                         Err(RecvError::Closed) => return None,
                     },
                     _ = ticker.tick() => {
-                        return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (user, rx, pending, ticker)));
+                        return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (user, rx, pending, ticker, refresh)));
                     }
                 }
             }
