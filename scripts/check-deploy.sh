@@ -4,8 +4,12 @@
 # unit's privilege settings and the container seccomp profile, the nginx site (nginx -t, then a
 # real SSE round trip through it on loopback), compose.yaml, the Dockerfile, env.example against
 # src/config.rs, and the README. One line per check; exits non-zero if any check fails.
-# Runs from anywhere (works on the repository root), as root on Debian bookworm; idempotent;
-# installs its tools with apt when missing. Leaves nothing running and touches no system config.
+# Runs from anywhere (works on the repository root), as root on Debian bookworm; idempotent.
+# What it changes on the machine, said up front (and printed before it happens): it installs its
+# tools with apt-get when missing (systemd, nginx, openssl, curl, util-linux, python3-yaml,
+# python3-seccomp), and only during that install writes /usr/sbin/policy-rc.d (removed right
+# after) so that installing nginx does not start the system's nginx on port 80. Everything else
+# lives in a temp folder that is removed at exit; it leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +32,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     echo "check-deploy: missing packages: ${need[*]} (run as root)" >&2
     exit 1
   fi
-  echo "check-deploy: installing ${need[*]} ..."
+  echo "check-deploy: installing ${need[*]} with apt-get; a temporary /usr/sbin/policy-rc.d keeps nginx's service from starting during the install (removed after)"
   export DEBIAN_FRONTEND=noninteractive
   # Installing nginx must not start the system's nginx (port 80): forbid service starts
   # during the install, unless the machine already has a policy of its own.
@@ -352,6 +356,8 @@ for want, why in [
     (r"location\s+/\s*\{", "location /"),
 ]:
     if not re.search(want, text): errors.append(f"missing: {why}")
+if re.search(r"add_header\s+Content-Security-Policy", text):
+    errors.append("the site adds a Content-Security-Policy: the daemon sends its own, and two are both enforced (the console breaks)")
 if errors:
     print("\n".join(errors)); sys.exit(1)
 print("SSE location unbuffered, TLS, redirect, headers, body limit")
@@ -493,9 +499,10 @@ ports = [str(p) for p in wa.get("ports") or []]
 need(all(p.startswith("127.0.0.1:") for p in ports), f"wa-supervisor: ports on loopback only ({ports})")
 need(not wa.get("privileged") and "SYS_ADMIN" not in (wa.get("cap_add") or []), "no privileged / SYS_ADMIN")
 need("shm_size" not in wa, "shm_size not needed (--disable-dev-shm-usage)")
+need(bool(wa.get("hostname")), "wa-supervisor: a stable hostname (Chromium's profile locks name the host)")
 if errors:
     print("\n".join(errors)); sys.exit(1)
-print("postgres:15 + wa-supervisor, healthchecks, service_healthy, volumes, stop_grace_period, seccomp")
+print("postgres:15 + wa-supervisor, healthchecks, service_healthy, volumes, stop_grace_period, seccomp, hostname")
 PYEOF
 }
 check "compose: compose.yaml parses and has the expected services and keys" compose_check

@@ -168,6 +168,7 @@ impl Application {
         let origins = settings.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(crate::http::default_headers())
                 .wrap(actix_web::middleware::from_fn(crate::http::count_requests))
                 .wrap(crate::http::cors(&origins))
                 .app_data(data.clone())

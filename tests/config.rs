@@ -46,6 +46,11 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
         (("QR_TIMEOUT_SECS", "-5"), "QR_TIMEOUT_SECS"),
         (("WHATSAPP_URL", "file:///etc/passwd"), "WHATSAPP_URL"),
         (("API_TOKEN", "short"), "API_TOKEN"),
+        (
+            ("CORS_ORIGINS", "http://a.example, http://b.example/app"),
+            "CORS_ORIGINS",
+        ),
+        (("MAX_PENDING_PER_USER", "0"), "MAX_PENDING_PER_USER"),
     ] {
         let (code, stderr) = run(&[], &[env]);
         assert_eq!(code, Some(2), "{env:?}: {stderr}");
@@ -57,6 +62,19 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
             !stderr.contains("panicked") && !stderr.contains("backtrace"),
             "{stderr}"
         );
+    }
+}
+
+#[test]
+fn a_refused_database_url_never_shows_its_password() {
+    for url in [
+        "mysql://wa:hunter2-secret@db.internal/wa",
+        "postgres://wa:hunter2-secret@127.0.0.1:1/wa",
+    ] {
+        let (code, stderr) = run(&[], &[("DATABASE_URL", url)]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
     }
 }
 
@@ -96,6 +114,7 @@ fn help_lists_every_setting_with_its_variable() {
         "CORS_ORIGINS",
         "MAX_SLOTS",
         "MAX_SESSIONS",
+        "MAX_PENDING_PER_USER",
         "QR_TIMEOUT_SECS",
         "RUST_LOG",
     ] {

@@ -11,6 +11,7 @@ use chromiumoxide::error::CdpError;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures_util::StreamExt;
 use support::harness::{spawn_app, uuid_like, TestApp, SERVICE_TOKEN};
+use support::nginx;
 use support::standin::StandInOptions;
 
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
@@ -32,16 +33,23 @@ struct Operator {
 }
 
 impl Operator {
-    async fn launch() -> Operator {
+    /// `behind_tls`: the operator reaches the console through the nginx site (its host name
+    /// mapped to loopback, its self-signed certificate accepted).
+    async fn launch(behind_tls: bool) -> Operator {
         let profile = tempfile::tempdir().unwrap();
-        let config = BrowserConfig::builder()
+        let mut config = BrowserConfig::builder()
             .chrome_executable(CHROMIUM)
             .new_headless_mode()
             .no_sandbox() // we run as root
             .arg("disable-gpu")
-            .user_data_dir(profile.path())
-            .build()
-            .unwrap();
+            .user_data_dir(profile.path());
+        if behind_tls {
+            config = config.arg("ignore-certificate-errors").arg((
+                "host-resolver-rules",
+                format!("MAP {} 127.0.0.1", nginx::HOST).as_str(),
+            ));
+        }
+        let config = config.build().unwrap();
         let (browser, mut handler) = within("launch", STEP, Browser::launch(config))
             .await
             .unwrap();
@@ -142,18 +150,35 @@ async fn page_shows_current_qr(t: &TestApp, page: &Page, user: &str, not: Option
     }
 }
 
-#[actix_web::test]
-async fn the_console_shows_a_live_qr_and_then_the_number() {
-    let t = spawn_app(
+async fn console_app() -> TestApp {
+    spawn_app(
         StandInOptions {
             rotation: Duration::from_millis(1500),
             rotations: 40,
         },
         &[],
     )
-    .await;
-    let user = uuid_like(0xc0);
+    .await
+}
 
+#[actix_web::test]
+async fn the_console_shows_a_live_qr_and_then_the_number() {
+    let t = console_app().await;
+    console_flow(&t, &t.url(""), uuid_like(0xc0)).await;
+}
+
+/// The shipped nginx site in front of the daemon must not break the console (a second
+/// Content-Security-Policy of its own would be enforced too and block the script and the QR
+/// images).
+#[actix_web::test]
+async fn the_console_works_through_the_shipped_nginx_site() {
+    let t = console_app().await;
+    let proxy = nginx::Nginx::start(t.port);
+    console_flow(&t, &proxy.base(), uuid_like(0xc1)).await;
+}
+
+/// Operates the console loaded from `base` (the app, or a proxy in front of it).
+async fn console_flow(t: &TestApp, base: &str, user: String) {
     // The page and its assets: no auth, a strict CSP (no inline script), embedded.
     let page_reply = reqwest::get(t.url("/")).await.unwrap();
     assert_eq!(page_reply.status(), 200);
@@ -167,10 +192,14 @@ async fn the_console_shows_a_live_qr_and_then_the_number() {
     assert!(html.contains("<script src=\"/console.js\""));
     assert!(!html.contains("<script>") && !html.contains(" style="));
 
-    let operator = Operator::launch().await;
-    let page = within("open /", STEP, operator.browser.new_page(t.url("/")))
-        .await
-        .unwrap();
+    let operator = Operator::launch(base.starts_with("https://")).await;
+    let page = within(
+        "open /",
+        STEP,
+        operator.browser.new_page(format!("{base}/")),
+    )
+    .await
+    .unwrap();
     wait_page(
         &page,
         "document.body.dataset.ready === 'true' && document.querySelectorAll('.slot').length",
@@ -200,8 +229,8 @@ async fn the_console_shows_a_live_qr_and_then_the_number() {
     .unwrap();
 
     // The QR appears, and follows the rotation.
-    let first = page_shows_current_qr(&t, &page, &user, None).await;
-    let second = page_shows_current_qr(&t, &page, &user, Some(&first)).await;
+    let first = page_shows_current_qr(t, &page, &user, None).await;
+    let second = page_shows_current_qr(t, &page, &user, Some(&first)).await;
     assert_ne!(first, second);
     let state: String = eval(
         &page,

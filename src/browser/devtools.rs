@@ -143,6 +143,8 @@ async fn accept_one(listener: &TcpListener, path: &str) -> Option<Ws> {
         let config = WebSocketConfig::default()
             .max_message_size(None)
             .max_frame_size(None);
+        // The callback's signature is tungstenite's; its error type is an HTTP response.
+        #[allow(clippy::result_large_err)]
         let check = |req: &Request, res: Response| -> Result<Response, ErrorResponse> {
             if req.uri().path() == path {
                 Ok(res)

@@ -71,6 +71,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
 }
 
+/// Headers every response carries unless its handler set its own: API answers are data, never
+/// a document to run or frame (the console at `/` sends its own policy). The daemon owns this
+/// header; the nginx site in `deploy/` adds none, since two policies would both be enforced.
+pub fn default_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((
+            "Content-Security-Policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .add(("X-Content-Type-Options", "nosniff"))
+}
+
 /// CORS for the configured origins only (the Next.js site calls the API from the browser).
 pub fn cors(origins: &[String]) -> Cors {
     origins

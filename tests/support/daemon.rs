@@ -18,9 +18,30 @@ pub struct Daemon {
 
 /// Starts the daemon on `dir` (data, sessions and SQLite under it) and waits until it listens.
 pub async fn start(dir: &Path, whatsapp_url: &str, extra: &[&str]) -> Daemon {
+    start_with(dir, whatsapp_url, extra, &[], None).await
+}
+
+/// [`start`] with extra environment variables and, optionally, a umask for the daemon.
+pub async fn start_with(
+    dir: &Path,
+    whatsapp_url: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+    umask: Option<u32>,
+) -> Daemon {
     wa_supervisor::http::auth::install_crypto_provider();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wa-supervisor"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wa-supervisor"));
+    if let Some(mask) = umask {
+        // SAFETY: umask is async-signal-safe and only affects the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(mask as libc::mode_t);
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
         .args([
             "--bind-addr",
             "127.0.0.1:0",
@@ -39,6 +60,7 @@ pub async fn start(dir: &Path, whatsapp_url: &str, extra: &[&str]) -> Daemon {
         ])
         .args(extra)
         .env_remove("DATABASE_URL")
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -47,9 +47,10 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
         sessions.to_str().unwrap(),
         "--database-url",
         db.to_str().unwrap(),
-        "--whatsapp-url",
-        &url,
     ];
+    if !extra.contains(&"--whatsapp-url") {
+        args.extend_from_slice(&["--whatsapp-url", &url]);
+    }
     args.extend_from_slice(extra);
     let settings = Settings::from_args(args).unwrap();
     let mut app = Application::build(settings).await.unwrap();

@@ -5,4 +5,5 @@ pub mod daemon;
 pub mod harness;
 
 pub mod jwt;
+pub mod nginx;
 pub mod standin;

@@ -206,3 +206,66 @@ where
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SessionKey, SessionState, Slot};
+
+    fn session(user: &UserId, slot: u16, state: SessionState) -> Session {
+        let key = SessionKey::new(user.clone(), Slot::new(slot.into(), 10).unwrap());
+        let mut s = Session::from_row(&crate::store::SessionRow {
+            key,
+            state: SessionState::Stopped,
+            intent: crate::domain::Intent::Running,
+            is_connected: false,
+            connected_number: None,
+            restarts: 0,
+            last_error: None,
+            created_ms: 0,
+            updated_ms: 0,
+        });
+        s.state = state;
+        s.is_connected = state == SessionState::Connected;
+        s
+    }
+
+    #[tokio::test]
+    async fn a_lagging_stream_resends_the_users_sessions() {
+        let user = UserId::parse("alice").unwrap();
+        let (tx, rx) = broadcast::channel(2);
+        // More changes than the channel holds: the stream lags and misses `connected`.
+        for state in [
+            SessionState::Starting,
+            SessionState::Qr,
+            SessionState::Qr,
+            SessionState::Connected,
+        ] {
+            tx.send(session(&user, 1, state)).unwrap();
+        }
+        let current = session(&user, 1, SessionState::Connected);
+        let refresh = {
+            let current = current.clone();
+            move |_| {
+                let current = current.clone();
+                async move { vec![current] }
+            }
+        };
+        let frames: Vec<String> = session_stream(
+            user.clone(),
+            rx,
+            VecDeque::new(),
+            Duration::from_secs(60),
+            refresh,
+        )
+        .take(1)
+        .map(|f| String::from_utf8(f.unwrap().to_vec()).unwrap())
+        .collect()
+        .await;
+        assert_eq!(
+            frames,
+            [String::from_utf8(frame(&current).to_vec()).unwrap()]
+        );
+        assert!(frames[0].contains("\"state\":\"connected\""));
+    }
+}
