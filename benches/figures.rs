@@ -6,7 +6,7 @@
 //! - `GET /api/status/{userId}` latency under concurrent load (p50 / p99)
 //! - browser SIGKILL → connected again (median of several crashes)
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/integration/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -23,3 +23,16 @@ pub mod procfs;
 pub mod qr;
 pub mod startup;
 pub mod store;
+
+/// An error and its causes on one line (`a: b: c`), for `lastError` and log lines: where an
+/// error is handled, its whole chain is reported once.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub launches: AtomicU64,
     pub crashes: AtomicU64,
     pub restarts: AtomicU64,
+    /// Messages refused by a session actor because they named another key (always 0).
+    pub misrouted: AtomicU64,
     pub start_to_qr: Histogram,
     pub qr_to_connected: Histogram,
     /// (route pattern, method, status) → count.
@@ -72,12 +74,7 @@ impl Metrics {
 
     /// The exposition text. `states` counts sessions per state; `browsers` is the number of
     /// browser processes and their total proportional set size.
-    pub fn render(
-        &self,
-        states: &[(SessionState, usize)],
-        browsers: (usize, u64),
-        misrouted: u64,
-    ) -> String {
+    pub fn render(&self, states: &[(SessionState, usize)], browsers: (usize, u64)) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -112,7 +109,8 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP wa_misrouted_messages_total Messages refused by an actor because they named another key (always 0).\n\
-             # TYPE wa_misrouted_messages_total counter\nwa_misrouted_messages_total {misrouted}"
+             # TYPE wa_misrouted_messages_total counter\nwa_misrouted_messages_total {}",
+            self.misrouted.load(Ordering::Relaxed)
         );
         self.start_to_qr.render(
             &mut out,
@@ -152,7 +150,7 @@ mod tests {
         m.start_to_qr.observe(Duration::from_millis(400));
         m.start_to_qr.observe(Duration::from_secs(4));
         m.http_request("/api/start/{userId}/{slot}", "POST", 202);
-        let text = m.render(&[(SessionState::Qr, 2)], (9, 1 << 20), 0);
+        let text = m.render(&[(SessionState::Qr, 2)], (9, 1 << 20));
         assert!(text.contains("wa_start_to_qr_seconds_bucket{le=\"0.5\"} 1"));
         assert!(text.contains("wa_start_to_qr_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("wa_start_to_qr_seconds_count 2"));

@@ -12,9 +12,9 @@ const MODULE_PX: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QrError {
-    #[error("payload does not fit in a QR code: {0}")]
+    #[error("payload does not fit in a QR code")]
     Encode(#[from] qrcode::types::QrError),
-    #[error("PNG encoding failed: {0}")]
+    #[error("PNG encoding failed")]
     Png(#[from] image::ImageError),
 }
 

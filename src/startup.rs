@@ -14,10 +14,11 @@ use tokio::sync::broadcast;
 use crate::actors::registry::{Limits, Registry, RegistryHandle, StartRate};
 use crate::actors::session::SessionEnv;
 use crate::browser::process::reap_orphans;
-use crate::browser::{find_chromium, FolderLock, PageConfig};
+use crate::browser::{find_chromium, ChromiumLauncher, FolderLock, PageConfig};
 use crate::config::Settings;
 use crate::domain::SessionsRoot;
 use crate::http::auth::{Auth, AuthSetupError};
+use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::store::SessionRow;
 use crate::store::{Store, StoreError};
@@ -49,23 +50,11 @@ pub enum StartupError {
     },
 }
 
-/// Shared state of the HTTP handlers.
-pub struct AppState {
-    pub store: Store,
-    pub sessions: Arc<SessionEnv>,
-    pub max_slots: u16,
-    pub metrics: Arc<Metrics>,
-    /// Open event streams per user.
-    pub streams: crate::http::routes::events::StreamSlots,
-    /// The last database check of `/readyz`.
-    pub db_check: crate::http::health::DbCheck,
-}
-
 pub struct Application {
     port: u16,
     server: Option<Server>,
     server_handle: actix_web::dev::ServerHandle,
-    state: web::Data<AppState>,
+    env: Arc<SessionEnv>,
     registry: RegistryHandle,
     _registry_arbiter: Arbiter,
     _daemon_lock: FolderLock,
@@ -101,9 +90,8 @@ impl Application {
         }
         let (events, _) = broadcast::channel(1024);
         let metrics = Arc::new(Metrics::default());
-        let env = Arc::new(SessionEnv {
-            sessions,
-            chromium,
+        let launcher = ChromiumLauncher {
+            executable: chromium,
             page: PageConfig {
                 url: settings.whatsapp_url.clone(),
                 qr_selector: settings.qr_selector.clone(),
@@ -111,8 +99,12 @@ impl Application {
                 linked_selector: settings.linked_selector.clone(),
                 wid_keys: settings.wid_keys.clone(),
             },
+            startup_timeout: Duration::from_secs(30),
+        };
+        let env = Arc::new(SessionEnv {
+            sessions,
+            launcher: Arc::new(launcher),
             qr_timeout: settings.qr_timeout(),
-            launch_timeout: Duration::from_secs(30),
             page_ready_timeout: Duration::from_secs(settings.page_ready_timeout_secs),
             close_grace: Duration::from_secs(5),
             poll_every: Duration::from_secs(5),
@@ -135,7 +127,7 @@ impl Application {
         let arbiter = Arbiter::new();
         let registry_arbiter = Arbiter::new();
         let registry = {
-            let (env, sessions) = (env.clone(), arbiter.handle());
+            let (env, env_for_handle, sessions) = (env.clone(), env.clone(), arbiter.handle());
             let limits = Limits {
                 max_sessions: settings.max_sessions,
                 max_pending_per_user: settings.max_pending_per_user,
@@ -144,18 +136,16 @@ impl Application {
                     per_minute: f64::from(settings.starts_per_minute),
                 },
             };
-            RegistryHandle::new(Registry::start_in_arbiter(
+            let addr = Registry::start_in_arbiter(
                 &registry_arbiter.handle(),
                 move |_: &mut actix::Context<Registry>| Registry::new(env, sessions, rows, limits),
-            ))
+            );
+            RegistryHandle::new(addr, env_for_handle)
         };
         let state = web::Data::new(AppState {
-            store,
-            sessions: env,
             max_slots,
             metrics,
             streams: Default::default(),
-            db_check: Default::default(),
         });
         let listener =
             TcpListener::bind(settings.bind_addr).map_err(|source| StartupError::Bind {
@@ -193,7 +183,7 @@ impl Application {
             port,
             server_handle,
             server: Some(server),
-            state,
+            env,
             registry,
             _registry_arbiter: registry_arbiter,
             _daemon_lock: daemon_lock,
@@ -209,8 +199,9 @@ impl Application {
         self.registry.clone()
     }
 
-    pub fn state(&self) -> web::Data<AppState> {
-        self.state.clone()
+    /// What the session actors share (tests reach the store and the event bus through it).
+    pub fn sessions_env(&self) -> Arc<SessionEnv> {
+        self.env.clone()
     }
 
     /// The arbiter the session actors run on.

@@ -1,37 +1,100 @@
-//! Chromium, owned: the process and its group ([`process`]), the CDP connection and the
-//! WhatsApp Web page protocol ([`page`]).
+//! The browser seam: what a session needs of a browser ([`Launcher`], [`Browser`]), and its
+//! one real implementation, Chromium ([`chromium`]): the process and its group ([`process`]),
+//! DevTools over a pipe ([`devtools`]), the profile lock ([`profile`]) and the WhatsApp Web
+//! page protocol ([`page`]). The supervision tests put a scripted fake behind the same traits
+//! (docs/ARCHITECTURE.md, "The browser seam").
 //!
-//! The daemon launches Chromium itself (not `Browser::launch`) so it controls the process group
-//! and the parent-death signal: a SIGKILLed daemon leaves no browser behind (NOTES-stack).
+//! The daemon launches Chromium itself (not chromiumoxide's `Browser::launch`) so it controls the
+//! process group and the parent-death signal: a SIGKILLed daemon leaves no browser behind.
 
+pub mod chromium;
 pub mod devtools;
 pub mod page;
 pub mod process;
 pub mod profile;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
 
-pub use page::{Observation, PageConfig, PageProbe, WaPage};
+pub use chromium::ChromiumLauncher;
+pub use page::{Observation, PageConfig};
 pub use process::{BrowserProcess, LaunchSpec};
 pub use profile::FolderLock;
 
 /// Names tried on PATH when `CHROMIUM_PATH` is not set.
 const CHROMIUM_NAMES: [&str; 4] = ["chromium", "chromium-browser", "google-chrome", "chrome"];
 
+/// A boxed future, as the seam's methods return (they are called through `dyn`).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Where the page's observations go (the session actor's mailbox).
+pub type ObservationSink = Box<dyn Fn(Observation) + Send + Sync + 'static>;
+
+/// Starts browsers for sessions.
+pub trait Launcher: Send + Sync + 'static {
+    /// Launches a browser on the profile folder and opens the WhatsApp page in it; every change
+    /// the page shows goes to `on_change`. The browser is the caller's once this resolves.
+    fn launch(
+        &self,
+        profile: PathBuf,
+        log_key: String,
+        on_change: ObservationSink,
+    ) -> BoxFuture<Result<Box<dyn Browser>, BrowserError>>;
+
+    /// Whether launches can work at all right now (readiness); the reason when not.
+    fn ready(&self) -> Result<(), String>;
+}
+
+/// One running browser with the WhatsApp page open.
+pub trait Browser: Send + 'static {
+    /// The browser's process id, when it is a process.
+    fn pid(&self) -> Option<u32>;
+    /// Resolves when the browser has exited (at once if it already has), with how it ended.
+    fn exited(&self) -> BoxFuture<String>;
+    /// Reads the page now (the safety-net poll beside the pushed observations).
+    fn observe(&self) -> BoxFuture<Result<Observation, BrowserError>>;
+    /// Clicks the page's "reload QR code" button.
+    fn click_reload(&self) -> BoxFuture<Result<(), BrowserError>>;
+    /// Orderly close (the profile is flushed): resolves once the browser is gone and its
+    /// profile is free; killed after `grace`.
+    fn close(self: Box<Self>, grace: Duration) -> BoxFuture<()>;
+    /// After an unexpected exit: kills whatever is left of it; resolves once all of it is gone.
+    fn discard(self: Box<Self>) -> BoxFuture<()>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrowserError {
     #[error("Chromium not found at {0}; install the `chromium` package or set CHROMIUM_PATH")]
     NotFound(String),
-    #[error("could not start Chromium: {0}")]
+    #[error("could not start Chromium")]
     Spawn(#[source] std::io::Error),
     #[error("Chromium exited during start-up ({0})")]
     ExitedEarly(String),
     #[error("Chromium did not answer on DevTools within {0:?}")]
-    StartTimeout(std::time::Duration),
-    #[error("DevTools protocol: {0}")]
-    Cdp(String),
+    StartTimeout(Duration),
+    #[error("DevTools call {what} failed")]
+    Cdp {
+        what: &'static str,
+        #[source]
+        source: chromiumoxide::error::CdpError,
+    },
+    #[error("the page answered {what} with something unreadable")]
+    Unreadable {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("profile folder {path}")]
+    Profile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Chromium's own lock says another browser may use the profile.
     #[error("{0}")]
-    Profile(String),
+    ProfileInUse(String),
     #[error("DevTools call {0} timed out")]
     Timeout(&'static str),
     /// The page could not be loaded at all (DNS, refused connection, proxy error).
@@ -39,29 +102,15 @@ pub enum BrowserError {
     Navigation { url: String, error: String },
 }
 
-/// Launches Chromium on the profile and opens the WhatsApp page in it; `on_change` hears every
-/// change the page reports. Fails when the browser exits or does not answer within
-/// `spec.startup_timeout`, or when the page cannot be loaded.
-pub async fn launch(
-    spec: &LaunchSpec,
-    page: PageConfig,
-    on_change: impl Fn(Observation) + Send + 'static,
-) -> Result<(BrowserProcess, WaPage), BrowserError> {
-    let (process, ws) = BrowserProcess::spawn(spec).await?;
-    let opened = tokio::select! {
-        opened = tokio::time::timeout(
-            spec.startup_timeout,
-            WaPage::open(&ws, page, spec.log_key.clone(), on_change),
-        ) => opened.unwrap_or(Err(BrowserError::StartTimeout(spec.startup_timeout))),
-        report = process.exited() => Err(BrowserError::ExitedEarly(report)),
-    };
-    match opened {
-        Ok(page) => Ok((process, page)),
-        Err(e) => {
-            // The group goes before the profile is handed to anyone else.
-            process.reap_group().await;
-            Err(e)
-        }
+impl BrowserError {
+    /// Errors no relaunch can cure: the session fails instead of crash-looping.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            BrowserError::NotFound(_)
+                | BrowserError::Profile { .. }
+                | BrowserError::ProfileInUse(_)
+        )
     }
 }
 

@@ -22,7 +22,7 @@ use super::BrowserError;
 
 /// Name of the CDP binding the injected script reports through.
 const BINDING: &str = "__waSupervisorSignal";
-/// Upper bound of every single CDP call (chromiumoxide's own 30 s is fixed; NOTES-stack).
+/// Upper bound of every single CDP call (chromiumoxide's own 30 s cannot be changed).
 pub const CDP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Selectors and keys of the page, from configuration (they change upstream).
@@ -131,7 +131,7 @@ impl WaPage {
         ws_url: &str,
         cfg: PageConfig,
         log_key: String,
-        on_change: impl Fn(Observation) + Send + 'static,
+        on_change: super::ObservationSink,
     ) -> Result<WaPage, BrowserError> {
         let config = HandlerConfig {
             request_timeout: CDP_TIMEOUT,
@@ -239,11 +239,12 @@ impl PageProbe {
         let cfg = serde_json::to_string(&self.cfg).expect("config serializes");
         let expr = format!("({SNAPSHOT_FN})({cfg})");
         let result = timed("evaluate", self.page.evaluate(expr)).await?;
-        let text: String = result
-            .into_value()
-            .map_err(|e| BrowserError::Cdp(e.to_string()))?;
-        let snapshot: Snapshot =
-            serde_json::from_str(&text).map_err(|e| BrowserError::Cdp(e.to_string()))?;
+        let unreadable = |source| BrowserError::Unreadable {
+            what: "the snapshot",
+            source,
+        };
+        let text: String = result.into_value().map_err(unreadable)?;
+        let snapshot: Snapshot = serde_json::from_str(&text).map_err(unreadable)?;
         Ok(snapshot.observation())
     }
 
@@ -269,7 +270,7 @@ async fn timed<T>(
 ) -> Result<T, BrowserError> {
     match tokio::time::timeout(CDP_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(BrowserError::Cdp(format!("{what}: {e}"))),
+        Ok(Err(source)) => Err(BrowserError::Cdp { what, source }),
         Err(_) => Err(BrowserError::Timeout(what)),
     }
 }

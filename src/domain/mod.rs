@@ -1,4 +1,4 @@
-//! Validated identities and the session state (SPEC §2, §5).
+//! Validated identities, the session state and its transition table.
 //!
 //! Raw strings become these types at the edge (HTTP path, DB row, folder name) and nothing
 //! downstream takes a `String` id. Each type is built only by parsing.
@@ -10,5 +10,5 @@ mod user_id;
 
 pub use session_key::{SessionKey, SessionsRoot, PROFILE_SUFFIX};
 pub use slot::{Slot, SlotError, DEFAULT_MAX_SLOTS, MIN_SLOT, SLOT_CEILING};
-pub use state::{Intent, SessionState, UnknownValue};
+pub use state::{Intent, SessionState, UnknownValue, TRANSITIONS};
 pub use user_id::{UserId, UserIdError, USER_ID_MAX_LEN};

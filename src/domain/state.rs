@@ -61,6 +61,50 @@ impl SessionState {
     }
 }
 
+/// Every allowed edge of the state machine (docs/ARCHITECTURE.md, "States"). The session actor's
+/// one `transition` refuses any other; a property test walks random event sequences against it.
+pub const TRANSITIONS: &[(SessionState, SessionState)] = {
+    use SessionState::*;
+    &[
+        // A launch: a start, a start after giving up, a relaunch after a crash.
+        (Stopped, Starting),
+        (Failed, Starting),
+        (Restarting, Starting),
+        // The page shows a code (again: rotation; or after being unlinked from the phone).
+        (Starting, Qr),
+        (Qr, Qr),
+        (Connected, Qr),
+        // The code expired; a new one is on its way.
+        (Qr, Starting),
+        // Linked (scanned, or the profile held a login), or the page reports another number.
+        (Starting, Connected),
+        (Qr, Connected),
+        (Connected, Connected),
+        // The browser died unexpectedly: a relaunch is scheduled.
+        (Starting, Restarting),
+        (Qr, Restarting),
+        (Connected, Restarting),
+        // Gave up (crash intensity, no Chromium, an unusable profile).
+        (Starting, Failed),
+        (Qr, Failed),
+        (Connected, Failed),
+        // Stop, logout, QR timeout, shutdown: from anywhere (again from stopped: who asked).
+        (Starting, Stopped),
+        (Qr, Stopped),
+        (Connected, Stopped),
+        (Restarting, Stopped),
+        (Stopped, Stopped),
+        (Failed, Stopped),
+    ]
+};
+
+impl SessionState {
+    /// Is `self → next` an edge of [`TRANSITIONS`]?
+    pub fn may_become(self, next: SessionState) -> bool {
+        TRANSITIONS.contains(&(self, next))
+    }
+}
+
 impl fmt::Display for SessionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -112,6 +156,26 @@ impl FromStr for Intent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_state_can_be_left_and_reached() {
+        for st in SessionState::ALL {
+            assert!(
+                TRANSITIONS.iter().any(|(from, _)| *from == st),
+                "{st} is a dead end"
+            );
+            assert!(
+                TRANSITIONS.iter().any(|(_, to)| *to == st),
+                "{st} is unreachable"
+            );
+            assert!(
+                st.may_become(SessionState::Stopped),
+                "{st} cannot be stopped"
+            );
+        }
+        assert!(!SessionState::Stopped.may_become(SessionState::Connected));
+        assert!(!SessionState::Restarting.may_become(SessionState::Qr));
+    }
 
     #[test]
     fn states_round_trip_through_text() {

@@ -6,6 +6,9 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::actors::registry::RegistryError;
+use crate::actors::session::SessionError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -32,9 +35,53 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("the daemon is busy or shutting down; retry shortly")]
     Unavailable { retry_after_secs: u64 },
-    /// The cause is logged, never sent.
+    /// The cause is logged (its whole chain, once, here), never sent.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// A failure that is ours, not the caller's: 500, cause logged.
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+        ApiError::Internal(Box::new(e))
+    }
+}
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: u64 = 2;
+/// Seconds before a refused start may succeed (a browser closes, a QR code times out).
+const RETRY_START_SECS: u64 = 30;
+
+/// The registry's answers as HTTP: the one place a refused or failed registry call gets its
+/// status (mailbox failures included: 503).
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        match e {
+            RegistryError::Unknown => ApiError::UnknownSession,
+            RegistryError::Session(SessionError::NoQr) => ApiError::NoQr,
+            RegistryError::Session(e) => ApiError::internal(e),
+            RegistryError::TooManySessions { limit } => ApiError::TooManySessions {
+                limit,
+                retry_after_secs: RETRY_START_SECS,
+            },
+            RegistryError::TooManyPending { limit } => ApiError::TooManyPending {
+                limit,
+                retry_after_secs: RETRY_START_SECS,
+            },
+            RegistryError::RateLimited { retry_after } => ApiError::RateLimited {
+                retry_after_secs: retry_after.as_secs().max(1),
+            },
+            RegistryError::ShuttingDown => ApiError::Unavailable {
+                retry_after_secs: RETRY_AFTER_SECS,
+            },
+            RegistryError::Mailbox(e) => {
+                log::warn!("registry mailbox: {e}");
+                ApiError::Unavailable {
+                    retry_after_secs: RETRY_AFTER_SECS,
+                }
+            }
+        }
+    }
 }
 
 /// Every refusal's body.
@@ -105,7 +152,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let ApiError::Internal(cause) = self {
-            log::error!("internal error: {cause}");
+            log::error!("internal error: {}", crate::chain(cause.as_ref()));
         }
         let mut res = HttpResponse::build(self.status_code());
         if let Some(secs) = self.retry_after() {
@@ -128,6 +175,7 @@ mod tests {
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
         let res = ApiError::Internal("password=hunter2 at db".into()).error_response();
+        // (the cause goes to the log only)
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = actix_web::body::to_bytes(res.into_body());
         let body = futures_util::FutureExt::now_or_never(body)

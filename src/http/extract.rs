@@ -7,7 +7,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
 use super::ApiError;
 use crate::domain::{SessionKey, Slot, UserId};
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// `{userId}` of the path.
 pub struct UserPath(pub UserId);

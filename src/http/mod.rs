@@ -24,11 +24,13 @@ pub mod extract;
 pub mod health;
 mod openapi;
 pub mod routes;
+mod state;
 
 use actix_cors::Cors;
 use actix_web::{http::Method, web};
 
 pub use error::ApiError;
+pub use state::AppState;
 
 /// A route the API serves: lower-case method (as OpenAPI spells it) and path pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,7 +102,7 @@ pub async fn count_requests(
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let metrics = req
-        .app_data::<web::Data<crate::startup::AppState>>()
+        .app_data::<web::Data<crate::http::AppState>>()
         .map(|s| s.metrics.clone());
     let route = req
         .match_pattern()

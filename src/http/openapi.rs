@@ -16,7 +16,7 @@ use super::{console, health};
 use crate::actors::registry::RegistryInfo;
 use crate::actors::session::{ActorInfo, QrView, Session};
 use crate::domain::{SessionState, Slot, UserId, MIN_SLOT, SLOT_CEILING, USER_ID_MAX_LEN};
-use crate::startup::AppState;
+use crate::http::AppState;
 
 super::route_table! {
     get "/openapi.json" => openapi_json,

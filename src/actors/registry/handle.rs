@@ -1,58 +1,97 @@
-//! [`RegistryHandle`]: what HTTP code calls. Hides the actor plumbing; mailbox failures become
-//! 503 with `Retry-After` here, and only here.
+//! [`RegistryHandle`]: what HTTP code calls. Hides the actor plumbing and answers in
+//! [`RegistryError`]s; the HTTP layer maps them to statuses (`http/error.rs`), so nothing here
+//! knows about HTTP.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
+use tokio::sync::broadcast;
 
 use super::{messages::*, Registry};
-use crate::actors::session::{Initiator, QrView, Session, SessionError};
+use crate::actors::session::{Initiator, QrView, Session, SessionEnv};
 use crate::domain::{SessionKey, SessionState, UserId};
-use crate::http::ApiError;
 
-/// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: u64 = 2;
+/// How long a database check answers readiness (it is unauthenticated: at most one ping a
+/// second whatever the request rate).
+const DB_CHECK_TTL: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct RegistryHandle {
     addr: Addr<Registry>,
+    env: Arc<SessionEnv>,
+    db_check: Arc<DbCheck>,
+}
+
+/// The last database check, shared by every readiness call.
+#[derive(Default)]
+struct DbCheck(tokio::sync::Mutex<Option<(Instant, bool)>>);
+
+impl DbCheck {
+    /// The cached answer while fresh, else `ping()`'s (one ping at a time; others wait for it).
+    async fn reachable<F>(&self, ping: impl FnOnce() -> F) -> bool
+    where
+        F: std::future::Future<Output = bool>,
+    {
+        let mut last = self.0.lock().await;
+        match *last {
+            Some((at, ok)) if at.elapsed() < DB_CHECK_TTL => ok,
+            _ => {
+                let ok = ping().await;
+                *last = Some((Instant::now(), ok));
+                ok
+            }
+        }
+    }
+}
+
+/// What readiness reports: each part `Ok`, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub database: Result<(), String>,
+    pub browser: Result<(), String>,
 }
 
 impl RegistryHandle {
-    pub fn new(addr: Addr<Registry>) -> RegistryHandle {
-        RegistryHandle { addr }
+    pub fn new(addr: Addr<Registry>, env: Arc<SessionEnv>) -> RegistryHandle {
+        RegistryHandle {
+            addr,
+            env,
+            db_check: Default::default(),
+        }
     }
 
-    pub fn addr(&self) -> &Addr<Registry> {
-        &self.addr
+    /// Starts `key`'s browser (idempotent); the session as it is now (usually `starting`).
+    pub async fn start(&self, key: SessionKey, by: Initiator) -> Result<Session, RegistryError> {
+        self.addr.send(Start { key, by }).await?
     }
 
-    pub async fn start(&self, key: SessionKey, by: Initiator) -> Result<Session, ApiError> {
-        flatten(self.addr.send(Start { key, by }).await)
-    }
-
-    pub async fn status(&self, key: SessionKey) -> Result<Session, ApiError> {
+    /// One session from the registry's cache; [`RegistryError::Unknown`] if never started.
+    pub async fn status(&self, key: SessionKey) -> Result<Session, RegistryError> {
         self.addr
             .send(Status { key })
-            .await
-            .map_err(unavailable)?
-            .ok_or(ApiError::UnknownSession)
+            .await?
+            .ok_or(RegistryError::Unknown)
     }
 
-    pub async fn list(&self, user: UserId) -> Result<Vec<Session>, ApiError> {
-        self.addr.send(ListUser { user }).await.map_err(unavailable)
+    /// Every session of `user`, by slot.
+    pub async fn list(&self, user: UserId) -> Result<Vec<Session>, RegistryError> {
+        Ok(self.addr.send(ListUser { user }).await?)
     }
 
-    pub async fn qr(&self, key: SessionKey) -> Result<Arc<QrView>, ApiError> {
-        flatten(self.addr.send(Qr { key }).await)
+    /// The QR code the session shows now.
+    pub async fn qr(&self, key: SessionKey) -> Result<Arc<QrView>, RegistryError> {
+        self.addr.send(Qr { key }).await?
     }
 
-    pub async fn stop(&self, key: SessionKey, by: Initiator) -> Result<Session, ApiError> {
-        flatten(self.addr.send(Stop { key, by }).await)
+    /// Closes the browser, keeps the profile; replies once the browser is gone.
+    pub async fn stop(&self, key: SessionKey, by: Initiator) -> Result<Session, RegistryError> {
+        self.addr.send(Stop { key, by }).await?
     }
 
-    pub async fn logout(&self, key: SessionKey, by: Initiator) -> Result<Session, ApiError> {
-        flatten(self.addr.send(Logout { key, by }).await)
+    /// Unlinks: closes the browser and deletes the profile; replies once the folder is gone.
+    pub async fn logout(&self, key: SessionKey, by: Initiator) -> Result<Session, RegistryError> {
+        self.addr.send(Logout { key, by }).await?
     }
 
     /// Closes every session for a daemon shutdown; returns how many actors were asked.
@@ -60,43 +99,79 @@ impl RegistryHandle {
         self.addr.send(ShutdownAll).await.unwrap_or(0)
     }
 
-    pub async fn count_states(&self) -> Result<Vec<(SessionState, usize)>, ApiError> {
-        self.addr.send(CountStates).await.map_err(unavailable)
+    /// How many known sessions are in each state.
+    pub async fn count_states(&self) -> Result<Vec<(SessionState, usize)>, RegistryError> {
+        Ok(self.addr.send(CountStates).await?)
     }
 
-    pub async fn inspect(&self) -> Result<RegistryInfo, ApiError> {
-        self.addr.send(InspectAll).await.map_err(unavailable)
+    /// Every actor as operators see it.
+    pub async fn inspect(&self) -> Result<RegistryInfo, RegistryError> {
+        Ok(self.addr.send(InspectAll).await?)
     }
-}
 
-fn unavailable(e: actix::MailboxError) -> ApiError {
-    log::warn!("registry mailbox: {e}");
-    ApiError::Unavailable {
-        retry_after_secs: RETRY_AFTER_SECS,
+    /// Every change of every session from now on (subscribers filter by user).
+    pub fn subscribe(&self) -> broadcast::Receiver<Session> {
+        self.env.events.subscribe()
     }
-}
 
-fn flatten<T>(res: Result<Result<T, RegistryError>, actix::MailboxError>) -> Result<T, ApiError> {
-    match res.map_err(unavailable)? {
-        Ok(v) => Ok(v),
-        Err(RegistryError::Unknown) => Err(ApiError::UnknownSession),
-        Err(RegistryError::Session(SessionError::NoQr)) => Err(ApiError::NoQr),
-        Err(RegistryError::Session(e)) => Err(ApiError::Internal(e.to_string())),
-        Err(RegistryError::TooManySessions { limit }) => Err(ApiError::TooManySessions {
-            limit,
-            retry_after_secs: 30,
-        }),
-        Err(RegistryError::TooManyPending { limit }) => Err(ApiError::TooManyPending {
-            limit,
-            retry_after_secs: 30,
-        }),
-        Err(RegistryError::RateLimited { retry_after }) => Err(ApiError::RateLimited {
-            retry_after_secs: retry_after.as_secs().max(1),
-        }),
-        Err(RegistryError::ShuttingDown) | Err(RegistryError::Mailbox(_)) => {
-            Err(ApiError::Unavailable {
-                retry_after_secs: RETRY_AFTER_SECS,
+    /// The browsers' processes (browser, zygotes, renderers, utilities) and their total
+    /// proportional set size in bytes, read from `/proc` off the async threads.
+    pub async fn browser_memory(&self) -> (usize, u64) {
+        let root = self.env.sessions.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let pids = crate::browser::process::browser_tree_pids(&root);
+            let pss = pids.iter().map(|p| crate::procfs::pss_bytes(*p)).sum();
+            (pids.len(), pss)
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Whether the database answers (pinged at most once a second) and browsers can be launched
+    /// (checked on every call).
+    pub async fn readiness(&self) -> Readiness {
+        let reachable = self
+            .db_check
+            .reachable(|| async {
+                self.env
+                    .store
+                    .ping()
+                    .await
+                    .map_err(|e| log::warn!("readiness: database: {}", crate::chain(&e)))
+                    .is_ok()
             })
+            .await;
+        let database = if reachable {
+            Ok(())
+        } else {
+            Err("unreachable".to_owned())
+        };
+        Readiness {
+            database,
+            browser: self.env.launcher.ready(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn the_database_is_pinged_at_most_once_a_second() {
+        let check = DbCheck::default();
+        let pings = AtomicUsize::new(0);
+        let ping = || async {
+            pings.fetch_add(1, Ordering::SeqCst);
+            true
+        };
+        for _ in 0..100 {
+            assert!(check.reachable(ping).await);
+        }
+        assert_eq!(pings.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(DB_CHECK_TTL + Duration::from_millis(50)).await;
+        assert!(check.reachable(ping).await);
+        assert_eq!(pings.load(Ordering::SeqCst), 2);
     }
 }

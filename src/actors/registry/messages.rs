@@ -25,7 +25,7 @@ pub enum RegistryError {
     RateLimited { retry_after: Duration },
     #[error("shutting down")]
     ShuttingDown,
-    #[error("session actor unavailable: {0}")]
+    #[error("actor unavailable")]
     Mailbox(#[from] MailboxError),
 }
 

@@ -32,14 +32,14 @@ impl Handler<Inspect> for SessionActor {
         MessageResult(ActorInfo {
             key: self.key.to_string(),
             session: self.view(),
-            browser_pid: self.run.as_ref().map(|r| r.process.pid()),
+            browser_pid: self.run.as_ref().and_then(|r| r.browser.pid()),
             profile_path: self.env.sessions.profile_dir(&self.key),
             uptime_secs: self.born.elapsed().as_secs(),
             restart_in_ms: self
                 .relaunch_at
-                .filter(|_| self.state == crate::domain::SessionState::Restarting)
+                .filter(|_| self.machine.state == crate::domain::SessionState::Restarting)
                 .map(|at| {
-                    at.saturating_duration_since(std::time::Instant::now())
+                    at.saturating_duration_since(tokio::time::Instant::now())
                         .as_millis() as u64
                 }),
         })

@@ -1,7 +1,7 @@
 use actix::prelude::*;
 
-use super::{Initiator, Session, SessionActor, SessionError};
-use crate::domain::{Intent, SessionKey};
+use super::{Initiator, Session, SessionActor, SessionError, StopKind};
+use crate::domain::SessionKey;
 
 /// Unlinks: closes the browser, deletes the profile folder, clears the number. Replies once the
 /// folder is gone, with the `stopped` session.
@@ -19,9 +19,8 @@ impl Handler<Logout> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return Box::pin(fut::ready(Err(e)));
         }
-        let number = self.number.take();
-        self.last_error = None;
-        let closing = self.shut_down("logged_out", &msg.by, Intent::Stopped, ctx);
+        let number = self.machine.number.clone();
+        let closing = self.shut_down(StopKind::LoggedOut, &msg.by, ctx);
         let dir = self.env.sessions.profile_dir(&self.key);
         let is_ours = self.env.sessions.is_profile_dir(&dir);
         let key = self.key.clone();
@@ -29,24 +28,31 @@ impl Handler<Logout> for SessionActor {
             async move {
                 // Keep the gate until the folder is gone, so no launch sees half a profile.
                 let _gate = closing.await;
-                if !is_ours {
-                    return Err(SessionError::Profile(format!(
-                        "{} is not a profile folder",
-                        dir.display()
-                    )));
+                let target = dir.clone();
+                let removed = if is_ours {
+                    tokio::task::spawn_blocking(move || remove_profile(&target))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                } else {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "not a profile folder",
+                    ))
+                };
+                match removed {
+                    Ok(()) => {
+                        log::info!(
+                            "{key} profile deleted (was {})",
+                            number.as_deref().unwrap_or("not linked")
+                        );
+                        Ok(())
+                    }
+                    Err(source) => {
+                        let e = SessionError::ProfileNotDeleted { path: dir, source };
+                        log::error!("{key} profile NOT deleted: {}", crate::chain(&e));
+                        Err(e)
+                    }
                 }
-                let removed = tokio::task::spawn_blocking(move || remove_profile(&dir))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r);
-                match &removed {
-                    Ok(()) => log::info!(
-                        "{key} profile deleted (was {})",
-                        number.as_deref().unwrap_or("not linked")
-                    ),
-                    Err(e) => log::error!("{key} profile NOT deleted: {e}"),
-                }
-                removed.map_err(SessionError::Profile)
             }
             .into_actor(self)
             .map(|result, act, _| result.map(|()| act.view())),
@@ -55,17 +61,15 @@ impl Handler<Logout> for SessionActor {
 }
 
 /// Deletes a profile folder; a symbolic link in its place is refused, never followed or removed.
-fn remove_profile(dir: &std::path::Path) -> Result<(), String> {
+fn remove_profile(dir: &std::path::Path) -> std::io::Result<()> {
     if crate::files::is_symlink(dir) {
-        return Err(format!(
-            "{} is a symbolic link; refusing to delete through it",
-            dir.display()
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is a symbolic link; refusing to delete through it",
         ));
     }
     match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("could not delete {}: {e}", dir.display()))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
 }

@@ -1,171 +1,143 @@
 //! The session actor: one per `(userId, slot)`, supervised.
 //!
-//! Owns one Chromium ([`BrowserProcess`]), the open WhatsApp page ([`WaPage`]), an exclusive
-//! lock on its profile folder, and the state machine of SPEC §5. Writes its `whatsapp_bots` row
-//! and an audit event on every transition, in order, through its own writer task; publishes the
-//! new [`Session`] on the event bus. Every message carries the key and is refused when it is not
-//! this actor's own.
+//! Owns one browser (behind the [`Launcher`](crate::browser::Launcher) seam), the gate that keeps
+//! two browsers off one profile, and the session's [`Machine`]. [`SessionActor::transition`] is
+//! the only code that changes the state: it applies a [`Cause`] to the machine (which refuses
+//! edges outside the table), arms or disarms the timers, and publishes the change (row and audit
+//! event through the [`Writer`], a log line, the event bus). Every message carries the key and
+//! is refused when it is not this actor's own.
 //!
-//! Launches are tagged with a generation: stopping bumps it, so a launch, page signal or exit
-//! notice from an older browser is recognised and ignored. A browser that dies unexpectedly
-//! stops the actor's context; the [`actix::Supervisor`] restarts it and `restarting()` schedules
-//! the relaunch after a backoff (or gives up: `failed`).
+//! Launches are tagged with a generation: every launch and every end of a browser bumps it, so a
+//! launch result, page signal or exit notice of an older browser is recognised and ignored. A
+//! browser that dies unexpectedly stops the actor's context; the [`actix::Supervisor`] restarts
+//! it and `restarting()` schedules the relaunch after a backoff ([`supervision`]), or the
+//! session fails. docs/ARCHITECTURE.md describes the whole.
 
 mod env;
 mod error;
 mod inspect;
 mod logout;
+pub mod machine;
 mod qr;
 mod shutdown;
 mod start;
 mod status;
 mod stop;
+pub mod supervision;
 mod view;
+mod writer;
 
-use std::collections::VecDeque;
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::Ordering::Relaxed;
-
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{mpsc, Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::time::Instant;
 
-use crate::browser::{BrowserError, BrowserProcess, FolderLock, LaunchSpec, Observation, WaPage};
+use crate::browser::{Browser, BrowserError, Observation};
+use crate::chain;
 use crate::domain::{Intent, SessionKey, SessionState};
 use crate::store::{now_ms, NewEvent, SessionRow};
 
-pub use env::{SessionEnv, Supervision};
+pub use env::SessionEnv;
 pub use error::SessionError;
 pub use inspect::{ActorInfo, Inspect};
 pub use logout::Logout;
+pub use machine::{Cause, Machine, StopKind};
 pub use qr::GetQr;
 pub use shutdown::Shutdown;
 pub use start::Start;
 pub use status::GetStatus;
 pub use stop::Stop;
+pub use supervision::Supervision;
 pub use view::{rfc3339, QrView, Session};
+use writer::Writer;
 
 /// Who asked for a change, for the audit trail (`system`, `service`, `admin`, `user:<sub>`).
 pub type Initiator = String;
 pub const SYSTEM: &str = "system";
 
-/// Messages refused because they named another key (should stay 0; exported in metrics).
-pub static MISROUTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A browser running for this session.
+/// A browser running for this session, with its hold on the profile gate.
 struct Running {
-    page: WaPage,
-    process: BrowserProcess,
-    lock: FolderLock,
+    browser: Box<dyn Browser>,
     /// Held while this browser may touch the profile; the next launch waits for it.
     gate: OwnedMutexGuard<()>,
 }
 
 impl Running {
-    /// CDP close (flushes the profile), bounded wait, then kill the group. Returns the gate so
-    /// the caller may still work on the profile before the next launch.
+    /// Orderly close, bounded wait, then kill. Returns the gate so the caller may still work on
+    /// the profile before the next launch.
     async fn close(self, grace: Duration) -> OwnedMutexGuard<()> {
-        let Running {
-            page,
-            process,
-            lock,
-            gate,
-        } = self;
-        page.close().await;
-        process.finish(grace).await;
-        drop(lock);
-        gate
+        self.browser.close(grace).await;
+        self.gate
     }
 
-    /// After an unexpected exit: kill whatever is left of the process group and wait until it
-    /// is gone, and only then let go of the profile (the next launch waits for the gate).
+    /// After an unexpected end: whatever is left of the browser is killed and gone before the
+    /// gate opens for the next launch.
     async fn discard(self) {
-        let Running {
-            page,
-            process,
-            lock,
-            gate,
-        } = self;
-        drop(page);
-        process.reap_group().await;
-        drop((lock, gate));
+        self.browser.discard().await;
+        drop(self.gate);
     }
-}
-
-enum Write {
-    Row(SessionRow),
-    Event(NewEvent),
-    /// Answered once every earlier write is done.
-    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 pub struct SessionActor {
+    /// The one key this actor serves; a message naming another is refused.
     key: SessionKey,
+    /// Configuration and shared services (launcher, store, event bus, metrics).
     env: Arc<SessionEnv>,
-    state: SessionState,
-    /// The state of the last transition logged, for "from -> to" lines.
-    logged_state: SessionState,
-    intent: Intent,
-    number: Option<String>,
-    qr: Option<Arc<QrView>>,
-    restarts: u32,
-    last_error: Option<String>,
+    /// The state and everything that must agree with it; changed only by `transition`.
+    machine: Machine,
+    /// When the row was first written (kept across updates).
     created_ms: i64,
+    /// When the session last changed.
     updated_ms: i64,
+    /// Bumped at every launch and every end of a browser: older signals are ignored.
     generation: u64,
+    /// The browser while one runs.
     run: Option<Running>,
+    /// One browser per profile at a time: a launch waits for the previous browser to be gone.
     gate: Arc<Mutex<()>>,
+    /// The QR timeout, armed at the first code of a launch, disarmed when linked or stopped.
     qr_deadline: Option<SpawnHandle>,
-    crashes: VecDeque<Instant>,
+    /// Recent crashes, for the intensity limit and the backoff.
+    crashes: supervision::Crashes,
     /// When the current browser was launched, until its first QR (start-to-QR metric).
     launched_at: Option<Instant>,
     /// When the first QR of the current browser was shown, until linked (QR-to-connected).
     qr_since: Option<Instant>,
     /// When the scheduled relaunch fires (shown in `/actors`).
     relaunch_at: Option<Instant>,
+    /// When this actor was created (uptime in `/actors`).
     born: Instant,
-    writer: mpsc::UnboundedSender<Write>,
+    /// Rows and audit events, written in order off the actor's thread.
+    writer: Writer,
 }
 
 impl SessionActor {
     /// A stopped actor for `key`, continuing from its stored row when there is one.
     pub fn new(key: SessionKey, env: Arc<SessionEnv>, row: Option<SessionRow>) -> SessionActor {
-        let (writer, mut rx) = mpsc::unbounded_channel();
-        let store = env.store.clone();
-        let log_key = key.to_string();
-        tokio::spawn(async move {
-            while let Some(write) = rx.recv().await {
-                let result = match write {
-                    Write::Row(row) => store.save_session(row).await,
-                    Write::Event(ev) => store.record_event(ev).await,
-                    Write::Flush(done) => {
-                        let _ = done.send(());
-                        Ok(())
-                    }
-                };
-                if let Err(e) = result {
-                    log::error!("{log_key} could not write to the database: {e}");
-                }
-            }
-        });
+        let writer = Writer::spawn(env.store.clone(), key.to_string());
         let now = now_ms();
         let row = row.filter(|r| r.key == key);
+        let mut machine = Machine::stopped(
+            row.as_ref().map_or(Intent::Stopped, |r| r.intent),
+            row.as_ref().and_then(|r| r.connected_number.clone()),
+            row.as_ref().map_or(0, |r| r.restarts),
+        );
+        machine.last_error = row.as_ref().and_then(|r| r.last_error.clone());
         SessionActor {
-            state: SessionState::Stopped,
-            logged_state: SessionState::Stopped,
-            intent: row.as_ref().map_or(Intent::Stopped, |r| r.intent),
-            number: row.as_ref().and_then(|r| r.connected_number.clone()),
-            qr: None,
-            restarts: row.as_ref().map_or(0, |r| r.restarts),
-            last_error: row.as_ref().and_then(|r| r.last_error.clone()),
+            machine,
             created_ms: row.as_ref().map_or(now, |r| r.created_ms),
             updated_ms: now,
             generation: 0,
             run: None,
             gate: Arc::new(Mutex::new(())),
             qr_deadline: None,
-            crashes: VecDeque::new(),
+            crashes: Default::default(),
             relaunch_at: None,
             launched_at: None,
             qr_since: None,
@@ -194,7 +166,7 @@ impl SessionActor {
         if *key == self.key {
             Ok(())
         } else {
-            MISROUTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.env.metrics.misrouted.fetch_add(1, Relaxed);
             log::error!("{} refused a message addressed to {key}", self.key);
             Err(SessionError::WrongKey {
                 expected: self.key.clone(),
@@ -204,117 +176,125 @@ impl SessionActor {
     }
 
     pub fn view(&self) -> Session {
+        let m = &self.machine;
         Session {
             key: self.key.clone(),
             user_id: self.key.user_id().clone(),
             slot: self.key.slot(),
-            state: self.state,
-            is_connected: self.state == SessionState::Connected,
-            connected_number: self.number.clone(),
-            qr: self.qr.clone(),
-            restarts: self.restarts,
-            last_error: self.last_error.clone(),
+            state: m.state,
+            is_connected: m.is_connected(),
+            connected_number: m.number.clone(),
+            qr: m.qr.clone(),
+            restarts: m.restarts,
+            last_error: m.last_error.clone(),
             updated_at: rfc3339(self.updated_ms),
         }
     }
 
-    /// Records a change: row, audit event, log line, event bus.
-    fn changed(&mut self, kind: &str, detail: Option<String>, by: &str) {
+    /// The only way the state changes: applies `cause` (refused unless its edge is in the
+    /// table), arms or disarms the QR timeout, ends the current generation when the browser
+    /// goes, and publishes the change (log line, row, audit event, event bus).
+    fn transition(&mut self, cause: Cause, by: &str, ctx: &mut Context<Self>) -> bool {
+        let change = match self.machine.apply(cause) {
+            Ok(change) => change,
+            Err(refused) => {
+                log::error!("{} refused a state change: {refused}", self.key);
+                return false;
+            }
+        };
+        match change.to {
+            SessionState::Qr => {
+                if self.qr_deadline.is_none() {
+                    let generation = self.generation;
+                    self.qr_deadline = Some(ctx.run_later(self.env.qr_timeout, move |act, ctx| {
+                        act.qr_timed_out(generation, ctx)
+                    }));
+                }
+            }
+            SessionState::Starting => {}
+            SessionState::Connected
+            | SessionState::Restarting
+            | SessionState::Stopped
+            | SessionState::Failed => {
+                if let Some(handle) = self.qr_deadline.take() {
+                    ctx.cancel_future(handle);
+                }
+            }
+        }
+        if !change.to.is_running() || change.to == SessionState::Restarting {
+            self.generation += 1;
+        }
+
         self.updated_ms = now_ms();
         log::info!(
-            "{} {} -> {} [{kind} by {by}]{}",
+            "{} {} -> {} [{} by {by}]{}",
             self.key,
-            self.logged_state,
-            self.state,
-            detail
+            change.from,
+            change.to,
+            change.kind,
+            change
+                .detail
                 .as_deref()
                 .map(|d| format!(" {d}"))
                 .unwrap_or_default()
         );
-        self.logged_state = self.state;
-        let row = SessionRow {
+        let m = &self.machine;
+        self.writer.row(SessionRow {
             key: self.key.clone(),
-            state: self.state,
-            intent: self.intent,
-            is_connected: self.state == SessionState::Connected,
-            connected_number: self.number.clone(),
-            restarts: self.restarts,
-            last_error: self.last_error.clone(),
+            state: m.state,
+            intent: m.intent,
+            is_connected: m.is_connected(),
+            connected_number: m.number.clone(),
+            restarts: m.restarts,
+            last_error: m.last_error.clone(),
             created_ms: self.created_ms,
             updated_ms: self.updated_ms,
-        };
-        let event = NewEvent {
+        });
+        self.writer.event(NewEvent {
             key: self.key.clone(),
             at_ms: self.updated_ms,
-            kind: kind.to_owned(),
-            detail,
+            kind: change.kind.to_owned(),
+            detail: change.detail,
             actor: by.to_owned(),
-        };
-        let _ = self.writer.send(Write::Row(row));
-        let _ = self.writer.send(Write::Event(event));
+        });
         let _ = self.env.events.send(self.view());
+        true
     }
 
-    /// Resolves when every write queued so far has reached the database.
-    fn flushed(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.writer.send(Write::Flush(tx));
-        async move {
-            let _ = rx.await;
+    /// Starts a browser (`Start` or `Relaunch`, a new generation); its outcome arrives in
+    /// [`Self::launched`].
+    fn launch(&mut self, cause: Cause, by: &str, ctx: &mut Context<Self>) {
+        if !self.transition(cause, by, ctx) {
+            return;
         }
-    }
-
-    /// Starts a browser (new generation); its outcome arrives in [`Self::launched`].
-    fn launch(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
         let generation = self.generation;
-        self.qr = None;
-        self.state = SessionState::Starting;
         self.env.metrics.launches.fetch_add(1, Relaxed);
         self.launched_at = Some(Instant::now());
         self.qr_since = None;
-        self.changed("starting", None, SYSTEM);
 
         let env = self.env.clone();
         let gate = self.gate.clone();
         let profile = env.sessions.profile_dir(&self.key);
         let log_key = self.key.to_string();
         let addr = ctx.address();
+        let on_change = Box::new(move |observation| {
+            addr.do_send(PageChanged {
+                generation,
+                observation,
+            })
+        });
         let fut = async move {
             // The previous browser of this session must be gone before the next touches the profile.
             let gate = gate.lock_owned().await;
-            let executable = env.chromium.clone().map_err(BrowserError::NotFound)?;
-            let lock =
-                FolderLock::acquire(&profile).map_err(|e| BrowserError::Profile(e.to_string()))?;
-            crate::browser::profile::clear_stale_singleton(&profile)
-                .map_err(BrowserError::Profile)?;
             // Bounded launch concurrency: a boot restoring 50 sessions does not start 50 at once.
             let _permit = env
                 .launches
                 .acquire()
                 .await
                 .expect("the launch semaphore is never closed");
-
-            let spec = LaunchSpec {
-                executable,
-                profile_dir: profile,
-                log_key,
-                startup_timeout: env.launch_timeout,
-            };
-            let (process, page) =
-                crate::browser::launch(&spec, env.page.clone(), move |observation| {
-                    addr.do_send(PageChanged {
-                        generation,
-                        observation,
-                    })
-                })
-                .await?;
-            Ok(Running {
-                page,
-                process,
-                lock,
-                gate,
-            })
+            let browser = env.launcher.launch(profile, log_key, on_change).await?;
+            Ok(Running { browser, gate })
         };
         ctx.spawn(
             fut.into_actor(self)
@@ -340,13 +320,15 @@ impl SessionActor {
         }
         match result {
             Ok(run) => {
-                log::info!("{} browser pid {} up", self.key, run.process.pid());
-                // A page that never shows a QR code or the chats (site unreachable, changed
-                // beyond our selectors) is handled like a crash: relaunch with backoff, then fail.
+                if let Some(pid) = run.browser.pid() {
+                    log::info!("{} browser pid {pid} up", self.key);
+                }
+                // A page that never shows a QR code or the chats (changed beyond our selectors,
+                // stuck) is handled like a crash: relaunch with backoff, then fail.
                 let limit = self.env.page_ready_timeout;
                 ctx.run_later(limit, move |act, ctx| {
-                    if act.generation == generation && act.state == SessionState::Starting {
-                        act.crashed(
+                    if act.generation == generation && act.machine.state == SessionState::Starting {
+                        act.crash(
                             format!(
                                 "the page showed neither a QR code nor the chats within {} s",
                                 limit.as_secs()
@@ -356,30 +338,17 @@ impl SessionActor {
                     }
                 });
                 ctx.spawn(
-                    run.process
+                    run.browser
                         .exited()
                         .into_actor(self)
                         .map(move |report, act, ctx| act.browser_exited(generation, report, ctx)),
                 );
                 self.run = Some(run);
             }
-            Err(e @ (BrowserError::NotFound(_) | BrowserError::Profile(_))) => {
-                self.fail(e.to_string());
-            }
-            Err(e @ BrowserError::Navigation { .. }) => self.crashed(e.to_string(), ctx),
-            Err(e) => self.crashed(format!("launch failed: {e}"), ctx),
+            Err(e) if e.is_permanent() => self.fail(chain(&e), false, ctx),
+            Err(e @ BrowserError::Navigation { .. }) => self.crash(e.to_string(), ctx),
+            Err(e) => self.crash(format!("launch failed: {}", chain(&e)), ctx),
         }
-    }
-
-    /// Gives up: no more automatic restarts, and none at the next boot either (intent stopped).
-    fn fail(&mut self, reason: String) {
-        self.generation += 1;
-        self.discard_browser();
-        self.intent = Intent::Stopped;
-        self.qr = None;
-        self.state = SessionState::Failed;
-        self.last_error = Some(reason.clone());
-        self.changed("failed", Some(reason), SYSTEM);
     }
 
     fn page_changed(&mut self, generation: u64, observation: Observation, ctx: &mut Context<Self>) {
@@ -389,7 +358,12 @@ impl SessionActor {
         match observation {
             Observation::Loading => {}
             Observation::Qr(payload) => {
-                if self.qr.as_ref().is_some_and(|q| q.payload == payload) {
+                if self
+                    .machine
+                    .qr
+                    .as_ref()
+                    .is_some_and(|q| q.payload == payload)
+                {
                     return;
                 }
                 let data_url = match crate::qr::Qr::new(&payload).and_then(|q| q.data_url()) {
@@ -403,63 +377,45 @@ impl SessionActor {
                     self.env.metrics.start_to_qr.observe(launched.elapsed());
                 }
                 self.qr_since.get_or_insert_with(Instant::now);
-                let unlinked = self.state == SessionState::Connected;
-                self.qr = Some(Arc::new(QrView { payload, data_url }));
-                self.state = SessionState::Qr;
-                if unlinked {
-                    let number = self.number.take();
-                    self.changed("unlinked", number, SYSTEM);
-                } else {
-                    self.changed("qr", None, SYSTEM);
-                }
-                if self.qr_deadline.is_none() {
-                    self.qr_deadline = Some(ctx.run_later(self.env.qr_timeout, move |act, ctx| {
-                        act.qr_timed_out(generation, ctx)
-                    }));
-                }
+                self.transition(
+                    Cause::Qr(Arc::new(QrView { payload, data_url })),
+                    SYSTEM,
+                    ctx,
+                );
             }
             Observation::QrExpired => {
-                // The page stopped offering codes: the one shown is dead, say so at once (back to
-                // `starting` until a new one comes), and ask for new ones until the QR timeout.
-                if self.qr.take().is_some() {
-                    self.state = SessionState::Starting;
-                    self.changed("qr_expired", None, SYSTEM);
+                // The code shown is dead: withdraw it at once, and ask the page for new ones
+                // until the QR timeout.
+                if self.machine.state == SessionState::Qr {
+                    self.transition(Cause::QrExpired, SYSTEM, ctx);
                 }
                 if let Some(run) = &self.run {
-                    let probe = run.page.probe();
+                    let click = run.browser.click_reload();
                     let key = self.key.clone();
                     actix::spawn(async move {
-                        if let Err(e) = probe.click_reload().await {
-                            log::warn!("{key} could not click the QR reload button: {e}");
+                        if let Err(e) = click.await {
+                            log::warn!("{key} could not click the QR reload button: {}", chain(&e));
                         }
                     });
                 }
             }
             Observation::Connected(number) => {
-                if let Some(handle) = self.qr_deadline.take() {
-                    ctx.cancel_future(handle);
-                }
-                if self.state == SessionState::Connected && self.number.as_ref() == Some(&number) {
+                if self.machine.is_connected() && self.machine.number.as_ref() == Some(&number) {
                     return;
                 }
                 if let Some(since) = self.qr_since.take() {
                     self.env.metrics.qr_to_connected.observe(since.elapsed());
                 }
                 self.launched_at = None;
-                self.qr = None;
-                self.state = SessionState::Connected;
-                self.last_error = None;
-                self.number = Some(number.clone());
-                self.changed("connected", Some(number), SYSTEM);
+                self.transition(Cause::Linked(number), SYSTEM, ctx);
             }
         }
     }
 
     fn qr_timed_out(&mut self, generation: u64, ctx: &mut Context<Self>) {
         self.qr_deadline = None;
-        if generation == self.generation && self.state != SessionState::Connected {
-            self.last_error = Some("qr_timeout".to_owned());
-            let closing = self.shut_down("qr_timeout", SYSTEM, Intent::Stopped, ctx);
+        if generation == self.generation && !self.machine.is_connected() {
+            let closing = self.shut_down(StopKind::QrTimeout, SYSTEM, ctx);
             actix::spawn(async move {
                 closing.await;
             });
@@ -470,19 +426,11 @@ impl SessionActor {
     /// holding the profile gate.
     fn shut_down(
         &mut self,
-        kind: &str,
+        kind: StopKind,
         by: &str,
-        intent: Intent,
         ctx: &mut Context<Self>,
     ) -> impl std::future::Future<Output = OwnedMutexGuard<()>> + 'static {
-        self.generation += 1;
-        self.intent = intent;
-        if let Some(handle) = self.qr_deadline.take() {
-            ctx.cancel_future(handle);
-        }
-        self.qr = None;
-        self.state = SessionState::Stopped;
-        self.changed(kind, None, by);
+        self.transition(Cause::Stop(kind), by, ctx);
         let run = self.run.take();
         let grace = self.env.close_grace;
         let gate = self.gate.clone();
@@ -496,71 +444,56 @@ impl SessionActor {
 
     fn browser_exited(&mut self, generation: u64, report: String, ctx: &mut Context<Self>) {
         if generation == self.generation && self.run.is_some() {
-            self.crashed(format!("browser exited unexpectedly ({report})"), ctx);
+            self.crash(format!("browser exited unexpectedly ({report})"), ctx);
         }
     }
 
-    /// An unexpected end of the browser: count it, then let the supervisor restart us.
-    fn crashed(&mut self, reason: String, ctx: &mut Context<Self>) {
+    /// An unexpected end of the browser: count it, then let the supervisor restart us (or give
+    /// up when crashes come too often).
+    fn crash(&mut self, reason: String, ctx: &mut Context<Self>) {
         log::warn!("{} {reason}", self.key);
         self.env.metrics.crashes.fetch_add(1, Relaxed);
-        self.discard_browser();
-        self.qr = None;
-        self.restarts += 1;
-        self.last_error = Some(reason.clone());
-        let now = Instant::now();
         let window = self.env.supervision.crash_window;
-        self.crashes.push_back(now);
-        while self
-            .crashes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.crashes.pop_front();
-        }
-        if self.crashes.len() > self.env.supervision.max_crashes {
-            self.fail(format!(
-                "gave up after {} crashes within {} s; last: {reason}",
-                self.crashes.len(),
+        let recent = self.crashes.record(Instant::now(), window);
+        if recent > self.env.supervision.max_crashes {
+            let reason = format!(
+                "gave up after {recent} crashes within {} s; last: {reason}",
                 window.as_secs()
-            ));
+            );
+            self.fail(reason, true, ctx);
             return;
         }
-        self.state = SessionState::Restarting;
-        self.changed("crashed", Some(reason), SYSTEM);
+        self.transition(Cause::Crashed(reason), SYSTEM, ctx);
+        self.discard_browser();
         ctx.stop();
     }
 
-    /// Takes the browser of a crash or a failure away: its group is killed and reaped in the
-    /// background, and the profile gate opens only once it is gone.
+    /// Gives up: no more automatic restarts, and none at the next boot either.
+    fn fail(&mut self, reason: String, crash: bool, ctx: &mut Context<Self>) {
+        self.transition(Cause::Failed { reason, crash }, SYSTEM, ctx);
+        self.discard_browser();
+    }
+
+    /// Takes the browser of a crash or a failure away: killed and reaped in the background; the
+    /// profile gate opens only once all of it is gone.
     fn discard_browser(&mut self) {
         if let Some(run) = self.run.take() {
             actix::spawn(run.discard());
         }
     }
 
-    /// First ~1 s, doubling per recent crash, ±20 % jitter, capped.
-    fn backoff(&self) -> Duration {
-        let s = &self.env.supervision;
-        let doublings = self.crashes.len().saturating_sub(1).min(16) as u32;
-        let base = s
-            .backoff_first
-            .saturating_mul(1 << doublings)
-            .min(s.backoff_max);
-        let jitter = rand::random_range(0.8..1.2);
-        base.mul_f64(jitter).min(s.backoff_max)
-    }
-
     fn poll(&mut self, ctx: &mut Context<Self>) {
         let Some(run) = &self.run else { return };
-        let probe = run.page.probe();
+        let observe = run.browser.observe();
         let generation = self.generation;
-        ctx.spawn(async move { probe.observe().await }.into_actor(self).map(
-            move |result, act, ctx| match result {
-                Ok(observation) => act.page_changed(generation, observation, ctx),
-                Err(e) => log::debug!("{} poll: {e}", act.key),
-            },
-        ));
+        ctx.spawn(
+            observe
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(observation) => act.page_changed(generation, observation, ctx),
+                    Err(e) => log::debug!("{} poll: {}", act.key, chain(&e)),
+                }),
+        );
     }
 }
 
@@ -575,18 +508,20 @@ impl Actor for SessionActor {
 impl Supervised for SessionActor {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         // Timers and futures of the old context are gone; so is the browser.
-        self.run = None;
         self.qr_deadline = None;
-        if self.state != SessionState::Restarting {
+        if self.machine.state != SessionState::Restarting {
             return;
         }
-        let delay = self.backoff();
+        let recent = self
+            .crashes
+            .recent(Instant::now(), self.env.supervision.crash_window);
+        let delay = self.env.supervision.backoff(recent);
         self.relaunch_at = Some(Instant::now() + delay);
         log::info!("{} relaunching in {} ms", self.key, delay.as_millis());
         ctx.run_later(delay, |act, ctx| {
-            if act.state == SessionState::Restarting {
+            if act.machine.state == SessionState::Restarting {
                 act.env.metrics.restarts.fetch_add(1, Relaxed);
-                act.launch(ctx);
+                act.launch(Cause::Relaunch, SYSTEM, ctx);
             }
         });
     }

@@ -17,6 +17,6 @@ impl Handler<GetQr> for SessionActor {
 
     fn handle(&mut self, msg: GetQr, _: &mut Context<Self>) -> Self::Result {
         self.check_key(&msg.key)?;
-        self.qr.clone().ok_or(SessionError::NoQr)
+        self.machine.qr.clone().ok_or(SessionError::NoQr)
     }
 }

@@ -1,6 +1,6 @@
 use actix::prelude::*;
 
-use super::{SessionActor, SYSTEM};
+use super::{SessionActor, StopKind, SYSTEM};
 use crate::domain::SessionKey;
 
 /// The daemon is stopping: close the browser gracefully (the profile is flushed), keep the
@@ -19,8 +19,8 @@ impl Handler<Shutdown> for SessionActor {
         if self.check_key(&msg.key).is_err() {
             return Box::pin(fut::ready(()));
         }
-        let closing = self.shut_down("shutdown", SYSTEM, self.intent, ctx);
-        let flushed = self.flushed();
+        let closing = self.shut_down(StopKind::Shutdown, SYSTEM, ctx);
+        let flushed = self.writer.flushed();
         Box::pin(
             async move {
                 closing.await;

@@ -1,7 +1,7 @@
 use actix::prelude::*;
 
-use super::{Initiator, Session, SessionActor, SessionError};
-use crate::domain::{Intent, SessionKey};
+use super::{Cause, Initiator, Session, SessionActor, SessionError};
+use crate::domain::SessionKey;
 
 /// Starts the session's browser. Idempotent: a running session is left as it is.
 /// Returns the session as it is now (usually `starting`).
@@ -17,13 +17,10 @@ impl Handler<Start> for SessionActor {
 
     fn handle(&mut self, msg: Start, ctx: &mut Context<Self>) -> Self::Result {
         self.check_key(&msg.key)?;
-        if !self.state.is_running() {
-            // An explicit start is a fresh chance: forget earlier crashes and errors.
-            self.intent = Intent::Running;
+        if !self.machine.state.is_running() {
+            // An explicit start is a fresh chance: earlier crashes and errors are forgotten.
             self.crashes.clear();
-            self.last_error = None;
-            log::info!("{} start requested by {}", self.key, msg.by);
-            self.launch(ctx);
+            self.launch(Cause::Start, &msg.by, ctx);
         }
         Ok(self.view())
     }

@@ -1,7 +1,7 @@
 use actix::prelude::*;
 
-use super::{Initiator, Session, SessionActor, SessionError};
-use crate::domain::{Intent, SessionKey};
+use super::{Initiator, Session, SessionActor, SessionError, StopKind};
+use crate::domain::SessionKey;
 
 /// Closes the browser and keeps the profile (the number stays linked). Replies once the browser
 /// process is gone, with the `stopped` session.
@@ -19,7 +19,7 @@ impl Handler<Stop> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return Box::pin(fut::ready(Err(e)));
         }
-        let closing = self.shut_down("stopped", &msg.by, Intent::Stopped, ctx);
+        let closing = self.shut_down(StopKind::Stopped, &msg.by, ctx);
         Box::pin(
             async move {
                 closing.await;

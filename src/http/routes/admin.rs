@@ -7,7 +7,7 @@ use crate::actors::registry::{RegistryHandle, RegistryInfo};
 use crate::http::auth::Principal;
 use crate::http::openapi::{Forbidden, Unauthorized, Unavailable};
 use crate::http::ApiError;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 crate::http::route_table! {
     get "/actors" => actors,
@@ -32,22 +32,10 @@ async fn metrics(
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_admin()?;
     let states = registry.count_states().await?;
-    let root = state.sessions.sessions.path().to_path_buf();
-    // Reading /proc is blocking file I/O: off the async threads.
-    let browsers = web::block(move || {
-        let pids = crate::browser::process::browser_tree_pids(&root);
-        let pss = pids
-            .iter()
-            .map(|p| crate::procfs::pss_bytes(*p))
-            .sum::<u64>();
-        (pids.len(), pss)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let misrouted = crate::actors::session::MISROUTED.load(std::sync::atomic::Ordering::Relaxed);
+    let browsers = registry.browser_memory().await;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(&states, browsers, misrouted)))
+        .body(state.metrics.render(&states, browsers)))
 }
 
 /// Every actor: key, state, browser pid, profile path, restarts, uptime, last error.

@@ -23,7 +23,7 @@ use crate::http::openapi::{
     BadUser, Forbidden, RateLimited, TicketReply, Unauthorized, Unavailable,
 };
 use crate::http::ApiError;
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -139,7 +139,7 @@ async fn events(
     who.authorize_user(&user)?;
     let slot = state.streams.take(&user)?;
     // Subscribe before reading the snapshot so no change falls between the two.
-    let rx = state.sessions.events.subscribe();
+    let rx = registry.subscribe();
     let snapshot = registry.list(user.clone()).await?;
     let registry = registry.get_ref().clone();
     let refresh = move |user| {

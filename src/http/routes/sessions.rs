@@ -141,17 +141,14 @@ async fn qr(
     let format = QrFormat::parse(query.format.as_deref())?;
     who.authorize_user(key.user_id())?;
     let view = registry.qr(key).await?;
-    let render =
-        || crate::qr::Qr::new(&view.payload).map_err(|e| ApiError::Internal(e.to_string()));
+    let render = || crate::qr::Qr::new(&view.payload).map_err(ApiError::internal);
     let mut res = HttpResponse::Ok();
     // A QR code is a short-lived credential: never cache it.
     res.insert_header(("Cache-Control", "no-store"));
     Ok(match format {
-        QrFormat::Png => res.content_type("image/png").body(
-            render()?
-                .png()
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        ),
+        QrFormat::Png => res
+            .content_type("image/png")
+            .body(render()?.png().map_err(ApiError::internal)?),
         QrFormat::Svg => res.content_type("image/svg+xml").body(render()?.svg()),
         QrFormat::Txt => res
             .content_type("text/plain; charset=utf-8")

@@ -21,10 +21,12 @@ pub struct TestApp {
     pub standin: StandIn,
     pub app: Application,
     pub tmp: tempfile::TempDir,
+    /// Off by default: the drop guard fails a test whose browsers outlive it.
+    pub keep_browsers: bool,
 }
 
 pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
-    let _ = env_logger::builder().is_test(true).try_init();
+    super::logs::captured();
     wa_supervisor::http::auth::install_crypto_provider();
 
     let standin = StandIn::start(opts).await;
@@ -60,6 +62,7 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
         standin,
         app,
         tmp,
+        keep_browsers: false,
     }
 }
 
@@ -139,21 +142,74 @@ impl TestApp {
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + limit;
-        loop {
+        eventually(limit, &format!("{path}: {what}"), || async {
             let r = self.get(path, token).await;
-            if r.status == 200 && pred(&r.json) {
-                return r.json;
-            }
-            if Instant::now() > deadline {
-                panic!("{path}: timed out waiting for {what}; last reply {r:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            (r.status == 200 && pred(&r.json)).then_some(r.json)
+        })
+        .await
     }
 
     pub fn env(&self) -> Arc<SessionEnv> {
-        self.app.state().sessions.clone()
+        self.app.sessions_env()
+    }
+
+    /// The app's store (rows and audit events, for assertions).
+    pub fn store(&self) -> wa_supervisor::store::Store {
+        self.env().store.clone()
+    }
+
+    /// `POST /api/start/{user}/{slot}` with the service token; the status code.
+    pub async fn start(&self, user: &str, slot: u16) -> u16 {
+        self.post(&format!("/api/start/{user}/{slot}"), SERVICE_TOKEN)
+            .await
+            .status
+    }
+
+    /// `POST /api/stop/{user}/{slot}` with the service token; the status code.
+    pub async fn stop(&self, user: &str, slot: u16) -> u16 {
+        self.post(&format!("/api/stop/{user}/{slot}"), SERVICE_TOKEN)
+            .await
+            .status
+    }
+
+    /// Waits until `GET /api/status/{user}/{slot}` shows `state`; returns that session.
+    pub async fn wait_state(
+        &self,
+        user: &str,
+        slot: u16,
+        state: &str,
+        limit: Duration,
+    ) -> serde_json::Value {
+        self.wait_json(
+            &format!("/api/status/{user}/{slot}"),
+            SERVICE_TOKEN,
+            limit,
+            state,
+            |s| s["state"] == state,
+        )
+        .await
+    }
+
+    /// Waits for the session's QR code and scans it on the stand-in phone with `phone`, until
+    /// the session is connected (a code that rotated under us is simply tried again).
+    pub async fn scan(&self, user: &str, slot: u16, phone: &str) {
+        eventually(
+            LAUNCH,
+            &format!("{user}:{slot} linked to {phone}"),
+            || async {
+                let s = self
+                    .get(&format!("/api/status/{user}/{slot}"), SERVICE_TOKEN)
+                    .await;
+                if s.json["isConnected"] == true {
+                    return Some(());
+                }
+                if let Some(payload) = s.json["qr"]["payload"].as_str() {
+                    let _ = self.standin.scan(payload, phone).await;
+                }
+                None
+            },
+        )
+        .await
     }
 
     pub fn sessions_dir(&self) -> PathBuf {
@@ -181,6 +237,30 @@ impl TestApp {
     }
 }
 
+/// The guard every test gets: a browser that outlives its test fails it (stop what you start).
+/// `keep_browsers` switches it off for a test that hands its sessions on deliberately.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking() || self.keep_browsers {
+            return;
+        }
+        let root = self.sessions_dir();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left = wa_supervisor::browser::process::pids_using_profiles(&root);
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            left = wa_supervisor::browser::process::pids_using_profiles(&root);
+        }
+        if !left.is_empty() {
+            for pid in &left {
+                // SAFETY: plain syscall; these are this test's browsers.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+            panic!("browsers outlived the test on {}: {left:?}", root.display());
+        }
+    }
+}
+
 pub fn key(user: &str, slot: u16) -> SessionKey {
     SessionKey::new(
         UserId::parse(user).unwrap(),
@@ -195,7 +275,28 @@ pub fn uuid_like(n: u32) -> String {
     )
 }
 
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
+/// How long a browser may take to show its first QR code in these tests.
+pub const LAUNCH: Duration = Duration::from_secs(30);
+
+/// The one polling loop of the tests: calls `probe` every 20 ms until it yields a value, and
+/// panics naming `what` after `limit`.
+pub async fn eventually<T, F>(limit: Duration, what: &str, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes.
 pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(), ()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -211,7 +312,7 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Resu
     }
 }
 
-/// Polls the actor until `pred` holds; panics with the last status after `limit`.
+/// Polls the actor until `pred` holds; panics after `limit`.
 pub async fn wait_status(
     addr: &Addr<SessionActor>,
     key: &SessionKey,
@@ -219,21 +320,15 @@ pub async fn wait_status(
     what: &str,
     pred: impl Fn(&Session) -> bool,
 ) -> Session {
-    let deadline = Instant::now() + limit;
-    loop {
+    eventually(limit, &format!("{key}: {what}"), || async {
         let s = addr
             .send(GetStatus { key: key.clone() })
             .await
             .unwrap()
             .unwrap();
-        if pred(&s) {
-            return s;
-        }
-        if Instant::now() > deadline {
-            panic!("{key}: timed out waiting for {what}; last status {s:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        pred(&s).then_some(s)
+    })
+    .await
 }
 
 pub fn exists(p: &Path) -> bool {

@@ -1,17 +1,14 @@
 //! Authentication and authorization (SPEC §8), driving `Auth` directly against a stand-in
 //! Stack Auth project (tests/support/jwt.rs).
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::support::jwt::{SigningKey, TestIssuer, TokenOpts, PRIMARY_KID};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use actix_web::{web, FromRequest};
 use jsonwebtoken::Algorithm;
-use support::jwt::{SigningKey, TestIssuer, TokenOpts, PRIMARY_KID};
 use wa_supervisor::config::Settings;
 use wa_supervisor::domain::UserId;
 use wa_supervisor::http::auth::{Auth, Principal, CREDENTIALS_FILE};
@@ -510,30 +507,6 @@ fn bad_configuration_names_the_variable() {
 
 // --- generated credentials --------------------------------------------------------------------
 
-/// Captures every log line of this test binary.
-struct Capture(Mutex<String>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        let mut all = self.0.lock().unwrap();
-        all.push_str(&format!("{} {}\n", record.level(), record.args()));
-    }
-    fn flush(&self) {}
-}
-
-fn captured_log() -> &'static Capture {
-    static LOG: OnceLock<&'static Capture> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(String::new()))));
-        log::set_logger(capture).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-        capture
-    })
-}
-
 fn read_credentials(path: &Path) -> (String, String) {
     let text = std::fs::read_to_string(path).unwrap();
     let get = |name: &str| {
@@ -547,7 +520,7 @@ fn read_credentials(path: &Path) -> (String, String) {
 
 #[actix_web::test]
 async fn missing_tokens_are_generated_stored_0600_and_reused() {
-    let log = captured_log();
+    let log = crate::support::logs::captured();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let path = data_dir.join(CREDENTIALS_FILE);
@@ -596,7 +569,7 @@ async fn missing_tokens_are_generated_stored_0600_and_reused() {
         third.authenticate(&bearer("wrong-0123456789abcdef")).await
     ));
 
-    let text = log.0.lock().unwrap().clone();
+    let text = log.text();
     assert!(
         text.contains(&path.display().to_string()),
         "path logged: {text}"

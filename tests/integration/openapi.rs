@@ -2,13 +2,11 @@
 //! from, `wa_supervisor::http::route_list()`), and the documented security and errors match what
 //! the running app does.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::harness::{spawn_app, TestApp};
+use crate::support::standin::StandInOptions;
 use serde_json::Value;
-use support::harness::{spawn_app, TestApp};
-use support::standin::StandInOptions;
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",

@@ -1,18 +1,16 @@
 //! The console at `/` in a real headless Chromium, against the running app and the stand-in
 //! WhatsApp page: paste a token, generate a QR, watch it rotate live, see the number once scanned.
 
-mod support;
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::support::harness::{spawn_app, uuid_like, TestApp, SERVICE_TOKEN};
+use crate::support::nginx;
+use crate::support::standin::StandInOptions;
 use base64::Engine as _;
 use chromiumoxide::error::CdpError;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures_util::StreamExt;
-use support::harness::{spawn_app, uuid_like, TestApp, SERVICE_TOKEN};
-use support::nginx;
-use support::standin::StandInOptions;
 
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 const STEP: Duration = Duration::from_secs(20);

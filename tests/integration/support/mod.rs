@@ -5,5 +5,6 @@ pub mod daemon;
 pub mod harness;
 
 pub mod jwt;
+pub mod logs;
 pub mod nginx;
 pub mod standin;

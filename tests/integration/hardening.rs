@@ -3,18 +3,16 @@
 //! and links, the crash path, orphan matching, failed sessions at boot, stale QR codes, boot
 //! order, unreachable pages, readiness.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::daemon;
-use support::harness::{
+use crate::support::daemon;
+use crate::support::harness::{
     browsers_on, key, spawn_app, uuid_like, wait_until, TestApp, ADMIN_TOKEN, SERVICE_TOKEN,
 };
-use support::standin::{StandIn, StandInOptions};
+use crate::support::standin::{StandIn, StandInOptions};
+use serde_json::Value;
 use wa_supervisor::browser::process::browser_tree_pids;
 use wa_supervisor::domain::{Intent, SessionState};
 use wa_supervisor::procfs;
@@ -511,13 +509,15 @@ async fn boot_reaping_spares_browsers_of_a_sibling_folder() {
     let ours = tmp.path().join("sessions");
     let sibling = tmp.path().join("sessions-staging/u-slot1");
     std::fs::create_dir_all(&ours).unwrap();
+    // A shell that stays itself (a lone `sleep` would be exec'd and lose the argument).
+    let script = "while :; do sleep 1; done";
     let mut other = std::process::Command::new("sh")
-        .args(["-c", "sleep 60", "sh"])
+        .args(["-c", script, "sh"])
         .arg(format!("--user-data-dir={}", sibling.display()))
         .spawn()
         .unwrap();
     let mut mine = std::process::Command::new("sh")
-        .args(["-c", "sleep 60", "sh"])
+        .args(["-c", script, "sh"])
         .arg(format!(
             "--user-data-dir={}",
             ours.join("u-slot1").display()
@@ -558,7 +558,7 @@ async fn a_failed_session_is_not_restored_at_the_next_boot() {
     // SAFETY: plain syscall on the browser under test.
     unsafe { libc::kill(browsers_on(&profile)[0] as i32, libc::SIGKILL) };
     wait_state(&t, &user, 1, QUICK, "failed").await;
-    let store = t.app.state().store.clone();
+    let store = t.store().clone();
     let k = key(&user, 1);
     let row = async {
         loop {

@@ -1,16 +1,16 @@
 //! Supervision and lifecycle (SPEC §7) with real processes: kill -9 a real Chromium, SIGTERM and
 //! SIGKILL a real daemon binary, boot restores, locks, limits.
 
-mod support;
-
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
+use crate::support::daemon;
+use crate::support::harness::{
+    browsers_on, spawn_app, uuid_like, TestApp, ADMIN_TOKEN, SERVICE_TOKEN,
+};
+use crate::support::standin::{StandIn, StandInOptions};
 use serde_json::Value;
-use support::daemon;
-use support::harness::{browsers_on, spawn_app, uuid_like, TestApp, ADMIN_TOKEN, SERVICE_TOKEN};
-use support::standin::{StandIn, StandInOptions};
 
 const LAUNCH: Duration = Duration::from_secs(30);
 const QUICK: Duration = Duration::from_secs(5);
@@ -79,10 +79,8 @@ async fn a_crashed_browser_comes_back_connected_and_other_users_never_notice() {
     link(&t, &b, 1, "4915100000052").await;
     let b_before = actor(&t, &b, 1).await;
     let row_b = t
-        .app
-        .state()
-        .store
-        .load_session(&support::harness::key(&b, 1))
+        .store()
+        .load_session(&crate::support::harness::key(&b, 1))
         .await
         .unwrap();
     // The stand-in keeps the login in IndexedDB, which commits promptly; give it a moment anyway.
@@ -139,10 +137,8 @@ async fn a_crashed_browser_comes_back_connected_and_other_users_never_notice() {
     assert_eq!(b_after["state"], "connected");
     assert_eq!(b_after["restarts"], 0);
     let row_b_after = t
-        .app
-        .state()
-        .store
-        .load_session(&support::harness::key(&b, 1))
+        .store()
+        .load_session(&crate::support::harness::key(&b, 1))
         .await
         .unwrap();
     assert_eq!(row_b_after, row_b);
@@ -429,7 +425,7 @@ async fn sigterm_closes_every_browser_keeps_intent_and_the_next_boot_restores_wi
     assert_eq!(code, Some(0), "{}", d.log_text());
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert!(
-        support::harness::pids_on_root(&d.sessions()).is_empty(),
+        crate::support::harness::pids_on_root(&d.sessions()).is_empty(),
         "no browser outlives the daemon"
     );
     // Each profile was closed cleanly: Chromium removed its own lock.
@@ -522,11 +518,11 @@ async fn sigkill_leaves_no_browser_and_the_next_boot_reaps_strays_and_refuses_a_
     );
     assert!(err.contains(&format!("pid {}", d.pid())), "{err}");
 
-    assert!(!support::harness::pids_on_root(&d.sessions()).is_empty());
+    assert!(!crate::support::harness::pids_on_root(&d.sessions()).is_empty());
     d.signal(libc::SIGKILL);
     d.wait_exit(QUICK).await;
     let gone = Instant::now();
-    while !support::harness::pids_on_root(&d.sessions()).is_empty() {
+    while !crate::support::harness::pids_on_root(&d.sessions()).is_empty() {
         assert!(
             gone.elapsed() < Duration::from_secs(5),
             "browsers outlived a SIGKILLed daemon"

@@ -1,15 +1,13 @@
 //! The HTTP API end to end: real app on port 0, real Chromium, the stand-in WhatsApp page.
 //! Includes the seed's acceptance test: two users press "generate QR" at the same moment.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::harness::{spawn_app, uuid_like, TestApp, ADMIN_TOKEN, SERVICE_TOKEN};
+use crate::support::jwt::{TestIssuer, TokenOpts};
+use crate::support::standin::StandInOptions;
 use serde_json::Value;
-use support::harness::{spawn_app, uuid_like, TestApp, ADMIN_TOKEN, SERVICE_TOKEN};
-use support::jwt::{TestIssuer, TokenOpts};
-use support::standin::StandInOptions;
 
 const LAUNCH: Duration = Duration::from_secs(30);
 const QUICK: Duration = Duration::from_secs(5);
@@ -34,8 +32,8 @@ async fn actors(t: &TestApp) -> HashMap<String, Value> {
 }
 
 async fn row(t: &TestApp, user: &str, slot: u16) -> Option<wa_supervisor::store::SessionRow> {
-    let k = support::harness::key(user, slot);
-    t.app.state().store.load_session(&k).await.unwrap()
+    let k = crate::support::harness::key(user, slot);
+    t.store().load_session(&k).await.unwrap()
 }
 
 /// Waits until the stored row says `pred` (rows are written right after each transition).
@@ -465,7 +463,7 @@ async fn assert_no_side_effects(t: &TestApp) {
         .filter(|name| name != ".wa-supervisor.lock")
         .collect();
     assert!(entries.is_empty(), "sessions dir: {entries:?}");
-    let rows = t.app.state().store.list_sessions(None).await.unwrap();
+    let rows = t.store().list_sessions(None).await.unwrap();
     assert!(rows.is_empty(), "rows: {rows:?}");
     assert!(wa_supervisor::browser::process::pids_using_profiles(&t.sessions_dir()).is_empty());
     let info = t.get("/actors", ADMIN_TOKEN).await;
@@ -495,7 +493,8 @@ async fn many_users_hammering_start_stop_status_never_cross_and_never_double_a_b
             let mut samples = 0;
             while !done.load(Ordering::Relaxed) {
                 for (u, s) in &keys {
-                    let pids = support::harness::browsers_on(&root.join(format!("{u}-slot{s}")));
+                    let pids =
+                        crate::support::harness::browsers_on(&root.join(format!("{u}-slot{s}")));
                     worst.fetch_max(pids.len(), Ordering::Relaxed);
                 }
                 samples += 1;
@@ -567,12 +566,12 @@ async fn many_users_hammering_start_stop_status_never_cross_and_never_double_a_b
         "two browsers on one profile at once"
     );
     assert_eq!(
-        wa_supervisor::actors::session::MISROUTED.load(Ordering::Relaxed),
+        t.env().metrics.misrouted.load(Ordering::Relaxed),
         0,
         "a message reached an actor of another key"
     );
     // Every stored row belongs to one of the keys used, and there is exactly one per key.
-    let rows = t.app.state().store.list_sessions(None).await.unwrap();
+    let rows = t.store().list_sessions(None).await.unwrap();
     for r in &rows {
         assert!(keys
             .iter()
@@ -654,10 +653,8 @@ async fn a_users_token_reaches_only_that_users_sessions() {
     assert_eq!(r.status, 200);
     // The audit trail names who did it.
     let events = t
-        .app
-        .state()
-        .store
-        .events(&support::harness::key(&a, 1))
+        .store()
+        .events(&crate::support::harness::key(&a, 1))
         .await
         .unwrap();
     assert!(

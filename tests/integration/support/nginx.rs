@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SITE: &str = include_str!("../../deploy/nginx/wa-supervisor.conf");
+const SITE: &str = include_str!("../../../deploy/nginx/wa-supervisor.conf");
 pub const HOST: &str = "wa.example.com";
 
 pub struct Nginx {

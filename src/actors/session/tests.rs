@@ -1,0 +1,556 @@
+//! Supervision logic against a scripted fake browser, on tokio's paused clock: a 60 s backoff or
+//! a 180 s QR timeout takes microseconds, and every launch, crash and page signal happens exactly
+//! when the test says. What only Chromium can show (process groups, parent death, the page
+//! protocol) is tested with real Chromium in `tests/`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::*;
+use crate::browser::{BoxFuture, Browser, BrowserError, Launcher, Observation, ObservationSink};
+use crate::domain::{SessionKey, SessionsRoot, Slot, UserId};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(1000);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const QR_TIMEOUT: Duration = Duration::from_secs(180);
+const PAGE_READY: Duration = Duration::from_secs(90);
+const MAX_CRASHES: usize = 3;
+
+/// What the next launch does.
+enum Plan {
+    /// Comes up at once.
+    Up,
+    /// Comes up when the test sends on the channel.
+    UpWhen(oneshot::Receiver<()>),
+    /// Fails with this error.
+    Refuse(BrowserError),
+}
+
+/// The test's side of one launched fake browser.
+struct Handle {
+    sink: ObservationSink,
+    current: Arc<Mutex<Observation>>,
+    exit: watch::Sender<Option<String>>,
+    /// How it ended: "closed" (orderly) or "discarded" (after a crash).
+    ended: watch::Receiver<Option<&'static str>>,
+    reloads: Arc<Mutex<usize>>,
+}
+
+impl Handle {
+    fn show(&self, observation: Observation) {
+        *self.current.lock().unwrap() = observation.clone();
+        (self.sink)(observation);
+    }
+
+    fn crash(&self) {
+        let _ = self.exit.send(Some("signal: 9 (SIGKILL)".into()));
+    }
+
+    fn ended(&self) -> Option<&'static str> {
+        *self.ended.borrow()
+    }
+}
+
+struct FakeBrowser {
+    current: Arc<Mutex<Observation>>,
+    exit: watch::Receiver<Option<String>>,
+    ended: watch::Sender<Option<&'static str>>,
+    reloads: Arc<Mutex<usize>>,
+}
+
+impl Browser for FakeBrowser {
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+
+    fn exited(&self) -> BoxFuture<String> {
+        let mut exit = self.exit.clone();
+        Box::pin(async move {
+            let report = match exit.wait_for(Option::is_some).await {
+                Ok(report) => report.clone(),
+                Err(_) => None,
+            };
+            match report {
+                Some(report) => report,
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    fn observe(&self) -> BoxFuture<Result<Observation, BrowserError>> {
+        let now = self.current.lock().unwrap().clone();
+        Box::pin(async move { Ok(now) })
+    }
+
+    fn click_reload(&self) -> BoxFuture<Result<(), BrowserError>> {
+        *self.reloads.lock().unwrap() += 1;
+        Box::pin(async { Ok(()) })
+    }
+
+    fn close(self: Box<Self>, _: Duration) -> BoxFuture<()> {
+        let _ = self.ended.send(Some("closed"));
+        Box::pin(async {})
+    }
+
+    fn discard(self: Box<Self>) -> BoxFuture<()> {
+        let _ = self.ended.send(Some("discarded"));
+        Box::pin(async {})
+    }
+}
+
+struct FakeLauncher {
+    plans: Mutex<VecDeque<Plan>>,
+    launched: mpsc::UnboundedSender<(Instant, Handle)>,
+}
+
+impl Launcher for FakeLauncher {
+    fn launch(
+        &self,
+        _profile: std::path::PathBuf,
+        _log_key: String,
+        on_change: ObservationSink,
+    ) -> BoxFuture<Result<Box<dyn Browser>, BrowserError>> {
+        let plan = self.plans.lock().unwrap().pop_front().unwrap_or(Plan::Up);
+        let launched = self.launched.clone();
+        Box::pin(async move {
+            match plan {
+                Plan::Up => {}
+                Plan::UpWhen(rx) => {
+                    let _ = rx.await;
+                }
+                Plan::Refuse(e) => return Err(e),
+            }
+            let current = Arc::new(Mutex::new(Observation::Loading));
+            let (exit_tx, exit_rx) = watch::channel(None);
+            let (ended_tx, ended_rx) = watch::channel(None);
+            let reloads = Arc::new(Mutex::new(0));
+            let _ = launched.send((
+                Instant::now(),
+                Handle {
+                    sink: on_change,
+                    current: current.clone(),
+                    exit: exit_tx,
+                    ended: ended_rx,
+                    reloads: reloads.clone(),
+                },
+            ));
+            Ok(Box::new(FakeBrowser {
+                current,
+                exit: exit_rx,
+                ended: ended_tx,
+                reloads,
+            }) as Box<dyn Browser>)
+        })
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct Fixture {
+    addr: Addr<SessionActor>,
+    key: SessionKey,
+    launcher: Arc<FakeLauncher>,
+    launches: mpsc::UnboundedReceiver<(Instant, Handle)>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(
+            &crate::store::DatabaseUrl::Sqlite(tmp.path().join("db")),
+            10,
+        )
+        .unwrap();
+        let (tx, launches) = mpsc::unbounded_channel();
+        let launcher = Arc::new(FakeLauncher {
+            plans: Mutex::new(VecDeque::new()),
+            launched: tx,
+        });
+        let env = Arc::new(SessionEnv {
+            sessions: SessionsRoot::create(&tmp.path().join("sessions")).unwrap(),
+            launcher: launcher.clone(),
+            qr_timeout: QR_TIMEOUT,
+            page_ready_timeout: PAGE_READY,
+            close_grace: Duration::from_secs(5),
+            poll_every: Duration::from_secs(5),
+            supervision: Supervision {
+                backoff_first: FIRST_BACKOFF,
+                backoff_max: MAX_BACKOFF,
+                max_crashes: MAX_CRASHES,
+                crash_window: Duration::from_secs(600),
+            },
+            launches: tokio::sync::Semaphore::new(4),
+            launch_concurrency: 4,
+            metrics: Default::default(),
+            store,
+            events: tokio::sync::broadcast::channel(64).0,
+        });
+        let key = SessionKey::new(UserId::parse("alice").unwrap(), Slot::new(1, 10).unwrap());
+        let addr = SessionActor::start_supervised(key.clone(), env, None, &Arbiter::current());
+        Fixture {
+            addr,
+            key,
+            launcher,
+            launches,
+            _tmp: tmp,
+        }
+    }
+
+    fn plan(&self, plan: Plan) {
+        self.launcher.plans.lock().unwrap().push_back(plan);
+    }
+
+    async fn status(&self) -> Session {
+        self.addr
+            .send(GetStatus {
+                key: self.key.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn start(&self) {
+        self.addr
+            .send(Start {
+                key: self.key.clone(),
+                by: "test".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn stop(&self) -> Session {
+        self.addr
+            .send(Stop {
+                key: self.key.clone(),
+                by: "test".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The next launch, or `None` if none comes within `limit` (of paused time).
+    async fn next_launch(&mut self, limit: Duration) -> Option<(Instant, Handle)> {
+        tokio::time::timeout(limit, self.launches.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits (paused time) until the session is in `state`; panics after `limit`.
+    async fn state(&self, state: SessionState, limit: Duration) -> Session {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.status().await;
+            if s.state == state {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "never {state}: {s:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+fn qr(payload: &str) -> Observation {
+    Observation::Qr(format!("2@{payload}"))
+}
+
+/// Runs `test` in an actix system on a paused clock.
+fn paused<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
+    let wall = std::time::Instant::now();
+    actix::System::new().block_on(async move {
+        tokio::time::pause();
+        test().await;
+    });
+    eprintln!("wall time {:?}", wall.elapsed());
+}
+
+#[test]
+fn crashes_back_off_exponentially_with_jitter_then_fail() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        let (_, mut browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(qr("a"));
+        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+
+        for crash in 1..=MAX_CRASHES {
+            let crashed_at = Instant::now();
+            browser.crash();
+            let s = f
+                .state(SessionState::Restarting, Duration::from_secs(1))
+                .await;
+            assert_eq!(s.restarts, crash as u32);
+            assert!(s.last_error.unwrap().contains("exited unexpectedly"));
+            assert!(s.qr.is_none());
+            let (at, next) = f.next_launch(MAX_BACKOFF * 2).await.expect("a relaunch");
+            let waited = at - crashed_at;
+            let nominal = FIRST_BACKOFF * (1 << (crash - 1));
+            assert!(
+                waited >= nominal.mul_f64(1.0 - supervision::JITTER)
+                    && waited
+                        <= nominal.mul_f64(1.0 + supervision::JITTER) + Duration::from_millis(5),
+                "crash {crash}: relaunched after {waited:?}, nominal {nominal:?}"
+            );
+            assert_eq!(
+                browser.ended(),
+                Some("discarded"),
+                "the crashed browser was discarded"
+            );
+            browser = next;
+            browser.show(qr(&format!("c{crash}")));
+            f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        }
+
+        // One crash too many within the window: failed, intent stopped, no relaunch ever.
+        browser.crash();
+        let s = f.state(SessionState::Failed, Duration::from_secs(1)).await;
+        assert!(s
+            .last_error
+            .unwrap()
+            .starts_with("gave up after 4 crashes within 600 s"));
+        assert_eq!(s.restarts, 4);
+        assert!(f.next_launch(Duration::from_secs(3600)).await.is_none());
+
+        // An explicit start is a fresh chance.
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        let s = f.status().await;
+        assert_eq!((s.state, s.last_error), (SessionState::Starting, None));
+        browser.show(qr("again"));
+        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn crashes_spread_over_more_than_the_window_never_fail() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        for round in 0..(MAX_CRASHES * 3) {
+            let (_, browser) = f.next_launch(MAX_BACKOFF * 2).await.unwrap();
+            browser.show(qr(&format!("r{round}")));
+            f.state(SessionState::Qr, Duration::from_secs(1)).await;
+            // Healthy for a while: only the crashes within the last 10 minutes count.
+            tokio::time::sleep(Duration::from_secs(250)).await;
+            let s = f.status().await;
+            if s.state != SessionState::Qr {
+                // The QR timeout closed it; start again.
+                f.start().await;
+                continue;
+            }
+            browser.crash();
+            f.state(SessionState::Restarting, Duration::from_secs(1))
+                .await;
+        }
+        assert_ne!(f.status().await.state, SessionState::Failed);
+    });
+}
+
+#[test]
+fn an_unscanned_qr_closes_the_browser_at_the_timeout_and_not_before() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(qr("a"));
+        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        let shown = Instant::now();
+        // Rotation does not re-arm the timeout.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        browser.show(qr("b"));
+        tokio::time::sleep(QR_TIMEOUT - Duration::from_secs(100) - Duration::from_millis(10)).await;
+        assert_eq!(f.status().await.state, SessionState::Qr);
+        let s = f
+            .state(SessionState::Stopped, Duration::from_millis(100))
+            .await;
+        let after = Instant::now() - shown;
+        assert!(
+            after >= QR_TIMEOUT && after < QR_TIMEOUT + Duration::from_millis(50),
+            "{after:?}"
+        );
+        assert_eq!(s.last_error.as_deref(), Some("qr_timeout"));
+        assert!(s.qr.is_none());
+        assert_eq!(browser.ended(), Some("closed"));
+        assert!(f.next_launch(Duration::from_secs(3600)).await.is_none());
+    });
+}
+
+#[test]
+fn linking_disarms_the_qr_timeout() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(qr("a"));
+        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        browser.show(Observation::Connected("4915100000001".into()));
+        f.state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        tokio::time::sleep(QR_TIMEOUT * 3).await;
+        let s = f.status().await;
+        assert_eq!(s.state, SessionState::Connected);
+        assert_eq!(s.connected_number.as_deref(), Some("4915100000001"));
+        assert_eq!(browser.ended(), None);
+    });
+}
+
+#[test]
+fn a_page_that_never_becomes_ready_counts_as_a_crash() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        let (up, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        let s = f.state(SessionState::Restarting, PAGE_READY * 2).await;
+        assert!(Instant::now() - up >= PAGE_READY);
+        assert!(s
+            .last_error
+            .unwrap()
+            .contains("neither a QR code nor the chats within 90 s"));
+        assert_eq!(browser.ended(), Some("discarded"));
+        assert!(f.next_launch(MAX_BACKOFF).await.is_some(), "relaunched");
+    });
+}
+
+#[test]
+fn an_expired_qr_is_withdrawn_and_the_page_asked_for_a_new_one() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(qr("a"));
+        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        browser.show(Observation::QrExpired);
+        let s = f
+            .state(SessionState::Starting, Duration::from_secs(1))
+            .await;
+        assert!(s.qr.is_none());
+        assert_eq!(*browser.reloads.lock().unwrap(), 1);
+        browser.show(qr("b"));
+        let s = f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        assert_eq!(s.qr.unwrap().payload, "2@b");
+    });
+}
+
+#[test]
+fn a_stop_while_launching_closes_the_browser_that_comes_up_late() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        let (release, gate) = oneshot::channel();
+        f.plan(Plan::UpWhen(gate));
+        f.start().await;
+        assert_eq!(f.status().await.state, SessionState::Starting);
+        // The stop is answered once the browser is gone, so it waits for the launch to end.
+        let stopping = f.addr.send(Stop {
+            key: f.key.clone(),
+            by: "test".into(),
+        });
+        assert_eq!(
+            f.status().await.state,
+            SessionState::Stopped,
+            "stopped at once"
+        );
+        release.send(()).unwrap();
+        let (_, late) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            stopping.await.unwrap().unwrap().state,
+            SessionState::Stopped
+        );
+        // Its signals are from an old generation: ignored; it is closed.
+        late.show(qr("late"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(late.ended(), Some("closed"));
+        let s = f.status().await;
+        assert_eq!((s.state, s.qr), (SessionState::Stopped, None));
+    });
+}
+
+#[test]
+fn signals_of_an_old_browser_are_ignored_after_a_relaunch() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        let (_, old) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        old.show(qr("old"));
+        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        old.crash();
+        let (_, new) = f.next_launch(MAX_BACKOFF).await.unwrap();
+        // The old page still talks (its watcher raced the crash): nothing happens.
+        old.show(Observation::Connected("4915100000009".into()));
+        old.show(qr("stale"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let s = f.status().await;
+        assert_eq!(
+            (s.state, s.connected_number.clone()),
+            (SessionState::Starting, None)
+        );
+        new.show(qr("new"));
+        let s = f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        assert_eq!(s.qr.unwrap().payload, "2@new");
+        // An exit notice of a browser that was stopped on purpose is no crash.
+        let stopped = f.stop().await;
+        new.crash();
+        tokio::time::sleep(MAX_BACKOFF * 2).await;
+        assert_eq!(f.status().await.restarts, stopped.restarts);
+        assert!(f.next_launch(Duration::from_secs(1)).await.is_none());
+    });
+}
+
+#[test]
+fn a_browser_that_cannot_start_fails_or_retries_by_the_kind_of_error() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.plan(Plan::Refuse(BrowserError::NotFound(
+            "/nowhere/chromium".into(),
+        )));
+        f.start().await;
+        let s = f.state(SessionState::Failed, Duration::from_secs(1)).await;
+        assert!(s.last_error.unwrap().contains("/nowhere/chromium"));
+        assert_eq!(s.restarts, 0, "not a crash");
+        assert!(f.next_launch(Duration::from_secs(3600)).await.is_none());
+
+        f.plan(Plan::Refuse(BrowserError::ExitedEarly(
+            "exit status: 21".into(),
+        )));
+        f.start().await;
+        let s = f
+            .state(SessionState::Restarting, Duration::from_secs(1))
+            .await;
+        assert!(s
+            .last_error
+            .unwrap()
+            .starts_with("launch failed: Chromium exited during start-up"));
+        assert_eq!(s.restarts, 1);
+        assert!(
+            f.next_launch(MAX_BACKOFF).await.is_some(),
+            "retried with backoff"
+        );
+    });
+}
+
+#[test]
+fn unlinked_from_the_phone_goes_back_to_qr_and_forgets_the_number() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(Observation::Connected("4915100000001".into()));
+        f.state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        browser.show(qr("again"));
+        let s = f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        assert_eq!(s.connected_number, None);
+        assert!(!s.is_connected);
+    });
+}

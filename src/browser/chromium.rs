@@ -1,0 +1,144 @@
+//! The seam's real implementation: Debian's Chromium, one process group per session, DevTools
+//! over a pipe, the profile locked while it runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::page::{PageProbe, WaPage};
+use super::process::{BrowserProcess, LaunchSpec};
+use super::profile::{clear_stale_singleton, FolderLock};
+use super::{BoxFuture, Browser, BrowserError, Launcher, Observation, ObservationSink, PageConfig};
+
+/// Launches Chromium with the configured page.
+pub struct ChromiumLauncher {
+    /// The binary found at boot, or why none was.
+    pub executable: Result<PathBuf, String>,
+    pub page: PageConfig,
+    /// From spawn to a page that answers on DevTools.
+    pub startup_timeout: Duration,
+}
+
+impl Launcher for ChromiumLauncher {
+    fn launch(
+        &self,
+        profile: PathBuf,
+        log_key: String,
+        on_change: ObservationSink,
+    ) -> BoxFuture<Result<Box<dyn Browser>, BrowserError>> {
+        let executable = self.executable.clone();
+        let page = self.page.clone();
+        let startup_timeout = self.startup_timeout;
+        Box::pin(async move {
+            let executable = executable.map_err(BrowserError::NotFound)?;
+            let lock = FolderLock::acquire(&profile).map_err(|source| BrowserError::Profile {
+                path: profile.clone(),
+                source,
+            })?;
+            clear_stale_singleton(&profile).map_err(BrowserError::ProfileInUse)?;
+            let spec = LaunchSpec {
+                executable,
+                profile_dir: profile,
+                log_key,
+                startup_timeout,
+            };
+            let (process, page) = launch(&spec, page, on_change).await?;
+            Ok(Box::new(ChromiumBrowser {
+                probe: page.probe(),
+                page,
+                process,
+                lock,
+            }) as Box<dyn Browser>)
+        })
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        match &self.executable {
+            Ok(path) if super::is_executable(path) => Ok(()),
+            Ok(path) => Err(format!("{} is gone", path.display())),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// Spawns Chromium and opens the page; fails when the browser exits or does not answer within
+/// `spec.startup_timeout`, or when the page cannot be loaded. On failure the whole process group
+/// is gone before this returns.
+async fn launch(
+    spec: &LaunchSpec,
+    page: PageConfig,
+    on_change: ObservationSink,
+) -> Result<(BrowserProcess, WaPage), BrowserError> {
+    let (process, ws) = BrowserProcess::spawn(spec).await?;
+    let opened = tokio::select! {
+        opened = tokio::time::timeout(
+            spec.startup_timeout,
+            WaPage::open(&ws, page, spec.log_key.clone(), on_change),
+        ) => opened.unwrap_or(Err(BrowserError::StartTimeout(spec.startup_timeout))),
+        report = process.exited() => Err(BrowserError::ExitedEarly(report)),
+    };
+    match opened {
+        Ok(page) => Ok((process, page)),
+        Err(e) => {
+            process.reap_group().await;
+            Err(e)
+        }
+    }
+}
+
+/// A running Chromium: its page, its process group, its profile lock.
+struct ChromiumBrowser {
+    page: WaPage,
+    probe: PageProbe,
+    process: BrowserProcess,
+    /// Released only once the whole group is gone.
+    lock: FolderLock,
+}
+
+impl Browser for ChromiumBrowser {
+    fn pid(&self) -> Option<u32> {
+        Some(self.process.pid())
+    }
+
+    fn exited(&self) -> BoxFuture<String> {
+        Box::pin(self.process.exited())
+    }
+
+    fn observe(&self) -> BoxFuture<Result<Observation, BrowserError>> {
+        let probe = self.probe.clone();
+        Box::pin(async move { probe.observe().await })
+    }
+
+    fn click_reload(&self) -> BoxFuture<Result<(), BrowserError>> {
+        let probe = self.probe.clone();
+        Box::pin(async move { probe.click_reload().await })
+    }
+
+    fn close(self: Box<Self>, grace: Duration) -> BoxFuture<()> {
+        let ChromiumBrowser {
+            page,
+            process,
+            lock,
+            ..
+        } = *self;
+        Box::pin(async move {
+            page.close().await;
+            process.finish(grace).await;
+            drop(lock);
+        })
+    }
+
+    fn discard(self: Box<Self>) -> BoxFuture<()> {
+        let ChromiumBrowser {
+            page,
+            process,
+            lock,
+            ..
+        } = *self;
+        Box::pin(async move {
+            drop(page);
+            // The main process is gone; helpers may linger: kill the group and wait for it.
+            process.reap_group().await;
+            drop(lock);
+        })
+    }
+}
