@@ -12,6 +12,7 @@
 //! - [`store`]: diesel schema, queries, embedded migrations (SQLite and PostgreSQL).
 
 pub mod actors;
+pub mod auth;
 pub mod browser;
 pub mod config;
 pub mod domain;

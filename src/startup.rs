@@ -13,11 +13,11 @@ use tokio::sync::broadcast;
 
 use crate::actors::registry::{Limits, Registry, RegistryHandle, StartRate};
 use crate::actors::session::SessionEnv;
+use crate::auth::{Auth, AuthSetupError};
 use crate::browser::process::reap_orphans;
 use crate::browser::{find_chromium, ChromiumLauncher, FolderLock, PageConfig};
 use crate::config::Settings;
 use crate::domain::SessionsRoot;
-use crate::http::auth::{Auth, AuthSetupError};
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::store::SessionRow;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::actors::registry::RegistryError;
 use crate::actors::session::SessionError;
+use crate::auth::AuthError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,6 +52,19 @@ impl ApiError {
 const RETRY_AFTER_SECS: u64 = 2;
 /// Seconds before a refused start may succeed (a browser closes, a QR code times out).
 const RETRY_START_SECS: u64 = 30;
+
+/// Refused credentials as HTTP.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Unauthorized => ApiError::Unauthorized,
+            AuthError::Forbidden => ApiError::Forbidden,
+            AuthError::RateLimited { retry_after_secs } => {
+                ApiError::RateLimited { retry_after_secs }
+            }
+        }
+    }
+}
 
 /// The registry's answers as HTTP: the one place a refused or failed registry call gets its
 /// status (mailbox failures included: 503).

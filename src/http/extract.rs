@@ -4,8 +4,10 @@
 use std::future::{ready, Ready};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 
 use super::ApiError;
+use crate::auth::{Auth, Principal};
 use crate::domain::{SessionKey, Slot, UserId};
 use crate::http::AppState;
 
@@ -44,5 +46,22 @@ impl FromRequest for SessionPath {
                 Slot::parse(raw, max_slots).map_err(|e| ApiError::InvalidSlot(e.to_string()))?;
             Ok(SessionPath(SessionKey::new(user, slot)))
         }))
+    }
+}
+
+/// The caller, authenticated by the app's [`Auth`].
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Principal, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let auth = req.app_data::<web::Data<Auth>>().cloned();
+        let headers = req.headers().clone();
+        Box::pin(async move {
+            let auth = auth.ok_or_else(|| {
+                ApiError::Internal("web::Data<Auth> is not registered on the app".into())
+            })?;
+            Ok(auth.authenticate(&headers).await?)
+        })
     }
 }

@@ -17,7 +17,6 @@ macro_rules! route_table {
 }
 pub(crate) use route_table;
 
-pub mod auth;
 mod console;
 mod error;
 pub mod extract;

@@ -9,10 +9,10 @@ use crate::support::jwt::{SigningKey, TestIssuer, TokenOpts, PRIMARY_KID};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use actix_web::{web, FromRequest};
 use jsonwebtoken::Algorithm;
+use wa_supervisor::auth::AuthError;
+use wa_supervisor::auth::{Auth, Principal, CREDENTIALS_FILE};
 use wa_supervisor::config::Settings;
 use wa_supervisor::domain::UserId;
-use wa_supervisor::http::auth::{Auth, Principal, CREDENTIALS_FILE};
-use wa_supervisor::http::ApiError;
 
 const USER: &str = "3f2b8c1e-7d4a-4b9e-9a51-0c2d6e8f1a23";
 const OTHER: &str = "9a8b7c6d-0000-4b9e-9a51-0c2d6e8f1a23";
@@ -51,8 +51,8 @@ fn header(name: HeaderName, value: &str) -> HeaderMap {
     h
 }
 
-fn unauthorized(r: Result<Principal, ApiError>) -> bool {
-    matches!(r, Err(ApiError::Unauthorized))
+fn unauthorized(r: Result<Principal, AuthError>) -> bool {
+    matches!(r, Err(AuthError::Unauthorized))
 }
 
 // --- user tokens ------------------------------------------------------------------------------
@@ -636,24 +636,24 @@ fn a_ticket_is_redeemed_once_for_its_user() {
     assert_eq!(auth.redeem_ticket(&ticket, &uid(USER)).unwrap(), me);
     assert!(matches!(
         auth.redeem_ticket(&ticket, &uid(USER)),
-        Err(ApiError::Unauthorized)
+        Err(AuthError::Unauthorized)
     ));
 
     // Bound to the user: presented for another, it is refused and gone.
     let ticket = auth.issue_ticket(&me, &uid(USER)).unwrap();
     assert!(matches!(
         auth.redeem_ticket(&ticket, &uid(OTHER)),
-        Err(ApiError::Unauthorized)
+        Err(AuthError::Unauthorized)
     ));
     assert!(matches!(
         auth.redeem_ticket(&ticket, &uid(USER)),
-        Err(ApiError::Unauthorized)
+        Err(AuthError::Unauthorized)
     ));
 
     // A user cannot get a ticket for someone else; the service can, and it stays the service.
     assert!(matches!(
         auth.issue_ticket(&me, &uid(OTHER)),
-        Err(ApiError::Forbidden)
+        Err(AuthError::Forbidden)
     ));
     let ticket = auth.issue_ticket(&Principal::Service, &uid(OTHER)).unwrap();
     assert_eq!(
@@ -664,7 +664,7 @@ fn a_ticket_is_redeemed_once_for_its_user() {
     for bogus in ["", "x", SERVICE_TOKEN] {
         assert!(matches!(
             auth.redeem_ticket(bogus, &uid(USER)),
-            Err(ApiError::Unauthorized)
+            Err(AuthError::Unauthorized)
         ));
     }
     // Tickets are distinct.
@@ -682,7 +682,7 @@ fn a_ticket_expires() {
     std::thread::sleep(Duration::from_millis(150));
     assert!(matches!(
         auth.redeem_ticket(&ticket, &uid(USER)),
-        Err(ApiError::Unauthorized)
+        Err(AuthError::Unauthorized)
     ));
 }
 
@@ -695,15 +695,15 @@ fn the_authorization_matrix() {
     assert!(user.authorize_user(&me).is_ok());
     assert!(matches!(
         user.authorize_user(&other),
-        Err(ApiError::Forbidden)
+        Err(AuthError::Forbidden)
     ));
-    assert!(matches!(user.authorize_admin(), Err(ApiError::Forbidden)));
+    assert!(matches!(user.authorize_admin(), Err(AuthError::Forbidden)));
 
     assert!(Principal::Service.authorize_user(&me).is_ok());
     assert!(Principal::Service.authorize_user(&other).is_ok());
     assert!(matches!(
         Principal::Service.authorize_admin(),
-        Err(ApiError::Forbidden)
+        Err(AuthError::Forbidden)
     ));
 
     assert!(Principal::Admin.authorize_user(&other).is_ok());
@@ -729,7 +729,7 @@ async fn the_extractor_uses_the_registered_auth() {
         .to_http_request();
     assert!(matches!(
         Principal::extract(&req).await,
-        Err(ApiError::Unauthorized)
+        Err(wa_supervisor::http::ApiError::Unauthorized)
     ));
 
     let req = actix_web::test::TestRequest::default()
@@ -737,7 +737,7 @@ async fn the_extractor_uses_the_registered_auth() {
         .to_http_request();
     assert!(matches!(
         Principal::extract(&req).await,
-        Err(ApiError::Internal(_))
+        Err(wa_supervisor::http::ApiError::Internal(_))
     ));
 }
 

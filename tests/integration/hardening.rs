@@ -202,7 +202,7 @@ async fn a_user_at_every_limit_leaves_other_users_untouched() {
     assert_eq!(start(&t, &a, 3).await, 202);
 
     // SSE tickets: A's limit is A's alone.
-    let max_tickets = wa_supervisor::http::auth::MAX_OPEN_TICKETS_PER_USER;
+    let max_tickets = wa_supervisor::auth::MAX_OPEN_TICKETS_PER_USER;
     let mut tickets = Vec::new();
     for _ in 0..max_tickets {
         let r = t

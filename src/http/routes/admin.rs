@@ -4,7 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::actors::registry::{RegistryHandle, RegistryInfo};
-use crate::http::auth::Principal;
+use crate::auth::Principal;
 use crate::http::openapi::{Forbidden, Unauthorized, Unavailable};
 use crate::http::ApiError;
 use crate::http::AppState;

@@ -16,8 +16,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::actors::registry::RegistryHandle;
 use crate::actors::session::Session;
+use crate::auth::{Auth, Principal};
 use crate::domain::UserId;
-use crate::http::auth::{Auth, Principal};
 use crate::http::extract::UserPath;
 use crate::http::openapi::{
     BadUser, Forbidden, RateLimited, TicketReply, Unauthorized, Unavailable,

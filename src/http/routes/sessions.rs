@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::registry::RegistryHandle;
 use crate::actors::session::{QrView, Session};
+use crate::auth::Principal;
 use crate::domain::{Slot, UserId};
-use crate::http::auth::Principal;
 use crate::http::extract::{SessionPath, UserPath};
 use crate::http::openapi::{
     BadQuery, BadSession, BadUser, Forbidden, NoQr, TooMany, Unauthorized, Unavailable,

@@ -29,7 +29,7 @@ pub async fn start_with(
     envs: &[(&str, &str)],
     umask: Option<u32>,
 ) -> Daemon {
-    wa_supervisor::http::auth::install_crypto_provider();
+    wa_supervisor::auth::install_crypto_provider();
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wa-supervisor"));
     if let Some(mask) = umask {

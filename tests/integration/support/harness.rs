@@ -27,7 +27,7 @@ pub struct TestApp {
 
 pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
     super::logs::captured();
-    wa_supervisor::http::auth::install_crypto_provider();
+    wa_supervisor::auth::install_crypto_provider();
 
     let standin = StandIn::start(opts).await;
     let tmp = tempfile::tempdir().unwrap();
