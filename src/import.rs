@@ -38,7 +38,7 @@ fn classify(path: &Path, name: &str, max_slots: u16) -> Result<SessionKey, Strin
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("SESSIONS_DIR {path} cannot be read: {source}")]
+    #[error("SESSIONS_DIR {path} cannot be read")]
     Read {
         path: String,
         source: std::io::Error,

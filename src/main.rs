@@ -11,7 +11,7 @@ async fn import(settings: Settings, dry_run: bool) -> ExitCode {
     let ground = match Ground::prepare(&settings).await {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", wa_supervisor::chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -28,7 +28,7 @@ async fn import(settings: Settings, dry_run: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", wa_supervisor::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -60,8 +60,7 @@ fn main() -> ExitCode {
         let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(e) => {
-                eprintln!("error: {e}");
-
+                eprintln!("error: {}", wa_supervisor::chain(&e));
                 return ExitCode::from(2);
             }
         };

@@ -26,7 +26,7 @@ use crate::store::{Store, StoreError};
 /// Start-up failures: each names the setting at fault. `main` exits with code 2 on these.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("SESSIONS_DIR {path} is not usable: {source}")]
+    #[error("SESSIONS_DIR {path} is not usable")]
     SessionsDir {
         path: String,
         source: std::io::Error,
@@ -34,16 +34,16 @@ pub enum StartupError {
     #[error("another wa-supervisor already runs on SESSIONS_DIR: {reason}")]
     Locked { reason: String },
 
-    #[error("DATA_DIR {path} is not usable: {source}")]
+    #[error("DATA_DIR {path} is not usable")]
     DataDir {
         path: String,
         source: std::io::Error,
     },
-    #[error("DATABASE_URL {url}: {source}")]
+    #[error("DATABASE_URL {url}")]
     Database { url: String, source: StoreError },
     #[error("{0}")]
     Auth(AuthSetupError),
-    #[error("BIND_ADDR {addr}: {source}")]
+    #[error("BIND_ADDR {addr}")]
     Bind {
         addr: String,
         source: std::io::Error,

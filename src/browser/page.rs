@@ -219,7 +219,7 @@ impl WaPage {
     /// Asks the browser to close (it flushes the profile); the caller waits for the process.
     pub async fn close(mut self) {
         if let Err(e) = timed("close", self.browser.close()).await {
-            log::debug!("browser close: {e}");
+            log::debug!("browser close: {}", crate::chain(&e));
         }
         self.watcher.abort();
         self.handler.abort();

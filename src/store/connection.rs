@@ -47,10 +47,7 @@ impl Manager {
             DatabaseUrl::Sqlite(path) => Manager {
                 target: path
                     .to_str()
-                    .ok_or_else(|| StoreError::Connect {
-                        backend: url.backend(),
-                        message: format!("path {} is not valid UTF-8", path.display()),
-                    })?
+                    .ok_or_else(|| StoreError::NotUtf8(path.clone()))?
                     .to_owned(),
                 backend: url.backend(),
                 postgres: false,
@@ -62,7 +59,7 @@ impl Manager {
     pub(crate) fn establish(&self) -> Result<DbConnection, StoreError> {
         let connect_err = |e: diesel::ConnectionError| StoreError::Connect {
             backend: self.backend,
-            message: e.to_string(),
+            source: Box::new(e),
         };
         let mut conn = if self.postgres {
             DbConnection::Pg(PgConnection::establish(&self.target).map_err(connect_err)?)
@@ -73,7 +70,7 @@ impl Manager {
             .on_acquire(&mut conn)
             .map_err(|e| StoreError::Connect {
                 backend: self.backend,
-                message: e.to_string(),
+                source: Box::new(e),
             })?;
         Ok(conn)
     }
@@ -133,10 +130,7 @@ pub(crate) fn run_migrations(
         DbConnection::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
         DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
     }
-    .map_err(|e| StoreError::Migration {
-        backend,
-        message: e.to_string(),
-    })?;
+    .map_err(|source| StoreError::Migration { backend, source })?;
     if applied > 0 {
         log::info!("store: applied {applied} {backend} migration(s)");
     }

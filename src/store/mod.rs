@@ -31,30 +31,34 @@ const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Store failures. Messages name the backend and never carry credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("could not create the {backend} database file or its folder {path}: {source}")]
+    #[error("could not create the {backend} database file or its folder {path}")]
     CreateDir {
         backend: &'static str,
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("could not connect to the {backend} database: {message}")]
+    #[error("could not connect to the {backend} database")]
     Connect {
         backend: &'static str,
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("no {backend} connection available: {source}")]
+    #[error("the SQLite path {0} is not valid UTF-8")]
+    NotUtf8(std::path::PathBuf),
+    #[error("no {backend} connection available")]
     Pool {
         backend: &'static str,
         #[source]
         source: diesel::r2d2::PoolError,
     },
-    #[error("{backend} migrations failed: {message}")]
+    #[error("{backend} migrations failed")]
     Migration {
         backend: &'static str,
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("{backend} query failed: {source}")]
+    #[error("{backend} query failed")]
     Query {
         backend: &'static str,
         #[source]
@@ -68,10 +72,11 @@ pub enum StoreError {
         column: &'static str,
         value: String,
     },
-    #[error("{backend} store task did not finish: {message}")]
+    #[error("{backend} store task did not finish")]
     Task {
         backend: &'static str,
-        message: String,
+        #[source]
+        source: tokio::task::JoinError,
     },
 }
 
@@ -235,9 +240,9 @@ impl Store {
             work(&mut conn, &ctx)
         })
         .await
-        .map_err(|e| StoreError::Task {
+        .map_err(|source| StoreError::Task {
             backend: self.backend,
-            message: e.to_string(),
+            source,
         })?
     }
 

@@ -533,7 +533,7 @@ async fn postgres_refuses_to_adopt_duplicate_keys() {
     );
     let err = Store::open(&db.url, MAX_SLOTS).unwrap_err();
     assert!(matches!(err, StoreError::Migration { .. }), "{err:?}");
-    assert!(err.to_string().contains("more than one row"), "{err}");
+    assert!(wa_supervisor::chain(&err).contains("more than one row"), "{err}");
     // The failed migration rolled back: both rows, original shape.
     let DatabaseUrl::Postgres(url) = &db.url else {
         unreachable!()

@@ -369,7 +369,7 @@ impl SessionActor {
                 let data_url = match crate::qr::Qr::new(&payload).and_then(|q| q.data_url()) {
                     Ok(url) => url,
                     Err(e) => {
-                        log::warn!("{} unrenderable QR payload: {e}", self.key);
+                        log::warn!("{} unrenderable QR payload: {}", self.key, chain(&e));
                         return;
                     }
                 };
