@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 D=deploy
 UNIT=$D/systemd/wa-supervisor.service
+CHECKS=scripts/deploy-checks # the Python checks this script runs
 SITE=$D/nginx/wa-supervisor.conf
 PY=/usr/bin/python3 # Debian's python, where python3-yaml / python3-seccomp install
 
@@ -194,25 +195,7 @@ sandbox_body() {
   local chromium=/usr/lib/chromium/chromium dir=$TMP/chromium pid
   mkdir -p "$dir"
   chown 65534:65534 "$dir"
-  cat >"$TMP/seccomp-exec.py" <<'PYEOF'
-import errno, json, os, sys
-import seccomp
-profile = json.load(open(sys.argv[1]))
-assert profile["defaultAction"] == "SCMP_ACT_ALLOW", "profile must be a deny list"
-flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-for rule in profile["syscalls"]:
-    assert rule["action"] == "SCMP_ACT_ERRNO", rule["action"]
-    for name in rule["names"]:
-        for banned in ("clone", "clone3", "unshare", "chroot", "seccomp", "prctl"):
-            assert name != banned, f"{name} is needed by Chromium's sandbox"
-        try:
-            flt.add_rule(seccomp.ERRNO(rule.get("errnoRet", errno.EPERM)), name)
-        except RuntimeError:
-            pass  # not a syscall on this architecture (Docker skips those too)
-flt.load()
-os.execvp(sys.argv[2], sys.argv[2:])
-PYEOF
-  setsid "$PY" "$TMP/seccomp-exec.py" "$D/chromium-seccomp.json" \
+  setsid "$PY" "$CHECKS/seccomp_exec.py" "$D/chromium-seccomp.json" \
     setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
     --bounding-set=-all --inh-caps=-all \
     env -i HOME="$dir" PATH=/usr/bin:/bin "$chromium" --headless=new --disable-gpu \
@@ -256,15 +239,7 @@ else
 fi
 
 seccomp_json() {
-  "$PY" - "$D/chromium-seccomp.json" <<'PYEOF'
-import json, sys
-p = json.load(open(sys.argv[1]))
-assert p["defaultAction"] == "SCMP_ACT_ALLOW"
-names = [n for r in p["syscalls"] for n in r["names"]]
-assert all(r["action"] in ("SCMP_ACT_ERRNO",) for r in p["syscalls"])
-assert "architectures" not in p and "archMap" not in p, "native architecture only"
-print(f"{len(names)} syscalls denied")
-PYEOF
+  "$PY" "$CHECKS/seccomp_profile.py" "$D/chromium-seccomp.json"
 }
 check "container: seccomp profile is valid" seccomp_json
 
@@ -324,44 +299,7 @@ nginx_test() {
 check "nginx: nginx -t on the site" nginx_test
 
 nginx_static() {
-  "$PY" - "$SITE" <<'PYEOF'
-import re, sys
-text = re.sub(r"#[^\n]*", "", open(sys.argv[1]).read())
-def block(start):
-    i = text.index(start)
-    depth, j = 0, text.index("{", i)
-    for k in range(j, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[k], 0)
-        if depth == 0:
-            return text[j:k]
-    raise ValueError(start)
-errors = []
-sse = block("location /api/events/")
-for want in ["proxy_buffering off;", "gzip off;", "proxy_cache off;"]:
-    if want not in sse: errors.append(f"/api/events/: missing {want}")
-m = re.search(r"proxy_read_timeout\s+(\d+)(s|m|h)?;", sse)
-secs = int(m.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)] if m else 0
-if secs < 300: errors.append("/api/events/: proxy_read_timeout must be long (>= 300s)")
-for want, why in [
-    (r"proxy_http_version\s+1\.1;", "HTTP/1.1 to the upstream"),
-    (r"proxy_set_header\s+Connection\s+\"\";", "keep-alive upstream connections"),
-    (r"return\s+301\s+https://", "HTTP -> HTTPS redirect"),
-    (r"listen\s+443\s+ssl", "TLS on 443"),
-    (r"ssl_certificate\s+/etc/letsencrypt/live/[^/]+/fullchain\.pem;", "certificate placeholder"),
-    (r"ssl_certificate_key\s+/etc/letsencrypt/live/[^/]+/privkey\.pem;", "key placeholder"),
-    (r"client_max_body_size\s+\d+[kKmM]?;", "a small body limit"),
-    (r"add_header\s+Strict-Transport-Security", "HSTS"),
-    (r"add_header\s+X-Content-Type-Options", "nosniff"),
-    (r"server\s+127\.0\.0\.1:8080;", "upstream 127.0.0.1:8080"),
-    (r"location\s+/\s*\{", "location /"),
-]:
-    if not re.search(want, text): errors.append(f"missing: {why}")
-if re.search(r"add_header\s+Content-Security-Policy", text):
-    errors.append("the site adds a Content-Security-Policy: the daemon sends its own, and two are both enforced (the console breaks)")
-if errors:
-    print("\n".join(errors)); sys.exit(1)
-print("SSE location unbuffered, TLS, redirect, headers, body limit")
-PYEOF
+  "$PY" "$CHECKS/nginx_site.py" "$SITE"
 }
 check "nginx: site has the SSE, TLS and header settings" nginx_static
 
@@ -377,33 +315,7 @@ ss = [socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
   nginx_prepare "$px" "$http" "$https" "$up"
-  cat >"$TMP/sse-stub.py" <<'PYEOF'
-import sys, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_GET(self):
-        if self.path.startswith("/api/events/"):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(b"event: session\ndata: {\"n\":1}\n\n"); self.wfile.flush()
-            time.sleep(3)
-            self.wfile.write(b"event: session\ndata: {\"n\":2}\n\n"); self.wfile.flush()
-            self.close_connection = True
-        else:
-            body = b'{"status":"ok"}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PYEOF
-  setsid "$PY" "$TMP/sse-stub.py" "$up" >"$px/logs/stub.log" 2>&1 </dev/null &
+  setsid "$PY" "$CHECKS/sse_stub.py" "$up" >"$px/logs/stub.log" 2>&1 </dev/null &
   track "$!"
   setsid /usr/sbin/nginx -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" -g 'daemon off;' \
     >"$px/logs/stdout.log" 2>&1 </dev/null &
@@ -453,59 +365,20 @@ check "nginx: live SSE through the site is unbuffered" nginx_live
 
 # ---- compose ------------------------------------------------------------------------------
 compose_check() {
-  "$PY" - "$D/compose.yaml" <<'PYEOF'
-import json, os, re, sys
-import yaml
-path = sys.argv[1]
-here = os.path.dirname(path)
-doc = yaml.safe_load(open(path))
-errors = []
-def need(cond, msg):
-    if not cond: errors.append(msg)
-def secs(v):
-    m = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", str(v or ""))
-    return int(m.group(1) or 0) * 60 + int(m.group(2) or 0) if m and v else 0
-svcs = doc.get("services") or {}
-need(set(svcs) >= {"postgres", "wa-supervisor"}, f"services: {sorted(svcs)}")
-pg = svcs.get("postgres") or {}
-wa = svcs.get("wa-supervisor") or {}
-need(str(pg.get("image", "")).startswith("postgres:15"), "postgres: image postgres:15")
-need("test" in (pg.get("healthcheck") or {}), "postgres: healthcheck")
-pg_vols = [str(v).split(":")[0] for v in pg.get("volumes") or []]
-named = set((doc.get("volumes") or {}).keys())
-need(any(v in named for v in pg_vols), "postgres: a named volume for its data")
-env = pg.get("environment") or {}
-need(all(k in env for k in ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD")), "postgres: user/db/password")
-build = wa.get("build") or {}
-df = os.path.normpath(os.path.join(here, build.get("context", "."), build.get("dockerfile", "Dockerfile")))
-need(os.path.isfile(df) and df.endswith("deploy/Dockerfile"), f"wa-supervisor: build dockerfile {df}")
-need(os.path.isfile(os.path.join(here, build.get("context", "."), "Cargo.toml")), "wa-supervisor: build context is the repo root")
-dep = (wa.get("depends_on") or {}).get("postgres") or {}
-need(dep.get("condition") == "service_healthy", "wa-supervisor: depends_on postgres service_healthy")
-wenv = wa.get("environment") or {}
-url = str(wenv.get("DATABASE_URL", ""))
-need(url.startswith("postgres://") and "@postgres:5432/" in url, f"wa-supervisor: DATABASE_URL -> postgres service ({url})")
-need(str(wenv.get("BIND_ADDR", "")).startswith("0.0.0.0:"), "wa-supervisor: BIND_ADDR 0.0.0.0")
-need(secs(wa.get("stop_grace_period")) >= 30, "wa-supervisor: stop_grace_period >= 30s")
-need("healthz" in json.dumps((wa.get("healthcheck") or {}).get("test")), "wa-supervisor: healthcheck on /healthz")
-mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in wa.get("volumes") or [] if ":" in str(v)}
-need({"/data", "/data/sessions"} <= set(mounts), f"wa-supervisor: volumes for /data and /data/sessions ({mounts})")
-need(all(src in named for src in mounts.values()), "wa-supervisor: volumes are declared at the top level")
-sec = [str(s) for s in wa.get("security_opt") or []]
-prof = [s.split("=", 1)[1] for s in sec if s.startswith("seccomp=")]
-need(prof and os.path.isfile(os.path.join(here, prof[0])), f"wa-supervisor: seccomp profile file ({sec})")
-need(not any(s.endswith("unconfined") and s.startswith("seccomp") for s in sec), "no seccomp=unconfined")
-ports = [str(p) for p in wa.get("ports") or []]
-need(all(p.startswith("127.0.0.1:") for p in ports), f"wa-supervisor: ports on loopback only ({ports})")
-need(not wa.get("privileged") and "SYS_ADMIN" not in (wa.get("cap_add") or []), "no privileged / SYS_ADMIN")
-need("shm_size" not in wa, "shm_size not needed (--disable-dev-shm-usage)")
-need(bool(wa.get("hostname")), "wa-supervisor: a stable hostname (Chromium's profile locks name the host)")
-if errors:
-    print("\n".join(errors)); sys.exit(1)
-print("postgres:15 + wa-supervisor, healthchecks, service_healthy, volumes, stop_grace_period, seccomp, hostname")
-PYEOF
+  "$PY" "$CHECKS/compose.py" "$D/compose.yaml"
 }
 check "compose: compose.yaml parses and has the expected services and keys" compose_check
+
+secrets_ignored() {
+  if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    echo "not a git checkout; .gitignore not checked"
+    return 0
+  fi
+  git check-ignore -q deploy/.env && git check-ignore -q deploy/wa-supervisor.env ||
+    { echo ".gitignore must ignore deploy/.env and deploy/wa-supervisor.env (they hold secrets)"; return 1; }
+  echo "deploy/.env and deploy/wa-supervisor.env are ignored"
+}
+check "compose: the secret files it writes are git-ignored" secrets_ignored
 
 # ---- Dockerfile ---------------------------------------------------------------------------
 dockerfile_check() {
