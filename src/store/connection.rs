@@ -55,17 +55,22 @@ impl Manager {
         })
     }
 
-    /// One connection with the session settings applied; the real driver error on failure.
+    /// One connection of the URL's backend; the real driver error on failure.
+    fn connect_raw(&self) -> Result<DbConnection, diesel::ConnectionError> {
+        Ok(if self.postgres {
+            DbConnection::Pg(PgConnection::establish(&self.target)?)
+        } else {
+            DbConnection::Sqlite(SqliteConnection::establish(&self.target)?)
+        })
+    }
+
+    /// One connection with the session settings applied (the first connection at boot: its
+    /// error is precise, where the pool would only report a timeout).
     pub(crate) fn establish(&self) -> Result<DbConnection, StoreError> {
-        let connect_err = |e: diesel::ConnectionError| StoreError::Connect {
+        let mut conn = self.connect_raw().map_err(|e| StoreError::Connect {
             backend: self.backend,
             source: Box::new(e),
-        };
-        let mut conn = if self.postgres {
-            DbConnection::Pg(PgConnection::establish(&self.target).map_err(connect_err)?)
-        } else {
-            DbConnection::Sqlite(SqliteConnection::establish(&self.target).map_err(connect_err)?)
-        };
+        })?;
         Settings
             .on_acquire(&mut conn)
             .map_err(|e| StoreError::Connect {
@@ -81,15 +86,7 @@ impl ManageConnection for Manager {
     type Error = r2d2::Error;
 
     fn connect(&self) -> Result<DbConnection, r2d2::Error> {
-        Ok(if self.postgres {
-            DbConnection::Pg(
-                PgConnection::establish(&self.target).map_err(r2d2::Error::ConnectionError)?,
-            )
-        } else {
-            DbConnection::Sqlite(
-                SqliteConnection::establish(&self.target).map_err(r2d2::Error::ConnectionError)?,
-            )
-        })
+        self.connect_raw().map_err(r2d2::Error::ConnectionError)
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {

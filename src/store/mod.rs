@@ -366,35 +366,31 @@ fn upsert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {
     let user = row.key.user_id().as_str();
     let slot = slot_value(&row.key);
     let restarts = i32::try_from(row.restarts).unwrap_or(i32::MAX);
+    // The columns an update writes; an insert writes them plus the key and `created_ms`.
+    let changes = (
+        whatsapp_bots::is_connected.eq(row.is_connected),
+        whatsapp_bots::connected_number.eq(row.connected_number.as_deref()),
+        whatsapp_bots::state.eq(row.state.as_str()),
+        whatsapp_bots::intent.eq(row.intent.as_str()),
+        whatsapp_bots::restarts.eq(restarts),
+        whatsapp_bots::last_error.eq(row.last_error.as_deref()),
+        whatsapp_bots::updated_ms.eq(row.updated_ms),
+    );
     conn.transaction(|conn| {
         let updated = diesel::update(
             whatsapp_bots::table
                 .filter(whatsapp_bots::user_id.eq(user))
                 .filter(whatsapp_bots::slot.eq(slot)),
         )
-        .set((
-            whatsapp_bots::is_connected.eq(row.is_connected),
-            whatsapp_bots::connected_number.eq(row.connected_number.as_deref()),
-            whatsapp_bots::state.eq(row.state.as_str()),
-            whatsapp_bots::intent.eq(row.intent.as_str()),
-            whatsapp_bots::restarts.eq(restarts),
-            whatsapp_bots::last_error.eq(row.last_error.as_deref()),
-            whatsapp_bots::updated_ms.eq(row.updated_ms),
-        ))
+        .set(changes)
         .execute(conn)?;
         if updated == 0 {
             diesel::insert_into(whatsapp_bots::table)
                 .values((
                     whatsapp_bots::user_id.eq(user),
                     whatsapp_bots::slot.eq(slot),
-                    whatsapp_bots::is_connected.eq(row.is_connected),
-                    whatsapp_bots::connected_number.eq(row.connected_number.as_deref()),
-                    whatsapp_bots::state.eq(row.state.as_str()),
-                    whatsapp_bots::intent.eq(row.intent.as_str()),
-                    whatsapp_bots::restarts.eq(restarts),
-                    whatsapp_bots::last_error.eq(row.last_error.as_deref()),
                     whatsapp_bots::created_ms.eq(row.created_ms),
-                    whatsapp_bots::updated_ms.eq(row.updated_ms),
+                    changes,
                 ))
                 .execute(conn)?;
         }
