@@ -41,38 +41,19 @@ async fn browser_pid(t: &TestApp, user: &str) -> u32 {
         .unwrap() as u32
 }
 
-/// Resident set size in bytes (`VmRSS`); shared pages count once per process.
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// (processes, PSS MiB, RSS MiB) of a browser and every process in its group (zygotes,
 /// renderers, utilities).
 fn tree_memory(root_pid: u32) -> (usize, f64, f64) {
-    let pids: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit_once(')')
-                    .and_then(|(_, r)| r.split_whitespace().nth(2)?.parse::<u32>().ok())
-                    == Some(root_pid)
-            })
-        })
+    use wa_supervisor::procfs;
+    let pids: Vec<u32> = procfs::pids()
+        .filter(|pid| procfs::pgrp(*pid) == Some(root_pid))
         .collect();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let pss = pids
         .iter()
         .map(|p| wa_supervisor::procfs::pss_bytes(*p))
         .sum();
-    let rss = pids.iter().map(|p| rss_bytes(*p)).sum();
+    let rss = pids.iter().map(|p| procfs::rss_bytes(*p)).sum();
     (pids.len(), mib(pss), mib(rss))
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validates deploy/ (SPEC §11) without Docker or a running systemd: the systemd unit
+# Validates deploy/ without Docker or a running systemd: the systemd unit
 # (systemd-analyze verify + security, required/forbidden options), Chromium's sandbox under the
 # unit's privilege settings and the container seccomp profile, the nginx site (nginx -t, then a
 # real SSE round trip through it on loopback), compose.yaml, the Dockerfile, env.example against

@@ -1,4 +1,4 @@
-//! One typed [`Settings`], read from environment variables, each also a CLI flag (SPEC §10).
+//! One typed [`Settings`], read from environment variables, each also a CLI flag.
 //!
 //! Nothing else in the crate reads the environment. Defaults make `wa-supervisor` with no
 //! arguments run on a fresh machine, with everything under `./data/`.

@@ -2,14 +2,23 @@
 //! Chromium per `(userId, slot)`.
 //!
 //! # Layout
-//! - [`domain`]: `UserId`, `Slot`, `SessionKey`, `SessionState` — the only way to name a session.
+//! docs/ARCHITECTURE.md describes how these fit together.
+//! - [`domain`]: `UserId`, `Slot`, `SessionKey`, `SessionState` and its transition table — the only
+//!   way to name a session.
 //! - [`config`]: the typed `Settings` (env vars, each also a CLI flag).
 //! - [`startup`]: `Application::build(settings)` — folders, store, actors, HTTP listener.
-//! - [`actors`]: the session actor (one per key, supervised) and its messages.
-//! - [`browser`]: the Chromium process, the profile lock, the WhatsApp page protocol.
-//! - [`qr`]: payload → PNG / SVG / text.
-//! - [`http`]: routes and errors.
+//! - [`actors`]: the registry (key → actor, global limits) and the session actor (state machine,
+//!   supervision, its row).
+//! - [`browser`]: the browser seam and Chromium behind it: process group, DevTools pipe, profile
+//!   lock, the WhatsApp page protocol.
+//! - [`auth`]: principals, tokens, SSE tickets, the boot-time credentials file, Stack Auth JWKS.
+//! - [`http`]: routes, extractors, the one error table, SSE, OpenAPI, the console.
 //! - [`store`]: diesel schema, queries, embedded migrations (SQLite and PostgreSQL).
+//! - [`files`]: private folders and files, no symlinks followed.
+//! - [`procfs`]: what the daemon reads from `/proc`.
+//! - [`metrics`]: counters and histograms for `/metrics`.
+//! - [`qr`]: payload → PNG / SVG / text.
+//! - [`import`]: `import-sessions`, adopting legacy profile folders.
 
 pub mod actors;
 pub mod auth;

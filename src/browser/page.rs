@@ -1,4 +1,4 @@
-//! The WhatsApp Web page protocol (SPEC §4): what the daemon reads from the page.
+//! The WhatsApp Web page protocol: what the daemon reads from the page.
 //!
 //! Push first: a script injected into every document watches the DOM and `localStorage` and
 //! reports each change of its snapshot through a CDP binding. A slow poll
@@ -142,7 +142,8 @@ impl WaPage {
         let handler_key = log_key.clone();
         let handler = tokio::spawn(async move {
             // Leave on the first real error (the socket closes when the browser dies): a handler
-            // that keeps polling a dead socket makes every later call hang (NOTES-stack).
+            // that keeps polling a dead socket makes every later call hang, one that stops
+            // makes them fail at once.
             while let Some(event) = handler.next().await {
                 match event {
                     Ok(()) | Err(CdpError::InvalidMessage(..)) => {}

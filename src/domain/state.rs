@@ -1,7 +1,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Where a session is in its life (SPEC §5).
+/// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
@@ -125,7 +125,7 @@ impl FromStr for SessionState {
     }
 }
 
-/// What the operator last asked for; restored on boot (SPEC §7).
+/// What the operator last asked for; restored on boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Intent {

@@ -1,5 +1,5 @@
 //! The one error type of the HTTP API: every refusal is `{ "error": <code>, "message": <sentence> }`
-//! with the status from one exhaustive table (SPEC §6). A 500 never carries internals; the cause
+//! with the status from one exhaustive table. A 500 never carries internals; the cause
 //! is logged once, here.
 
 use actix_web::http::{header, StatusCode};

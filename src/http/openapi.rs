@@ -197,7 +197,7 @@ pub struct Readiness {
     chromium: String,
 }
 
-// The error responses the annotations list: each a status, its codes and headers (SPEC §6).
+// The error responses the annotations list: each a status, its codes and headers.
 // They describe `ApiError` replies and are never built.
 
 /// `invalid_user_id`: the user id in the path is not one.

@@ -1,4 +1,4 @@
-//! Persistence (SPEC §9): the `whatsapp_bots` row of every session key and the `session_events`
+//! Persistence: the `whatsapp_bots` row of every session key and the `session_events`
 //! audit trail, on SQLite (default, embedded) or PostgreSQL (`DATABASE_URL=postgres://…`).
 //!
 //! Owns the diesel schema, the connection pool and the embedded migrations (run by

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// Parsed `DATABASE_URL` (SPEC §9).
+/// Parsed `DATABASE_URL`.
 ///
 /// `postgres://…` or `postgresql://…` is PostgreSQL (kept verbatim for libpq); `sqlite://PATH`,
 /// `sqlite:PATH` or a plain path is a SQLite file. Anything else is refused with a one-line reason.

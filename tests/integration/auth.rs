@@ -1,4 +1,4 @@
-//! Authentication and authorization (SPEC §8), driving `Auth` directly against a stand-in
+//! Authentication and authorization, driving `Auth` directly against a stand-in
 //! Stack Auth project (tests/support/jwt.rs).
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,4 +1,4 @@
-//! Supervision and lifecycle (SPEC §7) with real processes: kill -9 a real Chromium, SIGTERM and
+//! Supervision and lifecycle with real processes: kill -9 a real Chromium, SIGTERM and
 //! SIGKILL a real daemon binary, boot restores, locks, limits.
 
 use std::collections::HashMap;
@@ -323,7 +323,7 @@ async fn limits_max_sessions_start_rate_and_qr_timeout() {
 #[actix_web::test]
 async fn stale_chromium_locks_are_cleared_only_when_their_owner_is_provably_gone() {
     let t = spawn_app(opts(), &[]).await;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = wa_supervisor::procfs::hostname();
     let (a, b) = (uuid_like(0x56), uuid_like(0x57));
     let (pa, pb) = (
         t.sessions_dir().join(format!("{a}-slot1")),

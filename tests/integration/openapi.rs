@@ -161,7 +161,7 @@ async fn documented_security_and_errors_match_the_app() {
         .collect();
     assert_eq!(required, ["error", "message"].into());
 
-    // Every error code of SPEC §6 on the operations that can return it.
+    // Every error code of the API on the operations that can return it.
     let text = |method: &str, path: &str, status: &str| {
         doc["paths"][path][method]["responses"][status].to_string()
     };

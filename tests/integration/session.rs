@@ -1,4 +1,4 @@
-//! The session actor against real Chromium and the stand-in WhatsApp Web page (SPEC §4, §5).
+//! The session actor against real Chromium and the stand-in WhatsApp Web page.
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The store (SPEC §9), one suite run against both backends.
+//! The store, one suite run against both backends.
 //!
 //! Each test in `both_backends!` runs twice: `sqlite::<name>` on a temp file and
 //! `postgres::<name>` on a fresh database `wa_test_<pid>_<random>` created on the server at
@@ -533,7 +533,10 @@ async fn postgres_refuses_to_adopt_duplicate_keys() {
     );
     let err = Store::open(&db.url, MAX_SLOTS).unwrap_err();
     assert!(matches!(err, StoreError::Migration { .. }), "{err:?}");
-    assert!(wa_supervisor::chain(&err).contains("more than one row"), "{err}");
+    assert!(
+        wa_supervisor::chain(&err).contains("more than one row"),
+        "{err}"
+    );
     // The failed migration rolled back: both rows, original shape.
     let DatabaseUrl::Postgres(url) = &db.url else {
         unreachable!()

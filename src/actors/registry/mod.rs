@@ -220,7 +220,10 @@ impl Registry {
                 let (store, row, key) = (self.env.store.clone(), row.clone(), key.clone());
                 actix::spawn(async move {
                     if let Err(e) = store.save_session(row).await {
-                        log::error!("{key} could not write to the database: {}", crate::chain(&e));
+                        log::error!(
+                            "{key} could not write to the database: {}",
+                            crate::chain(&e)
+                        );
                     }
                 });
             }

@@ -1,4 +1,4 @@
-//! The session as the API and the events show it (SPEC §6).
+//! The session as the API and the events show it.
 
 use std::sync::Arc;
 

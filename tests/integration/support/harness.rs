@@ -340,42 +340,22 @@ pub fn exists(p: &Path) -> bool {
 /// another such process (a helper forked before its exec still carries the browser's command
 /// line, e.g. the crash handler, which starts its own session).
 pub fn browsers_on(profile: &Path) -> Vec<u32> {
-    let matching = processes_on(profile);
+    use wa_supervisor::procfs;
+    let want = format!("--user-data-dir={}", profile.display());
+    let matching: Vec<u32> = procfs::pids()
+        .filter(|pid| {
+            let args = procfs::cmdline(*pid);
+            args.iter().any(|a| a == want.as_bytes())
+                && !args.iter().any(|a| a.starts_with(b"--type="))
+        })
+        .collect();
     matching
         .iter()
         .copied()
         .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // "pid (comm) state ppid pgrp …": comm may hold spaces; split after the last ')'.
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let (state, ppid, pgrp) = (
-                fields[0],
-                fields[1].parse().unwrap_or(0),
-                fields[2].parse().unwrap_or(0),
-            );
-            state != "Z" && state != "X" && pgrp == *pid && !matching.contains(&ppid)
-        })
-        .collect()
-}
-
-fn processes_on(profile: &Path) -> Vec<u32> {
-    let want = format!("--user-data-dir={}", profile.display());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                return false;
-            };
-            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            args.contains(&want.as_bytes()) && !args.iter().any(|a| a.starts_with(b"--type="))
+            procfs::alive(*pid)
+                && procfs::pgrp(*pid) == Some(*pid)
+                && !procfs::ppid(*pid).is_some_and(|p| matching.contains(&p))
         })
         .collect()
 }

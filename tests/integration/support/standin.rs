@@ -1,4 +1,4 @@
-//! Stand-in for WhatsApp Web, served on loopback for integration tests (SPEC §4).
+//! Stand-in for WhatsApp Web, served on loopback for integration tests.
 //!
 //! Signals exposed by `GET /` (same as the real site):
 //! - QR waiting: `<div data-ref="2@…,…,…,…"><canvas></canvas></div>`. The payload rotates every
