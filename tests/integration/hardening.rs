@@ -27,27 +27,9 @@ fn slow() -> StandInOptions {
     }
 }
 
-async fn start(t: &TestApp, user: &str, slot: u16) -> u16 {
-    t.post(&format!("/api/start/{user}/{slot}"), SERVICE_TOKEN)
-        .await
-        .status
-}
-
-async fn wait_state(t: &TestApp, user: &str, slot: u16, limit: Duration, want: &str) -> Value {
-    t.wait_json(
-        &format!("/api/status/{user}/{slot}"),
-        SERVICE_TOKEN,
-        limit,
-        want,
-        |s| s["state"] == want,
-    )
-    .await
-}
-
 async fn stop_all(t: &TestApp, keys: &[(&str, u16)]) {
     for (user, slot) in keys {
-        t.post(&format!("/api/stop/{user}/{slot}"), SERVICE_TOKEN)
-            .await;
+        t.stop(user, *slot).await;
     }
     t.assert_no_browsers_left().await;
 }
@@ -73,10 +55,10 @@ fn listening_sockets_in_browser_trees(root: &std::path::Path) -> Vec<(u32, u64)>
 async fn no_process_of_a_browser_tree_listens_on_tcp() {
     let t = spawn_app(slow(), &[]).await;
     let (a, b) = (uuid_like(0x901), uuid_like(0x902));
-    assert_eq!(start(&t, &a, 1).await, 202);
-    assert_eq!(start(&t, &b, 1).await, 202);
-    wait_state(&t, &a, 1, LAUNCH, "qr").await;
-    wait_state(&t, &b, 1, LAUNCH, "qr").await;
+    assert_eq!(t.start(&a, 1).await, 202);
+    assert_eq!(t.start(&b, 1).await, 202);
+    t.wait_state(&a, 1, "qr", LAUNCH).await;
+    t.wait_state(&b, 1, "qr", LAUNCH).await;
 
     let root = t.sessions_dir();
     let tree = browser_tree_pids(&root);
@@ -177,8 +159,8 @@ async fn a_user_at_every_limit_leaves_other_users_untouched() {
     let (a, b) = (uuid_like(0x904), uuid_like(0x905));
 
     // Browsers not linked yet: two, then 429 with Retry-After, for A only.
-    assert_eq!(start(&t, &a, 1).await, 202);
-    assert_eq!(start(&t, &a, 2).await, 202);
+    assert_eq!(t.start(&a, 1).await, 202);
+    assert_eq!(t.start(&a, 2).await, 202);
     let refused = t.post(&format!("/api/start/{a}/3"), SERVICE_TOKEN).await;
     assert_eq!(refused.status, 429, "{refused:?}");
     assert_eq!(refused.json["error"], "too_many_pending");
@@ -190,16 +172,16 @@ async fn a_user_at_every_limit_leaves_other_users_untouched() {
         404,
         "no side effect"
     );
-    assert_eq!(start(&t, &b, 1).await, 202, "B is not limited by A");
+    assert_eq!(t.start(&b, 1).await, 202, "B is not limited by A");
 
     // A linked session does not count: link slot 1, and slot 3 may start.
-    let s = wait_state(&t, &a, 1, LAUNCH, "qr").await;
+    let s = t.wait_state(&a, 1, "qr", LAUNCH).await;
     t.standin
         .scan(s["qr"]["payload"].as_str().unwrap(), "4915100000904")
         .await
         .unwrap();
-    wait_state(&t, &a, 1, QUICK, "connected").await;
-    assert_eq!(start(&t, &a, 3).await, 202);
+    t.wait_state(&a, 1, "connected", QUICK).await;
+    assert_eq!(t.start(&a, 3).await, 202);
 
     // SSE tickets: A's limit is A's alone.
     let max_tickets = wa_supervisor::auth::MAX_OPEN_TICKETS_PER_USER;
@@ -461,8 +443,8 @@ async fn cors_origins_with_spaces_work() {
 async fn a_crashed_browsers_whole_group_is_gone_before_the_relaunch() {
     let t = spawn_app(slow(), &["--restart-backoff-ms", "1"]).await;
     let user = uuid_like(0x90a);
-    assert_eq!(start(&t, &user, 1).await, 202);
-    wait_state(&t, &user, 1, LAUNCH, "qr").await;
+    assert_eq!(t.start(&user, 1).await, 202);
+    t.wait_state(&user, 1, "qr", LAUNCH).await;
     let profile = t.sessions_dir().join(format!("{user}-slot1"));
     let main = browsers_on(&profile)[0];
     // A member of the browser's group that will not leave on its own (Chromium's helpers usually
@@ -552,12 +534,12 @@ async fn boot_reaping_spares_browsers_of_a_sibling_folder() {
 async fn a_failed_session_is_not_restored_at_the_next_boot() {
     let t = spawn_app(slow(), &["--restart-backoff-ms", "1", "--max-crashes", "0"]).await;
     let user = uuid_like(0x90b);
-    assert_eq!(start(&t, &user, 1).await, 202);
-    wait_state(&t, &user, 1, LAUNCH, "qr").await;
+    assert_eq!(t.start(&user, 1).await, 202);
+    t.wait_state(&user, 1, "qr", LAUNCH).await;
     let profile = t.sessions_dir().join(format!("{user}-slot1"));
     // SAFETY: plain syscall on the browser under test.
     unsafe { libc::kill(browsers_on(&profile)[0] as i32, libc::SIGKILL) };
-    wait_state(&t, &user, 1, QUICK, "failed").await;
+    t.wait_state(&user, 1, "failed", QUICK).await;
     let store = t.store().clone();
     let k = key(&user, 1);
     let row = async {
@@ -599,7 +581,7 @@ async fn an_expired_qr_is_withdrawn_from_status_and_events() {
         .send()
         .await
         .unwrap();
-    assert_eq!(start(&t, &user, 1).await, 202);
+    assert_eq!(t.start(&user, 1).await, 202);
     // Collect events until a second, different payload shows up.
     let mut text = String::new();
     let mut payloads: Vec<Option<String>> = Vec::new();
@@ -725,7 +707,7 @@ async fn an_unreachable_page_is_reported_with_its_network_error_and_retried() {
     .await;
     let user = uuid_like(0x914);
     let started = Instant::now();
-    assert_eq!(start(&t, &user, 1).await, 202);
+    assert_eq!(t.start(&user, 1).await, 202);
     let s = t
         .wait_json(
             &format!("/api/status/{user}/1"),
