@@ -12,16 +12,22 @@ pub fn pids() -> impl Iterator<Item = u32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
 }
 
-/// The process's arguments (empty when unreadable).
-pub fn cmdline(pid: u32) -> Vec<Vec<u8>> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmd| {
-            cmd.split(|b| *b == 0)
+/// The entries of a NUL-separated `/proc` file (empty when unreadable).
+fn nul_separated(path: String) -> Vec<Vec<u8>> {
+    std::fs::read(path)
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
                 .map(<[u8]>::to_vec)
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The process's arguments (empty when unreadable).
+pub fn cmdline(pid: u32) -> Vec<Vec<u8>> {
+    nul_separated(format!("/proc/{pid}/cmdline"))
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name: `state ppid pgrp …` (the name may
@@ -52,14 +58,7 @@ pub fn pgrp(pid: u32) -> Option<u32> {
 
 /// The process's environment as `NAME=value` entries.
 pub fn environ(pid: u32) -> Vec<Vec<u8>> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| {
-            env.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect()
-        })
-        .unwrap_or_default()
+    nul_separated(format!("/proc/{pid}/environ"))
 }
 
 /// Proportional set size in bytes (`smaps_rollup`), 0 when unreadable.

@@ -94,6 +94,12 @@ struct ChromiumBrowser {
     lock: FolderLock,
 }
 
+impl ChromiumBrowser {
+    fn into_parts(self: Box<Self>) -> (WaPage, BrowserProcess, FolderLock) {
+        (self.page, self.process, self.lock)
+    }
+}
+
 impl Browser for ChromiumBrowser {
     fn pid(&self) -> Option<u32> {
         Some(self.process.pid())
@@ -114,12 +120,7 @@ impl Browser for ChromiumBrowser {
     }
 
     fn close(self: Box<Self>, grace: Duration) -> BoxFuture<()> {
-        let ChromiumBrowser {
-            page,
-            process,
-            lock,
-            ..
-        } = *self;
+        let (page, process, lock) = self.into_parts();
         Box::pin(async move {
             page.close().await;
             process.finish(grace).await;
@@ -128,12 +129,7 @@ impl Browser for ChromiumBrowser {
     }
 
     fn discard(self: Box<Self>) -> BoxFuture<()> {
-        let ChromiumBrowser {
-            page,
-            process,
-            lock,
-            ..
-        } = *self;
+        let (page, process, lock) = self.into_parts();
         Box::pin(async move {
             drop(page);
             // The main process is gone; helpers may linger: kill the group and wait for it.

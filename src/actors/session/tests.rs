@@ -240,6 +240,15 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Starts the session, lets its browser come up and show the QR code `2@<payload>`.
+    async fn start_showing_qr(&mut self, payload: &str) -> Handle {
+        self.start().await;
+        let (_, browser) = self.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(qr(payload));
+        self.state(SessionState::Qr, Duration::from_secs(1)).await;
+        browser
+    }
+
     /// The next launch, or `None` if none comes within `limit` (of paused time).
     async fn next_launch(&mut self, limit: Duration) -> Option<(Instant, Handle)> {
         tokio::time::timeout(limit, self.launches.recv())
@@ -362,10 +371,7 @@ fn crashes_spread_over_more_than_the_window_never_fail() {
 fn an_unscanned_qr_closes_the_browser_at_the_timeout_and_not_before() {
     paused(|| async {
         let mut f = Fixture::new();
-        f.start().await;
-        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
-        browser.show(qr("a"));
-        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        let browser = f.start_showing_qr("a").await;
         let shown = Instant::now();
         // Rotation does not re-arm the timeout.
         tokio::time::sleep(Duration::from_secs(100)).await;
@@ -391,10 +397,7 @@ fn an_unscanned_qr_closes_the_browser_at_the_timeout_and_not_before() {
 fn linking_disarms_the_qr_timeout() {
     paused(|| async {
         let mut f = Fixture::new();
-        f.start().await;
-        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
-        browser.show(qr("a"));
-        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        let browser = f.start_showing_qr("a").await;
         browser.show(Observation::Connected("4915100000001".into()));
         f.state(SessionState::Connected, Duration::from_secs(1))
             .await;
@@ -427,10 +430,7 @@ fn a_page_that_never_becomes_ready_counts_as_a_crash() {
 fn an_expired_qr_is_withdrawn_and_the_page_asked_for_a_new_one() {
     paused(|| async {
         let mut f = Fixture::new();
-        f.start().await;
-        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
-        browser.show(qr("a"));
-        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        let browser = f.start_showing_qr("a").await;
         browser.show(Observation::QrExpired);
         let s = f
             .state(SessionState::Starting, Duration::from_secs(1))
