@@ -162,6 +162,16 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub page_ready_timeout_secs: u64,
 
+    /// The WA-JS file injected into every page (default `<DATA_DIR>/wa-js/wppconnect-wa.js`, where
+    /// `scripts/fetch-wa-js.sh` installs the pinned release). Missing: DOM signals only.
+    #[arg(long, env = "WA_JS_PATH", value_name = "WA_JS_PATH")]
+    pub wa_js_path: Option<PathBuf>,
+
+    /// SHA-256 (hex) the WA-JS file must have, instead of the built-in pin (to use another
+    /// release without a rebuild; docs/wa-js.md).
+    #[arg(long, env = "WA_JS_SHA256", value_name = "WA_JS_SHA256", value_parser = parse_sha256)]
+    pub wa_js_sha256: Option<String>,
+
     /// Seconds a QR may wait for a scan before the browser is closed.
     #[arg(long, env = "QR_TIMEOUT_SECS", value_name = "QR_TIMEOUT_SECS", default_value_t = 180,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -252,6 +262,12 @@ impl Settings {
             .unwrap_or_else(|| DatabaseUrl::Sqlite(self.data_dir.join("wa-supervisor.db")))
     }
 
+    pub fn wa_js_path(&self) -> PathBuf {
+        self.wa_js_path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("wa-js").join("wppconnect-wa.js"))
+    }
+
     pub fn supervision(&self) -> Supervision {
         Supervision {
             backoff_first: Duration::from_millis(self.restart_backoff_ms),
@@ -338,6 +354,15 @@ fn parse_origin(raw: &str) -> Result<String, String> {
         Err(format!(
             "{origin:?} is not an origin (scheme://host[:port], no path or trailing slash)"
         ))
+    }
+}
+
+fn parse_sha256(raw: &str) -> Result<String, String> {
+    let hex = raw.trim().to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err("expected 64 hex digits".to_owned())
     }
 }
 

@@ -43,6 +43,8 @@ pub enum StartupError {
     Database { url: String, source: StoreError },
     #[error("{0}")]
     Auth(AuthSetupError),
+    #[error("WA-JS")]
+    WaJs(#[from] crate::browser::wajs::WaJsError),
     #[error("BIND_ADDR {addr}")]
     Bind {
         addr: String,
@@ -90,7 +92,18 @@ impl Application {
         }
         let (events, _) = broadcast::channel(1024);
         let metrics = Arc::new(Metrics::default());
+        let wa_js =
+            crate::browser::wajs::load(&settings.wa_js_path(), settings.wa_js_sha256.as_deref())?;
+        match &wa_js {
+            Some(w) => log::info!("WA-JS {} ({}, sha256 {})", w.version, w.path.display(), w.sha256),
+            None => log::warn!(
+                "no WA-JS at {} (scripts/fetch-wa-js.sh installs it): sessions use the DOM signals only",
+                settings.wa_js_path().display()
+            ),
+        }
+        let wa_js_info = wa_js.as_ref().map(|w| w.info());
         let launcher = ChromiumLauncher {
+            wa_js,
             executable: chromium,
             page: PageConfig {
                 url: settings.whatsapp_url.clone(),
@@ -104,6 +117,7 @@ impl Application {
         let env = Arc::new(SessionEnv {
             sessions,
             launcher: Arc::new(launcher),
+            wa_js: wa_js_info,
             qr_timeout: settings.qr_timeout(),
             page_ready_timeout: Duration::from_secs(settings.page_ready_timeout_secs),
             close_grace: Duration::from_secs(5),

@@ -7,13 +7,18 @@ use std::time::Duration;
 use super::page::{PageProbe, WaPage};
 use super::process::{BrowserProcess, LaunchSpec};
 use super::profile::{clear_stale_singleton, FolderLock};
-use super::{BoxFuture, Browser, BrowserError, Launcher, Observation, ObservationSink, PageConfig};
+use super::{
+    BoxFuture, Browser, BrowserError, Command, Launcher, Observation, ObservationSink, PageConfig,
+    Source,
+};
 
 /// Launches Chromium with the configured page.
 pub struct ChromiumLauncher {
     /// The binary found at boot, or why none was.
     pub executable: Result<PathBuf, String>,
     pub page: PageConfig,
+    /// Injected into every page before WhatsApp Web's own scripts; `None`: DOM signals only.
+    pub wa_js: Option<super::wajs::WaJs>,
     /// From spawn to a page that answers on DevTools.
     pub startup_timeout: Duration,
 }
@@ -27,6 +32,7 @@ impl Launcher for ChromiumLauncher {
     ) -> BoxFuture<Result<Box<dyn Browser>, BrowserError>> {
         let executable = self.executable.clone();
         let page = self.page.clone();
+        let wa_js = self.wa_js.as_ref().map(|w| w.source.clone());
         let startup_timeout = self.startup_timeout;
         Box::pin(async move {
             let executable = executable.map_err(BrowserError::NotFound)?;
@@ -41,8 +47,10 @@ impl Launcher for ChromiumLauncher {
                 log_key,
                 startup_timeout,
             };
-            let (process, page) = launch(&spec, page, on_change).await?;
+            let has_bridge = wa_js.is_some();
+            let (process, page) = launch(&spec, page, wa_js, on_change).await?;
             Ok(Box::new(ChromiumBrowser {
+                has_bridge,
                 probe: page.probe(),
                 page,
                 process,
@@ -66,13 +74,14 @@ impl Launcher for ChromiumLauncher {
 async fn launch(
     spec: &LaunchSpec,
     page: PageConfig,
+    wa_js: Option<std::sync::Arc<str>>,
     on_change: ObservationSink,
 ) -> Result<(BrowserProcess, WaPage), BrowserError> {
     let (process, ws) = BrowserProcess::spawn(spec).await?;
     let opened = tokio::select! {
         opened = tokio::time::timeout(
             spec.startup_timeout,
-            WaPage::open(&ws, page, spec.log_key.clone(), on_change),
+            WaPage::open(&ws, page, wa_js, spec.log_key.clone(), on_change),
         ) => opened.unwrap_or(Err(BrowserError::StartTimeout(spec.startup_timeout))),
         report = process.exited() => Err(BrowserError::ExitedEarly(report)),
     };
@@ -87,6 +96,7 @@ async fn launch(
 
 /// A running Chromium: its page, its process group, its profile lock.
 struct ChromiumBrowser {
+    has_bridge: bool,
     page: WaPage,
     probe: PageProbe,
     process: BrowserProcess,
@@ -109,14 +119,28 @@ impl Browser for ChromiumBrowser {
         Box::pin(self.process.exited())
     }
 
-    fn observe(&self) -> BoxFuture<Result<Observation, BrowserError>> {
-        let probe = self.probe.clone();
-        Box::pin(async move { probe.observe().await })
+    fn has_bridge(&self) -> bool {
+        self.has_bridge
     }
 
-    fn click_reload(&self) -> BoxFuture<Result<(), BrowserError>> {
+    fn observe(&self, source: Source) -> BoxFuture<Result<Observation, BrowserError>> {
         let probe = self.probe.clone();
-        Box::pin(async move { probe.click_reload().await })
+        Box::pin(async move { probe.observe(source).await })
+    }
+
+    fn refresh_qr(&self, source: Source) -> BoxFuture<Result<(), BrowserError>> {
+        let probe = self.probe.clone();
+        Box::pin(async move {
+            match source {
+                Source::Dom => probe.click_reload().await,
+                Source::Bridge => probe.command(Command::RefreshQr).await.map(drop),
+            }
+        })
+    }
+
+    fn command(&self, command: Command) -> BoxFuture<Result<serde_json::Value, BrowserError>> {
+        let probe = self.probe.clone();
+        Box::pin(async move { probe.command(command).await })
     }
 
     fn close(self: Box<Self>, grace: Duration) -> BoxFuture<()> {

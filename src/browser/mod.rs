@@ -7,19 +7,22 @@
 //! The daemon launches Chromium itself (not chromiumoxide's `Browser::launch`) so it controls the
 //! process group and the parent-death signal: a SIGKILLed daemon leaves no browser behind.
 
+pub mod bridge;
 pub mod chromium;
 pub mod devtools;
 pub mod page;
 pub mod process;
 pub mod profile;
+pub mod wajs;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use bridge::Command;
 pub use chromium::ChromiumLauncher;
-pub use page::{Observation, PageConfig};
+pub use page::{Observation, PageConfig, Source};
 pub use process::{BrowserProcess, LaunchSpec};
 pub use profile::FolderLock;
 
@@ -29,8 +32,9 @@ const CHROMIUM_NAMES: [&str; 4] = ["chromium", "chromium-browser", "google-chrom
 /// A boxed future, as the seam's methods return (they are called through `dyn`).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Where the page's observations go (the session actor's mailbox).
-pub type ObservationSink = Box<dyn Fn(Observation) + Send + Sync + 'static>;
+/// Where the page's observations go (the session actor's mailbox), with the watcher that saw
+/// each.
+pub type ObservationSink = Box<dyn Fn(Source, Observation) + Send + Sync + 'static>;
 
 /// Starts browsers for sessions.
 pub trait Launcher: Send + Sync + 'static {
@@ -53,10 +57,15 @@ pub trait Browser: Send + 'static {
     fn pid(&self) -> Option<u32>;
     /// Resolves when the browser has exited (at once if it already has), with how it ended.
     fn exited(&self) -> BoxFuture<String>;
-    /// Reads the page now (the safety-net poll beside the pushed observations).
-    fn observe(&self) -> BoxFuture<Result<Observation, BrowserError>>;
-    /// Clicks the page's "reload QR code" button.
-    fn click_reload(&self) -> BoxFuture<Result<(), BrowserError>>;
+    /// Whether WA-JS was injected into the page (else only the DOM watcher runs).
+    fn has_bridge(&self) -> bool;
+    /// Reads the page now as `source` sees it (the safety-net poll beside the pushed observations).
+    fn observe(&self, source: Source) -> BoxFuture<Result<Observation, BrowserError>>;
+    /// Asks for new QR codes once the page stopped offering them: through WA-JS, or by clicking
+    /// the page's reload button.
+    fn refresh_qr(&self, source: Source) -> BoxFuture<Result<(), BrowserError>>;
+    /// Runs a WA-JS command (one at a time per browser, with a timeout); its JSON answer.
+    fn command(&self, command: Command) -> BoxFuture<Result<serde_json::Value, BrowserError>>;
     /// Orderly close (the profile is flushed): resolves once the browser is gone and its
     /// profile is free; killed after `grace`.
     fn close(self: Box<Self>, grace: Duration) -> BoxFuture<()>;
@@ -97,6 +106,9 @@ pub enum BrowserError {
     ProfileInUse(String),
     #[error("DevTools call {0} timed out")]
     Timeout(&'static str),
+    /// A WA-JS command answered with an error.
+    #[error("WA-JS {what} failed: {message}")]
+    Command { what: &'static str, message: String },
     /// The page could not be loaded at all (DNS, refused connection, proxy error).
     #[error("cannot load {url}: {error}")]
     Navigation { url: String, error: String },

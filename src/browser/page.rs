@@ -44,10 +44,29 @@ pub enum Observation {
     Loading,
     /// A QR code with this payload.
     Qr(String),
-    /// The page stopped offering codes; its reload button is shown.
+    /// The page stopped offering codes (its reload button is shown; WA-JS: `conn.qrcode_idle`).
     QrExpired,
     /// Linked; the phone number (digits).
     Connected(String),
+    /// WA-JS is ready in the page (this version).
+    BridgeReady { version: String },
+    /// A code to link by phone number (new or rotated).
+    PairingCode(String),
+    /// Logged out on WhatsApp's side (from the phone, or a reason WhatsApp gives).
+    LoggedOut { reason: Option<String> },
+    /// WhatsApp Web asks for a newer browser.
+    NeedsUpdate,
+    /// The phone went offline or came back.
+    Online(bool),
+}
+
+/// Which watcher saw it: the DOM signals (selectors and storage keys) or the WA-JS bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Source {
+    #[serde(rename = "dom")]
+    Dom,
+    #[serde(rename = "wa-js")]
+    Bridge,
 }
 
 /// Raw snapshot as the injected script reports it.
@@ -117,7 +136,8 @@ fn init_script(cfg: &PageConfig) -> String {
     )
 }
 
-/// A connected browser with the WhatsApp page open and watched.
+/// A connected browser with the WhatsApp page open and watched by both watchers: the DOM one
+/// always, the bridge once WA-JS is ready (when it was injected at all).
 pub struct WaPage {
     browser: Browser,
     probe: PageProbe,
@@ -130,6 +150,7 @@ impl WaPage {
     pub async fn open(
         ws_url: &str,
         cfg: PageConfig,
+        wa_js: Option<std::sync::Arc<str>>,
         log_key: String,
         on_change: super::ObservationSink,
     ) -> Result<WaPage, BrowserError> {
@@ -163,6 +184,24 @@ impl WaPage {
         )
         .await?;
         timed("addBinding", page.execute(AddBindingParams::new(BINDING))).await?;
+        // Registered before navigation: WhatsApp Web's CSP blocks script tags, not these.
+        // WA-JS first, then the bridge on it, then the DOM watcher.
+        if let Some(wa_js) = wa_js {
+            timed(
+                "addScript(WA-JS)",
+                page.execute(AddScriptToEvaluateOnNewDocumentParams::new(
+                    wa_js.to_string(),
+                )),
+            )
+            .await?;
+            timed(
+                "addScript(bridge)",
+                page.execute(AddScriptToEvaluateOnNewDocumentParams::new(
+                    super::bridge::script(BINDING),
+                )),
+            )
+            .await?;
+        }
         timed(
             "addScript",
             page.execute(AddScriptToEvaluateOnNewDocumentParams::new(init_script(
@@ -184,8 +223,12 @@ impl WaPage {
                 if call.name != BINDING {
                     continue;
                 }
+                if let Ok(signal) = serde_json::from_str::<super::bridge::Signal>(&call.payload) {
+                    on_change(Source::Bridge, signal.observation());
+                    continue;
+                }
                 match serde_json::from_str::<Snapshot>(&call.payload) {
-                    Ok(s) => on_change(s.observation()),
+                    Ok(s) => on_change(Source::Dom, s.observation()),
                     Err(e) => log::warn!("{log_key} unreadable page signal: {e}"),
                 }
             }
@@ -206,7 +249,11 @@ impl WaPage {
         }
         Ok(WaPage {
             browser,
-            probe: PageProbe { page, cfg },
+            probe: PageProbe {
+                page,
+                cfg,
+                commands: Default::default(),
+            },
             handler,
             watcher,
         })
@@ -227,26 +274,72 @@ impl WaPage {
     }
 }
 
-/// The open page, shareable: the poll and the reload click run beside the actor.
+/// The open page, shareable: the poll, the reload click and the commands run beside the actor.
 #[derive(Clone)]
 pub struct PageProbe {
     page: Page,
     cfg: PageConfig,
+    /// One command at a time per page (WA-JS calls must not interleave).
+    commands: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+/// The longest a WA-JS command may take (linking codes and logouts talk to WhatsApp's servers).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl PageProbe {
-    /// Reads the page now (the safety-net poll).
-    pub async fn observe(&self) -> Result<Observation, BrowserError> {
-        let cfg = serde_json::to_string(&self.cfg).expect("config serializes");
-        let expr = format!("({SNAPSHOT_FN})({cfg})");
-        let result = timed("evaluate", self.page.evaluate(expr)).await?;
+    /// Reads the page now (the safety-net poll) as the given watcher sees it.
+    pub async fn observe(&self, source: Source) -> Result<Observation, BrowserError> {
         let unreadable = |source| BrowserError::Unreadable {
             what: "the snapshot",
             source,
         };
-        let text: String = result.into_value().map_err(unreadable)?;
-        let snapshot: Snapshot = serde_json::from_str(&text).map_err(unreadable)?;
-        Ok(snapshot.observation())
+        match source {
+            Source::Dom => {
+                let cfg = serde_json::to_string(&self.cfg).expect("config serializes");
+                let expr = format!("({SNAPSHOT_FN})({cfg})");
+                let result = timed("evaluate", self.page.evaluate(expr)).await?;
+                let text: String = result.into_value().map_err(unreadable)?;
+                let snapshot: Snapshot = serde_json::from_str(&text).map_err(unreadable)?;
+                Ok(snapshot.observation())
+            }
+            Source::Bridge => {
+                let expr = super::bridge::snapshot_expression();
+                let result = timed("evaluate", self.page.evaluate_expression(expr)).await?;
+                let text: Option<String> = result.into_value().map_err(unreadable)?;
+                match text {
+                    Some(text) => Ok(serde_json::from_str::<super::bridge::Signal>(&text)
+                        .map_err(unreadable)?
+                        .observation()),
+                    None => Ok(Observation::Loading),
+                }
+            }
+        }
+    }
+
+    /// Runs a WA-JS command, one at a time per page, within [`COMMAND_TIMEOUT`].
+    pub async fn command(
+        &self,
+        command: super::bridge::Command,
+    ) -> Result<serde_json::Value, BrowserError> {
+        let what = command.name();
+        let _one_at_a_time = self.commands.lock().await;
+        let run = self.page.evaluate_expression(command.expression());
+        let result = match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(source)) => return Err(BrowserError::Cdp { what, source }),
+            Err(_) => return Err(BrowserError::Timeout(what)),
+        };
+        let reply: serde_json::Value = result
+            .into_value()
+            .map_err(|source| BrowserError::Unreadable { what, source })?;
+        match (reply.get("ok"), reply.get("error")) {
+            (_, Some(error)) => Err(BrowserError::Command {
+                what,
+                message: error.as_str().unwrap_or("failed").to_owned(),
+            }),
+            (Some(ok), None) => Ok(ok.clone()),
+            (None, None) => Ok(serde_json::Value::Null),
+        }
     }
 
     /// Clicks the page's "reload QR code" button.

@@ -9,6 +9,8 @@ pub enum SessionState {
     Starting,
     /// A QR payload is available.
     Qr,
+    /// Linking by phone number: a pairing code is (or is about to be) shown instead of a QR.
+    Pairing,
     /// Linked; the number is known.
     Connected,
     /// The browser died unexpectedly; a relaunch is scheduled.
@@ -20,9 +22,10 @@ pub enum SessionState {
 }
 
 impl SessionState {
-    pub const ALL: [SessionState; 6] = [
+    pub const ALL: [SessionState; 7] = [
         SessionState::Starting,
         SessionState::Qr,
+        SessionState::Pairing,
         SessionState::Connected,
         SessionState::Restarting,
         SessionState::Stopped,
@@ -33,6 +36,7 @@ impl SessionState {
         match self {
             SessionState::Starting => "starting",
             SessionState::Qr => "qr",
+            SessionState::Pairing => "pairing",
             SessionState::Connected => "connected",
             SessionState::Restarting => "restarting",
             SessionState::Stopped => "stopped",
@@ -55,6 +59,7 @@ impl SessionState {
             self,
             SessionState::Starting
                 | SessionState::Qr
+                | SessionState::Pairing
                 | SessionState::Connected
                 | SessionState::Restarting
         )
@@ -74,23 +79,34 @@ pub const TRANSITIONS: &[(SessionState, SessionState)] = {
         (Starting, Qr),
         (Qr, Qr),
         (Connected, Qr),
-        // The code expired; a new one is on its way.
+        // The code expired (a new one is on its way); a pairing failed; logged out on
+        // WhatsApp's side (the page will offer a code again).
         (Qr, Starting),
+        (Pairing, Starting),
+        (Connected, Starting),
+        // Linking by phone number asked for (from a QR code or still loading); the code rotates.
+        (Starting, Pairing),
+        (Qr, Pairing),
+        (Pairing, Pairing),
         // Linked (scanned, or the profile held a login), or the page reports another number.
         (Starting, Connected),
         (Qr, Connected),
+        (Pairing, Connected),
         (Connected, Connected),
         // The browser died unexpectedly: a relaunch is scheduled.
         (Starting, Restarting),
         (Qr, Restarting),
+        (Pairing, Restarting),
         (Connected, Restarting),
         // Gave up (crash intensity, no Chromium, an unusable profile).
         (Starting, Failed),
         (Qr, Failed),
+        (Pairing, Failed),
         (Connected, Failed),
         // Stop, logout, QR timeout, shutdown: from anywhere (again from stopped: who asked).
         (Starting, Stopped),
         (Qr, Stopped),
+        (Pairing, Stopped),
         (Connected, Stopped),
         (Restarting, Stopped),
         (Stopped, Stopped),

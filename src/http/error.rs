@@ -28,6 +28,12 @@ pub enum ApiError {
     UnknownSession,
     #[error("no QR code is being shown for this session")]
     NoQr,
+    #[error("{0}")]
+    InvalidPhoneNumber(String),
+    #[error("this session is already linked to a number; log it out first")]
+    AlreadyConnected,
+    #[error("linking by phone number needs WA-JS, and this session's page runs without it; scan the QR code instead")]
+    BridgeUnavailable,
     #[error("{limit} browsers are running, the most this host allows")]
     TooManySessions { limit: u32, retry_after_secs: u64 },
     #[error("this user already has {limit} sessions waiting to be linked; link or stop one first")]
@@ -73,6 +79,11 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::Unknown => ApiError::UnknownSession,
             RegistryError::Session(SessionError::NoQr) => ApiError::NoQr,
+            RegistryError::Session(SessionError::AlreadyConnected) => ApiError::AlreadyConnected,
+            RegistryError::Session(SessionError::BridgeUnavailable) => ApiError::BridgeUnavailable,
+            RegistryError::Session(SessionError::Restarting) => ApiError::Unavailable {
+                retry_after_secs: RETRY_AFTER_SECS,
+            },
             RegistryError::Session(e) => ApiError::internal(e),
             RegistryError::TooManySessions { limit } => ApiError::TooManySessions {
                 limit,
@@ -102,8 +113,9 @@ impl From<RegistryError> for ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
-    /// not_found, unknown_session, no_qr, too_many_sessions, too_many_pending, rate_limited,
-    /// unavailable, internal.
+    /// not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
+    /// bridge_unavailable, too_many_sessions, too_many_pending, rate_limited, unavailable,
+    /// internal.
     #[schema(example = "unknown_session")]
     pub error: &'static str,
     /// A human sentence; never internals.
@@ -123,6 +135,9 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::UnknownSession => "unknown_session",
             ApiError::NoQr => "no_qr",
+            ApiError::InvalidPhoneNumber(_) => "invalid_phone_number",
+            ApiError::AlreadyConnected => "already_connected",
+            ApiError::BridgeUnavailable => "bridge_unavailable",
             ApiError::TooManySessions { .. } => "too_many_sessions",
             ApiError::TooManyPending { .. } => "too_many_pending",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -149,13 +164,16 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::InvalidUserId(_) | ApiError::InvalidSlot(_) | ApiError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidUserId(_)
+            | ApiError::InvalidSlot(_)
+            | ApiError::InvalidPhoneNumber(_)
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::UnknownSession => StatusCode::NOT_FOUND,
-            ApiError::NoQr => StatusCode::CONFLICT,
+            ApiError::NoQr | ApiError::AlreadyConnected | ApiError::BridgeUnavailable => {
+                StatusCode::CONFLICT
+            }
             ApiError::TooManySessions { .. }
             | ApiError::TooManyPending { .. }
             | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -42,6 +42,7 @@ async fn readyz(registry: web::Data<RegistryHandle>) -> HttpResponse {
     let body = json!({
         "database": database.err().unwrap_or("ok"),
         "chromium": chromium.err().unwrap_or("ok"),
+        "waJs": ready.wa_js,
     });
     if database.is_ok() && chromium.is_ok() {
         HttpResponse::Ok().json(body)

@@ -33,6 +33,7 @@ Errors are `{error, message}` with a stable `error` code."
         health::healthz,
         health::readyz,
         sessions::start,
+        sessions::pair,
         sessions::list,
         sessions::status,
         sessions::qr,
@@ -48,7 +49,8 @@ Errors are `{error, message}` with a stable `error` code."
         console::stylesheet,
     ),
     components(schemas(
-        ErrorBody, UserId, Slot, SessionState, Session, QrView, QrFormat, ActorInfo, RegistryInfo
+        ErrorBody, UserId, Slot, SessionState, Session, QrView, QrFormat, ActorInfo, RegistryInfo,
+        sessions::PairRequest, crate::browser::wajs::WaJsInfo
     )),
     modifiers(&SecuritySchemes),
     tags(
@@ -187,7 +189,7 @@ pub struct Liveness {
     status: String,
 }
 
-/// `{database, chromium}` of `GET /readyz`: each `ok` or why not.
+/// `{database, chromium, waJs}` of `GET /readyz`: each `ok` or why not, and the WA-JS in use.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Describes a `json!` reply; never built.
 pub struct Readiness {
@@ -195,6 +197,9 @@ pub struct Readiness {
     database: String,
     #[schema(example = "ok")]
     chromium: String,
+    /// The WA-JS the pages get (`null`: none installed, the sessions use the DOM signals).
+    #[schema(rename = "waJs")]
+    wa_js: Option<crate::browser::wajs::WaJsInfo>,
 }
 
 // The error responses the annotations list: each a status, its codes and headers.
@@ -253,13 +258,36 @@ pub struct UnknownSession(ErrorBody);
 #[allow(dead_code)]
 pub struct NoQr(ErrorBody);
 
-/// `too_many_sessions` (the host's browser limit) or `rate_limited` (this user's start rate).
+/// `invalid_user_id`, `invalid_slot`, `invalid_phone_number` or `bad_request` (a body that is not
+/// `{ "phoneNumber": … }`).
+#[derive(IntoResponses)]
+#[response(status = 400, examples(
+    ("invalid_user_id" = (value = json!({"error": "invalid_user_id", "message": "user id must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-', starting with a letter or digit"}))),
+    ("invalid_slot" = (value = json!({"error": "invalid_slot", "message": "slot must be an integer from 1 to 10"}))),
+    ("invalid_phone_number" = (value = json!({"error": "invalid_phone_number", "message": "phone number must be 8 to 15 digits, country code first (e.g. 4915112345678)"}))),
+    ("bad_request" = (value = json!({"error": "bad_request", "message": "Json deserialize error: missing field `phoneNumber`"}))),
+))]
+#[allow(dead_code)]
+pub struct BadPair(ErrorBody);
+
+/// `already_connected` (log it out first) or `bridge_unavailable` (the page runs without WA-JS).
+#[derive(IntoResponses)]
+#[response(status = 409, examples(
+    ("already_connected" = (value = json!({"error": "already_connected", "message": "this session is already linked to a number; log it out first"}))),
+    ("bridge_unavailable" = (value = json!({"error": "bridge_unavailable", "message": "linking by phone number needs WA-JS, and this session's page runs without it; scan the QR code instead"}))),
+))]
+#[allow(dead_code)]
+pub struct PairConflict(ErrorBody);
+
+/// `too_many_sessions` (the host's browser limit), `too_many_pending` (this user's browsers not
+/// linked yet) or `rate_limited` (this user's start rate).
 #[derive(IntoResponses)]
 #[response(
     status = 429,
     headers(("Retry-After" = u64, description = "Seconds to wait")),
     examples(
         ("too_many_sessions" = (value = json!({"error": "too_many_sessions", "message": "20 browsers are running, the most this host allows"}))),
+        ("too_many_pending" = (value = json!({"error": "too_many_pending", "message": "this user already has 2 sessions waiting to be linked; link or stop one first"}))),
         ("rate_limited" = (value = json!({"error": "rate_limited", "message": "too many requests; retry later"}))),
     )
 )]

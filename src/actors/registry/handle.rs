@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use super::{messages::*, Registry};
 use crate::actors::session::{Initiator, QrView, Session, SessionEnv};
-use crate::domain::{SessionKey, SessionState, UserId};
+use crate::domain::{PhoneNumber, SessionKey, SessionState, UserId};
 
 /// How long a database check answers readiness (it is unauthenticated: at most one ping a
 /// second whatever the request rate).
@@ -50,6 +50,8 @@ impl DbCheck {
 pub struct Readiness {
     pub database: Result<(), String>,
     pub browser: Result<(), String>,
+    /// The WA-JS the pages get, if any (its absence is no failure: the DOM signals work).
+    pub wa_js: Option<crate::browser::wajs::WaJsInfo>,
 }
 
 impl RegistryHandle {
@@ -64,6 +66,16 @@ impl RegistryHandle {
     /// Starts `key`'s browser (idempotent); the session as it is now (usually `starting`).
     pub async fn start(&self, key: SessionKey, by: Initiator) -> Result<Session, RegistryError> {
         self.addr.send(Start { key, by }).await?
+    }
+
+    /// Links by phone number (starting the session if needed): the session in state `pairing`.
+    pub async fn pair(
+        &self,
+        key: SessionKey,
+        phone: PhoneNumber,
+        by: Initiator,
+    ) -> Result<Session, RegistryError> {
+        self.addr.send(Pair { key, phone, by }).await?
     }
 
     /// One session from the registry's cache; [`RegistryError::Unknown`] if never started.
@@ -149,6 +161,7 @@ impl RegistryHandle {
         Readiness {
             database,
             browser: self.env.launcher.ready(),
+            wa_js: self.env.wa_js.clone(),
         }
     }
 }

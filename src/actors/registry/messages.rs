@@ -9,7 +9,7 @@ use super::Registry;
 use crate::actors::session::{
     self, ActorInfo, GetQr, Initiator, QrView, Session, SessionActor, SessionError,
 };
-use crate::domain::{SessionKey, SessionState, UserId};
+use crate::domain::{PhoneNumber, SessionKey, SessionState, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -42,37 +42,70 @@ impl Handler<Start> for Registry {
     type Result = ResponseFuture<Result<Session, RegistryError>>;
 
     fn handle(&mut self, msg: Start, _: &mut Context<Self>) -> Self::Result {
-        if self.shutting_down {
-            return Box::pin(async { Err(RegistryError::ShuttingDown) });
+        if let Err(e) = self.admit(&msg.key) {
+            return Box::pin(async move { Err(e) });
         }
-        let running = self
-            .views
-            .get(&msg.key)
-            .is_some_and(|v| v.state.is_running());
-        if !running {
-            if self.running_count(&msg.key) >= self.max_sessions as usize {
-                let limit = self.max_sessions;
-                return Box::pin(async move { Err(RegistryError::TooManySessions { limit }) });
-            }
-            if !self.would_be_linked(&msg.key)
-                && self.pending_count(&msg.key) >= self.max_pending_per_user as usize
-            {
-                let limit = self.max_pending_per_user;
-                return Box::pin(async move { Err(RegistryError::TooManyPending { limit }) });
-            }
-            if let Err(retry_after) = self.take_start(msg.key.user_id()) {
-                return Box::pin(async move { Err(RegistryError::RateLimited { retry_after }) });
-            }
-        }
-        if !running {
-            self.pending_starts.insert(msg.key.clone());
-        }
-        let addr = self.actor(&msg.key);
-        let request = addr.send(session::Start {
+        let request = self.actor(&msg.key).send(session::Start {
             key: msg.key.clone(),
             by: msg.by,
         });
         Box::pin(async move { Ok(request.await??) })
+    }
+}
+
+/// Links `(userId, slot)` by phone number (starting it if needed, with the same limits as a
+/// start): the session in state `pairing`, with its code once WhatsApp gave one.
+#[derive(Message)]
+#[rtype(result = "Result<Session, RegistryError>")]
+pub struct Pair {
+    pub key: SessionKey,
+    pub phone: PhoneNumber,
+    pub by: Initiator,
+}
+
+impl Handler<Pair> for Registry {
+    type Result = ResponseFuture<Result<Session, RegistryError>>;
+
+    fn handle(&mut self, msg: Pair, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.admit(&msg.key) {
+            return Box::pin(async move { Err(e) });
+        }
+        let request = self.actor(&msg.key).send(session::Pair {
+            key: msg.key,
+            phone: msg.phone,
+            by: msg.by,
+        });
+        Box::pin(async move { Ok(request.await??) })
+    }
+}
+
+impl Registry {
+    /// May `key` start a browser now? A running session may always go on; a new browser must
+    /// fit `MAX_SESSIONS`, the user's pending limit and start rate. Admitted starts are counted
+    /// until their first event comes back.
+    fn admit(&mut self, key: &SessionKey) -> Result<(), RegistryError> {
+        if self.shutting_down {
+            return Err(RegistryError::ShuttingDown);
+        }
+        if self.views.get(key).is_some_and(|v| v.state.is_running()) {
+            return Ok(());
+        }
+        if self.running_count(key) >= self.max_sessions as usize {
+            return Err(RegistryError::TooManySessions {
+                limit: self.max_sessions,
+            });
+        }
+        if !self.would_be_linked(key)
+            && self.pending_count(key) >= self.max_pending_per_user as usize
+        {
+            return Err(RegistryError::TooManyPending {
+                limit: self.max_pending_per_user,
+            });
+        }
+        self.take_start(key.user_id())
+            .map_err(|retry_after| RegistryError::RateLimited { retry_after })?;
+        self.pending_starts.insert(key.clone());
+        Ok(())
     }
 }
 
@@ -209,6 +242,8 @@ pub struct RegistryInfo {
     pub max_sessions: u32,
     /// Browsers being launched right now (bounded by LAUNCH_CONCURRENCY).
     pub launches_in_flight: usize,
+    /// The WA-JS injected into the pages (`null`: none; DOM signals only).
+    pub wa_js: Option<crate::browser::wajs::WaJsInfo>,
     pub actors: Vec<ActorInfo>,
 }
 
@@ -227,6 +262,7 @@ impl Handler<InspectAll> for Registry {
         let max_sessions = self.max_sessions;
         let launches_in_flight =
             self.env.launch_concurrency - self.env.launches.available_permits();
+        let wa_js = self.env.wa_js.clone();
         Box::pin(async move {
             let mut actors: Vec<ActorInfo> = futures_util::future::join_all(requests)
                 .await
@@ -240,6 +276,7 @@ impl Handler<InspectAll> for Registry {
                 running_browsers: actors.iter().filter(|a| a.browser_pid.is_some()).count(),
                 max_sessions,
                 launches_in_flight,
+                wa_js,
                 actors,
             }
         })

@@ -18,6 +18,8 @@ pub struct SessionEnv {
     pub sessions: SessionsRoot,
     /// Starts browsers: Chromium in the daemon, a scripted fake in supervision tests.
     pub launcher: Arc<dyn Launcher>,
+    /// The WA-JS the pages get, if any (shown by `/readyz` and `/actors`).
+    pub wa_js: Option<crate::browser::wajs::WaJsInfo>,
     /// An unscanned QR code closes the browser after this long.
     pub qr_timeout: Duration,
     /// From a launched browser to its first QR code or chat list; longer counts as a crash.

@@ -12,6 +12,12 @@ pub enum SessionError {
     },
     #[error("no QR code is being shown for this session")]
     NoQr,
+    #[error("this session is already linked to a number")]
+    AlreadyConnected,
+    #[error("linking by phone number needs WA-JS, and this session's page runs without it")]
+    BridgeUnavailable,
+    #[error("the session's browser is restarting")]
+    Restarting,
     #[error("the profile folder {path} was not deleted")]
     ProfileNotDeleted {
         path: PathBuf,

@@ -1,6 +1,7 @@
 use actix::prelude::*;
 
-use super::{Initiator, Session, SessionActor, SessionError, StopKind};
+use super::{Bridge, Initiator, Session, SessionActor, SessionError, StopKind};
+use crate::browser::Command;
 use crate::domain::SessionKey;
 
 /// Unlinks: closes the browser, deletes the profile folder, clears the number. Replies once the
@@ -20,7 +21,24 @@ impl Handler<Logout> for SessionActor {
             return Box::pin(fut::ready(Err(e)));
         }
         let number = self.machine.number.clone();
-        let closing = self.shut_down(StopKind::LoggedOut, &msg.by, ctx);
+        // Linked through WA-JS: unlink on WhatsApp's side first, so the phone's list of linked
+        // devices drops this one (bounded by the command timeout; the folder goes anyway).
+        let unlink = match (&self.run, self.bridge, self.machine.is_connected()) {
+            (Some(run), Bridge::WaJs, true) => Some(run.browser.command(Command::Logout)),
+            _ => None,
+        };
+        let key = self.key.clone();
+        // The state changes now; the browser is closed once the unlink is done.
+        let shut = self.shut_down(StopKind::LoggedOut, &msg.by, ctx);
+        let closing = async move {
+            if let Some(unlink) = unlink {
+                match unlink.await {
+                    Ok(_) => log::info!("{key} unlinked on WhatsApp's side"),
+                    Err(e) => log::warn!("{key} WA-JS logout failed: {}", crate::chain(&e)),
+                }
+            }
+            shut.await
+        };
         let dir = self.env.sessions.profile_dir(&self.key);
         let is_ours = self.env.sessions.is_profile_dir(&dir);
         let key = self.key.clone();

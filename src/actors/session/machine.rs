@@ -22,6 +22,15 @@ pub enum Cause {
     QrExpired,
     /// Linked; the phone number.
     Linked(String),
+    /// Linking by phone number: the code, once WhatsApp gave one (it rotates).
+    Pairing { code: Option<String> },
+    /// Linking by phone number did not work (no code, or no WA-JS); the page offers a QR again.
+    PairingFailed(String),
+    /// Logged out on WhatsApp's side (from the phone, or for a reason WhatsApp gives); the page
+    /// will offer a code again.
+    RemoteLogout { reason: Option<String> },
+    /// The phone went offline or came back (the session stays connected).
+    Online(bool),
     /// The browser died unexpectedly (or its page never became usable); a relaunch follows.
     Crashed(String),
     /// No more automatic restarts: crash intensity exceeded (`crash: true`, it counts as a
@@ -48,9 +57,14 @@ impl Cause {
     /// The state this cause leads to, given the current one.
     pub fn target(&self) -> SessionState {
         match self {
-            Cause::Start | Cause::Relaunch | Cause::QrExpired => SessionState::Starting,
+            Cause::Start
+            | Cause::Relaunch
+            | Cause::QrExpired
+            | Cause::PairingFailed(_)
+            | Cause::RemoteLogout { .. } => SessionState::Starting,
             Cause::Qr(_) => SessionState::Qr,
-            Cause::Linked(_) => SessionState::Connected,
+            Cause::Pairing { .. } => SessionState::Pairing,
+            Cause::Linked(_) | Cause::Online(_) => SessionState::Connected,
             Cause::Crashed(_) => SessionState::Restarting,
             Cause::Failed { .. } => SessionState::Failed,
             Cause::Stop(_) => SessionState::Stopped,
@@ -68,6 +82,10 @@ pub struct Machine {
     pub number: Option<String>,
     /// Present exactly in state `qr`.
     pub qr: Option<Arc<QrView>>,
+    /// The code to enter on the phone; only in state `pairing` (absent until WhatsApp gave one).
+    pub pairing_code: Option<String>,
+    /// Whether the phone is online, as WA-JS reports it; only while connected.
+    pub online: Option<bool>,
     /// Crashes counted since the session was created; never decreases.
     pub restarts: u32,
     pub last_error: Option<String>,
@@ -98,6 +116,8 @@ impl Machine {
             intent,
             number,
             qr: None,
+            pairing_code: None,
+            online: None,
             restarts,
             last_error: None,
         }
@@ -106,12 +126,18 @@ impl Machine {
     /// Applies `cause` if its edge is allowed; returns what changed.
     pub fn apply(&mut self, cause: Cause) -> Result<Change, Refused> {
         let (from, to) = (self.state, cause.target());
-        if !from.may_become(to) {
+        if !from.may_become(to) || (matches!(cause, Cause::Online(_)) && from != to) {
             return Err(Refused { from, to });
         }
         self.state = to;
         if to != SessionState::Qr {
             self.qr = None;
+        }
+        if to != SessionState::Pairing {
+            self.pairing_code = None;
+        }
+        if to != SessionState::Connected {
+            self.online = None;
         }
         let (kind, detail) = match cause {
             Cause::Start => {
@@ -129,6 +155,37 @@ impl Machine {
                 }
             }
             Cause::QrExpired => ("qr_expired", None),
+            Cause::Pairing { code } => {
+                let kind = match (&code, from) {
+                    (None, _) => "pairing",
+                    (Some(_), SessionState::Pairing) if self.pairing_code.is_some() => {
+                        "pairing_code_rotated"
+                    }
+                    (Some(_), _) => "pairing_code",
+                };
+                self.pairing_code = code;
+                (kind, None)
+            }
+            Cause::PairingFailed(reason) => {
+                self.last_error = Some(reason.clone());
+                ("pairing_failed", Some(reason))
+            }
+            Cause::RemoteLogout { reason } => {
+                let reason = reason.unwrap_or_else(|| "no reason given".to_owned());
+                let number = self.number.take();
+                self.last_error = Some(format!("logged out on WhatsApp's side ({reason})"));
+                (
+                    "unlinked",
+                    Some(format!(
+                        "{} ({reason})",
+                        number.as_deref().unwrap_or("no number")
+                    )),
+                )
+            }
+            Cause::Online(online) => {
+                self.online = Some(online);
+                (if online { "online" } else { "offline" }, None)
+            }
             Cause::Linked(number) => {
                 self.number = Some(number.clone());
                 self.last_error = None;
@@ -189,7 +246,15 @@ mod tests {
     }
 
     fn random_cause(n: u32) -> Cause {
-        match rand::random_range(0..12) {
+        match rand::random_range(0..16) {
+            12 => Cause::Pairing {
+                code: rand::random::<bool>().then(|| format!("ABCD-{n:04}")),
+            },
+            13 => Cause::RemoteLogout {
+                reason: Some("user_initiated".into()),
+            },
+            14 => Cause::Online(rand::random()),
+            15 => Cause::PairingFailed("no code".into()),
             0 => Cause::Start,
             1 => Cause::Relaunch,
             2 | 3 => qr(n),
@@ -227,7 +292,11 @@ mod tests {
                     }
                     Err(refused) => {
                         assert_eq!(m, before, "a refused cause changes nothing");
-                        assert!(!TRANSITIONS.contains(&(refused.from, refused.to)));
+                        // Outside the table, or `online` news for a session not connected.
+                        assert!(
+                            !TRANSITIONS.contains(&(refused.from, refused.to))
+                                || matches!(cause, Cause::Online(_))
+                        );
                     }
                 }
                 assert_eq!(m.is_connected(), m.state == SessionState::Connected);

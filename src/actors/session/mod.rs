@@ -18,6 +18,7 @@ mod error;
 mod inspect;
 mod logout;
 pub mod machine;
+mod pair;
 mod qr;
 mod shutdown;
 mod start;
@@ -38,7 +39,7 @@ use actix::prelude::*;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio::time::Instant;
 
-use crate::browser::{Browser, BrowserError, Observation};
+use crate::browser::{Browser, BrowserError, Command, Observation, Source};
 use crate::chain;
 use crate::domain::{Intent, SessionKey, SessionState};
 use crate::store::{now_ms, NewEvent, SessionRow};
@@ -48,6 +49,7 @@ pub use error::SessionError;
 pub use inspect::{ActorInfo, Inspect};
 pub use logout::Logout;
 pub use machine::{Cause, Machine, StopKind};
+pub use pair::{Pair, PAIR_WAIT};
 pub use qr::GetQr;
 pub use shutdown::Shutdown;
 pub use start::Start;
@@ -60,6 +62,30 @@ use writer::Writer;
 /// Who asked for a change, for the audit trail (`system`, `service`, `admin`, `user:<sub>`).
 pub type Initiator = String;
 pub const SYSTEM: &str = "system";
+
+/// Which of the page's watchers the session believes (docs/ARCHITECTURE.md, "The page").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bridge {
+    /// No browser.
+    None,
+    /// WA-JS was injected; waiting (up to `PAGE_READY_TIMEOUT_SECS`) for it to become ready.
+    Waiting,
+    /// WA-JS is ready: its events and functions drive the session.
+    WaJs,
+    /// The DOM signals (selectors, storage keys): WA-JS is missing or never became ready.
+    Dom,
+}
+
+impl Bridge {
+    /// The watcher whose signals count, if decided.
+    fn source(self) -> Option<Source> {
+        match self {
+            Bridge::WaJs => Some(Source::Bridge),
+            Bridge::Dom => Some(Source::Dom),
+            Bridge::None | Bridge::Waiting => None,
+        }
+    }
+}
 
 /// A browser running for this session, with its hold on the profile gate.
 struct Running {
@@ -99,6 +125,14 @@ pub struct SessionActor {
     generation: u64,
     /// The browser while one runs.
     run: Option<Running>,
+    /// Which watcher of the current browser's page the session believes.
+    bridge: Bridge,
+    /// The DOM watcher's latest observation while WA-JS is awaited (used if it never comes).
+    dom_while_waiting: Option<Observation>,
+    /// The phone number a pairing code was asked for, until linked or stopped.
+    pairing_phone: Option<String>,
+    /// Callers of `Pair` waiting for the code.
+    pair_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// One browser per profile at a time: a launch waits for the previous browser to be gone.
     gate: Arc<Mutex<()>>,
     /// The QR timeout, armed at the first code of a launch, disarmed when linked or stopped.
@@ -135,6 +169,10 @@ impl SessionActor {
             updated_ms: now,
             generation: 0,
             run: None,
+            bridge: Bridge::None,
+            dom_while_waiting: None,
+            pairing_phone: None,
+            pair_waiters: Vec::new(),
             gate: Arc::new(Mutex::new(())),
             qr_deadline: None,
             crashes: Default::default(),
@@ -185,6 +223,9 @@ impl SessionActor {
             is_connected: m.is_connected(),
             connected_number: m.number.clone(),
             qr: m.qr.clone(),
+            pairing_code: m.pairing_code.clone(),
+            online: m.online,
+            bridge: self.bridge.source(),
             restarts: m.restarts,
             last_error: m.last_error.clone(),
             updated_at: rfc3339(self.updated_ms),
@@ -203,7 +244,7 @@ impl SessionActor {
             }
         };
         match change.to {
-            SessionState::Qr => {
+            SessionState::Qr | SessionState::Pairing => {
                 if self.qr_deadline.is_none() {
                     let generation = self.generation;
                     self.qr_deadline = Some(ctx.run_later(self.env.qr_timeout, move |act, ctx| {
@@ -223,6 +264,16 @@ impl SessionActor {
         }
         if !change.to.is_running() || change.to == SessionState::Restarting {
             self.generation += 1;
+            self.bridge = Bridge::None;
+            self.dom_while_waiting = None;
+        }
+        if change.to != SessionState::Pairing {
+            self.pairing_phone = None;
+        }
+        if self.machine.pairing_code.is_some() || change.to != SessionState::Pairing {
+            for waiter in self.pair_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
         }
 
         self.updated_ms = now_ms();
@@ -278,9 +329,10 @@ impl SessionActor {
         let profile = env.sessions.profile_dir(&self.key);
         let log_key = self.key.to_string();
         let addr = ctx.address();
-        let on_change = Box::new(move |observation| {
+        let on_change = Box::new(move |source, observation| {
             addr.do_send(PageChanged {
                 generation,
+                source,
                 observation,
             })
         });
@@ -323,10 +375,22 @@ impl SessionActor {
                 if let Some(pid) = run.browser.pid() {
                     log::info!("{} browser pid {pid} up", self.key);
                 }
-                // A page that never shows a QR code or the chats (changed beyond our selectors,
-                // stuck) is handled like a crash: relaunch with backoff, then fail.
+                self.bridge = if run.browser.has_bridge() {
+                    Bridge::Waiting
+                } else {
+                    Bridge::Dom
+                };
+                // WA-JS that is not ready by now will not be: the DOM signals take over. A page
+                // that still shows neither a QR code nor the chats (changed beyond our
+                // selectors, stuck) is then handled like a crash: relaunch with backoff, fail.
                 let limit = self.env.page_ready_timeout;
                 ctx.run_later(limit, move |act, ctx| {
+                    if act.generation != generation {
+                        return;
+                    }
+                    if act.bridge == Bridge::Waiting {
+                        act.fall_back_to_dom(generation, ctx);
+                    }
                     if act.generation == generation && act.machine.state == SessionState::Starting {
                         act.crash(
                             format!(
@@ -351,18 +415,66 @@ impl SessionActor {
         }
     }
 
-    fn page_changed(&mut self, generation: u64, observation: Observation, ctx: &mut Context<Self>) {
+    /// A signal of the current browser's page: counted when it comes from the watcher the
+    /// session believes (WA-JS once ready, else the DOM).
+    fn page_changed(
+        &mut self,
+        generation: u64,
+        source: Source,
+        observation: Observation,
+        ctx: &mut Context<Self>,
+    ) {
         if generation != self.generation || self.run.is_none() {
             return;
         }
+        match (self.bridge, source) {
+            (Bridge::Waiting, Source::Bridge) => {
+                if let Observation::BridgeReady { version } = observation {
+                    log::info!(
+                        "{} WA-JS {version} ready: the page bridge drives the session",
+                        self.key
+                    );
+                    self.bridge = Bridge::WaJs;
+                    self.dom_while_waiting = None;
+                    self.request_pairing_code(ctx);
+                }
+            }
+            (Bridge::Waiting, Source::Dom) => self.dom_while_waiting = Some(observation),
+            (Bridge::WaJs, Source::Bridge) | (Bridge::Dom, Source::Dom) => {
+                self.observed(source, observation, ctx)
+            }
+            // The other watcher, or WA-JS turning up after the fallback: not believed.
+            _ => {}
+        }
+    }
+
+    /// WA-JS did not become ready in time: the DOM signals drive this browser from now on.
+    fn fall_back_to_dom(&mut self, generation: u64, ctx: &mut Context<Self>) {
+        log::warn!(
+            "{} WA-JS not ready within {} s: falling back to the DOM signals",
+            self.key,
+            self.env.page_ready_timeout.as_secs()
+        );
+        self.bridge = Bridge::Dom;
+        if self.machine.state == SessionState::Pairing {
+            let why =
+                "linking by phone number needs WA-JS, which did not become ready; scan the QR code";
+            self.transition(Cause::PairingFailed(why.to_owned()), SYSTEM, ctx);
+        }
+        if let Some(observation) = self.dom_while_waiting.take() {
+            self.page_changed(generation, Source::Dom, observation, ctx);
+        }
+    }
+
+    /// An observation of the believed watcher.
+    fn observed(&mut self, source: Source, observation: Observation, ctx: &mut Context<Self>) {
+        let state = self.machine.state;
         match observation {
-            Observation::Loading => {}
+            Observation::Loading | Observation::BridgeReady { .. } => {}
             Observation::Qr(payload) => {
-                if self
-                    .machine
-                    .qr
-                    .as_ref()
-                    .is_some_and(|q| q.payload == payload)
+                // While linking by phone number the page may still rotate QR codes: not shown.
+                if state == SessionState::Pairing
+                    || self.machine.qr.as_ref().is_some_and(|q| q.payload == payload)
                 {
                     return;
                 }
@@ -386,15 +498,15 @@ impl SessionActor {
             Observation::QrExpired => {
                 // The code shown is dead: withdraw it at once, and ask the page for new ones
                 // until the QR timeout.
-                if self.machine.state == SessionState::Qr {
+                if state == SessionState::Qr {
                     self.transition(Cause::QrExpired, SYSTEM, ctx);
                 }
                 if let Some(run) = &self.run {
-                    let click = run.browser.click_reload();
+                    let refresh = run.browser.refresh_qr(source);
                     let key = self.key.clone();
                     actix::spawn(async move {
-                        if let Err(e) = click.await {
-                            log::warn!("{key} could not click the QR reload button: {}", chain(&e));
+                        if let Err(e) = refresh.await {
+                            log::warn!("{key} could not ask for a new QR code: {}", chain(&e));
                         }
                     });
                 }
@@ -409,7 +521,63 @@ impl SessionActor {
                 self.launched_at = None;
                 self.transition(Cause::Linked(number), SYSTEM, ctx);
             }
+            Observation::PairingCode(code) => {
+                if state == SessionState::Pairing
+                    && self.machine.pairing_code.as_deref() != Some(code.as_str())
+                {
+                    self.transition(Cause::Pairing { code: Some(code) }, SYSTEM, ctx);
+                }
+            }
+            Observation::LoggedOut { reason } => {
+                if state == SessionState::Connected {
+                    self.transition(Cause::RemoteLogout { reason }, SYSTEM, ctx);
+                }
+            }
+            Observation::NeedsUpdate => self.fail(
+                "WhatsApp Web asks for a newer browser (needs update): upgrade the chromium package"
+                    .to_owned(),
+                false,
+                ctx,
+            ),
+            Observation::Online(online) => {
+                if state == SessionState::Connected && self.machine.online != Some(online) {
+                    self.transition(Cause::Online(online), SYSTEM, ctx);
+                }
+            }
         }
+    }
+
+    /// Asks WA-JS for a linking code for `pairing_phone`, once the bridge is ready; the code
+    /// arrives as a `pairing` transition (and again whenever it rotates).
+    fn request_pairing_code(&mut self, ctx: &mut Context<Self>) {
+        let (Some(phone), Some(run), Bridge::WaJs) =
+            (self.pairing_phone.clone(), &self.run, self.bridge)
+        else {
+            return;
+        };
+        let command = run.browser.command(Command::PairingCode { phone });
+        let generation = self.generation;
+        ctx.spawn(command.into_actor(self).map(move |result, act, ctx| {
+            if generation != act.generation || act.machine.state != SessionState::Pairing {
+                return;
+            }
+            let why = match result {
+                Ok(serde_json::Value::String(code)) => {
+                    if act.machine.pairing_code.as_deref() != Some(code.as_str()) {
+                        act.transition(Cause::Pairing { code: Some(code) }, SYSTEM, ctx);
+                    }
+                    return;
+                }
+                Ok(other) => format!("WA-JS answered {other} instead of a code"),
+                Err(e) => chain(&e),
+            };
+            log::warn!("{} no linking code: {why}", act.key);
+            act.transition(
+                Cause::PairingFailed(format!("could not get a linking code: {why}")),
+                SYSTEM,
+                ctx,
+            );
+        }));
     }
 
     fn qr_timed_out(&mut self, generation: u64, ctx: &mut Context<Self>) {
@@ -484,13 +652,15 @@ impl SessionActor {
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
         let Some(run) = &self.run else { return };
-        let observe = run.browser.observe();
+        // While WA-JS is awaited, keep the DOM's latest view for a fallback.
+        let source = self.bridge.source().unwrap_or(Source::Dom);
+        let observe = run.browser.observe(source);
         let generation = self.generation;
         ctx.spawn(
             observe
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
-                    Ok(observation) => act.page_changed(generation, observation, ctx),
+                    Ok(observation) => act.page_changed(generation, source, observation, ctx),
                     Err(e) => log::debug!("{} poll: {}", act.key, chain(&e)),
                 }),
         );
@@ -532,12 +702,13 @@ impl Supervised for SessionActor {
 #[rtype(result = "()")]
 struct PageChanged {
     generation: u64,
+    source: Source,
     observation: Observation,
 }
 
 impl Handler<PageChanged> for SessionActor {
     type Result = ();
     fn handle(&mut self, msg: PageChanged, ctx: &mut Context<Self>) {
-        self.page_changed(msg.generation, msg.observation, ctx);
+        self.page_changed(msg.generation, msg.source, msg.observation, ctx);
     }
 }

@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::*;
-use crate::browser::{BoxFuture, Browser, BrowserError, Launcher, Observation, ObservationSink};
+use crate::browser::{
+    BoxFuture, Browser, BrowserError, Command, Launcher, Observation, ObservationSink, Source,
+};
 use crate::domain::{SessionKey, SessionsRoot, Slot, UserId};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(1000);
@@ -33,18 +35,35 @@ enum Plan {
 
 /// The test's side of one launched fake browser.
 struct Handle {
+    /// Whether this browser's page has WA-JS (signals then come from the bridge watcher).
+    bridge: bool,
     sink: ObservationSink,
     current: Arc<Mutex<Observation>>,
+    /// The DOM watcher's view when the page also has a bridge.
+    dom: Arc<Mutex<Observation>>,
     exit: watch::Sender<Option<String>>,
     /// How it ended: "closed" (orderly) or "discarded" (after a crash).
     ended: watch::Receiver<Option<&'static str>>,
     reloads: Arc<Mutex<usize>>,
+    /// The WA-JS commands the session ran on this browser.
+    commands: Arc<Mutex<Vec<Command>>>,
 }
 
 impl Handle {
     fn show(&self, observation: Observation) {
         *self.current.lock().unwrap() = observation.clone();
-        (self.sink)(observation);
+        let source = if self.bridge {
+            Source::Bridge
+        } else {
+            Source::Dom
+        };
+        (self.sink)(source, observation);
+    }
+
+    /// What the DOM watcher sees (besides a bridge).
+    fn show_dom(&self, observation: Observation) {
+        *self.dom.lock().unwrap() = observation.clone();
+        (self.sink)(Source::Dom, observation);
     }
 
     fn crash(&self) {
@@ -57,7 +76,10 @@ impl Handle {
 }
 
 struct FakeBrowser {
+    bridge: bool,
+    commands: Arc<Mutex<Vec<Command>>>,
     current: Arc<Mutex<Observation>>,
+    dom: Arc<Mutex<Observation>>,
     exit: watch::Receiver<Option<String>>,
     ended: watch::Sender<Option<&'static str>>,
     reloads: Arc<Mutex<usize>>,
@@ -82,14 +104,32 @@ impl Browser for FakeBrowser {
         })
     }
 
-    fn observe(&self) -> BoxFuture<Result<Observation, BrowserError>> {
-        let now = self.current.lock().unwrap().clone();
+    fn has_bridge(&self) -> bool {
+        self.bridge
+    }
+
+    fn observe(&self, source: Source) -> BoxFuture<Result<Observation, BrowserError>> {
+        let now = match (self.bridge, source) {
+            (true, Source::Dom) => self.dom.lock().unwrap().clone(),
+            _ => self.current.lock().unwrap().clone(),
+        };
         Box::pin(async move { Ok(now) })
     }
 
-    fn click_reload(&self) -> BoxFuture<Result<(), BrowserError>> {
+    fn refresh_qr(&self, _: Source) -> BoxFuture<Result<(), BrowserError>> {
         *self.reloads.lock().unwrap() += 1;
         Box::pin(async { Ok(()) })
+    }
+
+    fn command(&self, command: Command) -> BoxFuture<Result<serde_json::Value, BrowserError>> {
+        self.commands.lock().unwrap().push(command.clone());
+        Box::pin(async move {
+            Ok(match command {
+                Command::PairingCode { .. } => serde_json::json!("FAKE-CODE"),
+                Command::Logout => serde_json::json!(true),
+                Command::RefreshQr => serde_json::Value::Null,
+            })
+        })
     }
 
     fn close(self: Box<Self>, _: Duration) -> BoxFuture<()> {
@@ -104,6 +144,8 @@ impl Browser for FakeBrowser {
 }
 
 struct FakeLauncher {
+    /// Whether the pages get WA-JS.
+    bridge: bool,
     plans: Mutex<VecDeque<Plan>>,
     launched: mpsc::UnboundedSender<(Instant, Handle)>,
 }
@@ -117,6 +159,7 @@ impl Launcher for FakeLauncher {
     ) -> BoxFuture<Result<Box<dyn Browser>, BrowserError>> {
         let plan = self.plans.lock().unwrap().pop_front().unwrap_or(Plan::Up);
         let launched = self.launched.clone();
+        let bridge = self.bridge;
         Box::pin(async move {
             match plan {
                 Plan::Up => {}
@@ -126,21 +169,29 @@ impl Launcher for FakeLauncher {
                 Plan::Refuse(e) => return Err(e),
             }
             let current = Arc::new(Mutex::new(Observation::Loading));
+            let commands = Arc::new(Mutex::new(Vec::new()));
+            let dom = Arc::new(Mutex::new(Observation::Loading));
             let (exit_tx, exit_rx) = watch::channel(None);
             let (ended_tx, ended_rx) = watch::channel(None);
             let reloads = Arc::new(Mutex::new(0));
             let _ = launched.send((
                 Instant::now(),
                 Handle {
+                    bridge,
+                    commands: commands.clone(),
                     sink: on_change,
                     current: current.clone(),
+                    dom: dom.clone(),
                     exit: exit_tx,
                     ended: ended_rx,
                     reloads: reloads.clone(),
                 },
             ));
             Ok(Box::new(FakeBrowser {
+                bridge,
+                commands,
                 current,
+                dom,
                 exit: exit_rx,
                 ended: ended_tx,
                 reloads,
@@ -162,7 +213,13 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Pages without WA-JS (the DOM signals).
     fn new() -> Fixture {
+        Fixture::with_bridge(false)
+    }
+
+    /// `bridge`: whether the pages get WA-JS.
+    fn with_bridge(bridge: bool) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(
             &crate::store::DatabaseUrl::Sqlite(tmp.path().join("db")),
@@ -171,12 +228,14 @@ impl Fixture {
         .unwrap();
         let (tx, launches) = mpsc::unbounded_channel();
         let launcher = Arc::new(FakeLauncher {
+            bridge,
             plans: Mutex::new(VecDeque::new()),
             launched: tx,
         });
         let env = Arc::new(SessionEnv {
             sessions: SessionsRoot::create(&tmp.path().join("sessions")).unwrap(),
             launcher: launcher.clone(),
+            wa_js: None,
             qr_timeout: QR_TIMEOUT,
             page_ready_timeout: PAGE_READY,
             close_grace: Duration::from_secs(5),
@@ -552,5 +611,229 @@ fn unlinked_from_the_phone_goes_back_to_qr_and_forgets_the_number() {
         let s = f.state(SessionState::Qr, Duration::from_secs(1)).await;
         assert_eq!(s.connected_number, None);
         assert!(!s.is_connected);
+    });
+}
+
+// ---- The page bridge (WA-JS) ----------------------------------------------------------------
+
+impl Fixture {
+    async fn pair(&self, phone: &str) -> Result<Session, SessionError> {
+        self.addr
+            .send(Pair {
+                key: self.key.clone(),
+                phone: crate::domain::PhoneNumber::parse(phone).unwrap(),
+                by: "test".into(),
+            })
+            .await
+            .unwrap()
+    }
+}
+
+fn ready() -> Observation {
+    Observation::BridgeReady {
+        version: "4.6.0".into(),
+    }
+}
+
+#[test]
+fn wa_js_drives_the_session_once_ready_and_the_dom_is_ignored() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show_dom(qr("dom"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let s = f.status().await;
+        assert_eq!(
+            (s.state, s.bridge),
+            (SessionState::Starting, None),
+            "waiting for WA-JS"
+        );
+        browser.show(ready());
+        browser.show(qr("wajs"));
+        let s = f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        assert_eq!(s.qr.unwrap().payload, "2@wajs");
+        assert_eq!(s.bridge, Some(Source::Bridge));
+        browser.show_dom(qr("dom2"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            f.status().await.qr.unwrap().payload,
+            "2@wajs",
+            "DOM not believed"
+        );
+        // An expired code is refreshed through WA-JS.
+        browser.show(Observation::QrExpired);
+        f.state(SessionState::Starting, Duration::from_secs(1))
+            .await;
+        assert_eq!(*browser.reloads.lock().unwrap(), 1);
+    });
+}
+
+#[test]
+fn without_wa_js_ready_in_time_the_dom_signals_take_over() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (up, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show_dom(qr("dom"));
+        let s = f.state(SessionState::Qr, PAGE_READY * 2).await;
+        assert!(Instant::now() - up >= PAGE_READY);
+        assert_eq!(
+            (s.qr.unwrap().payload.as_str(), s.bridge),
+            ("2@dom", Some(Source::Dom))
+        );
+        assert_eq!(s.restarts, 0, "a page with a QR code is no crash");
+        // WA-JS turning up late is not believed for this browser.
+        browser.show(ready());
+        browser.show(Observation::Connected("4915100000001".into()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(f.status().await.state, SessionState::Qr);
+        // Pairing needs WA-JS.
+        assert!(matches!(
+            f.pair("4915100000001").await,
+            Err(SessionError::BridgeUnavailable)
+        ));
+    });
+}
+
+#[test]
+fn pairing_waits_for_wa_js_then_shows_the_code_and_links() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        // Asked before WA-JS is ready: pairing, no code yet (the reply waits a bounded time).
+        let asked = Instant::now();
+        let s = f.pair("+4915100000002").await.unwrap();
+        assert_eq!((s.state, s.pairing_code), (SessionState::Pairing, None));
+        assert!(Instant::now() - asked >= PAIR_WAIT);
+        browser.show(ready());
+        let s = f.state(SessionState::Pairing, Duration::from_secs(1)).await;
+        let s = if s.pairing_code.is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            f.status().await
+        } else {
+            s
+        };
+        assert_eq!(s.pairing_code.as_deref(), Some("FAKE-CODE"));
+        assert_eq!(
+            *browser.commands.lock().unwrap(),
+            [Command::PairingCode {
+                phone: "4915100000002".into()
+            }]
+        );
+        // QR codes the page still rotates are not shown while pairing; a new code is.
+        browser.show(qr("ignored"));
+        browser.show(Observation::PairingCode("NEW1-CODE".into()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let s = f.status().await;
+        assert_eq!((s.qr, s.pairing_code.as_deref()), (None, Some("NEW1-CODE")));
+        // Asking again answers at once with the code.
+        assert_eq!(
+            f.pair("4915100000002")
+                .await
+                .unwrap()
+                .pairing_code
+                .as_deref(),
+            Some("NEW1-CODE")
+        );
+        browser.show(Observation::Connected("4915100000002".into()));
+        let s = f
+            .state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        assert_eq!(s.pairing_code, None);
+        assert!(matches!(
+            f.pair("4915100000002").await,
+            Err(SessionError::AlreadyConnected)
+        ));
+    });
+}
+
+#[test]
+fn an_unused_pairing_code_times_out_like_a_qr_code() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(ready());
+        f.pair("4915100000003").await.unwrap();
+        let s = f.state(SessionState::Stopped, QR_TIMEOUT * 2).await;
+        assert_eq!(s.last_error.as_deref(), Some("qr_timeout"));
+        assert_eq!(browser.ended(), Some("closed"));
+    });
+}
+
+#[test]
+fn a_pairing_without_wa_js_in_time_falls_back_to_the_qr_code() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show_dom(qr("dom"));
+        f.pair("4915100000004").await.unwrap();
+        let s = f.state(SessionState::Qr, PAGE_READY * 2).await;
+        assert!(s.last_error.unwrap().contains("needs WA-JS"));
+        assert_eq!(s.bridge, Some(Source::Dom));
+    });
+}
+
+#[test]
+fn what_wa_js_knows_reaches_the_session() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(ready());
+        browser.show(Observation::Connected("4915100000005".into()));
+        f.state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        // The phone goes offline: still connected, `online: false`.
+        browser.show(Observation::Online(false));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let s = f.status().await;
+        assert_eq!((s.state, s.online), (SessionState::Connected, Some(false)));
+        browser.show(Observation::Online(true));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(f.status().await.online, Some(true));
+        // Logged out from the phone, with WhatsApp's reason.
+        browser.show(Observation::LoggedOut {
+            reason: Some("user_initiated".into()),
+        });
+        let s = f
+            .state(SessionState::Starting, Duration::from_secs(1))
+            .await;
+        assert_eq!(s.connected_number, None);
+        assert_eq!(s.online, None);
+        assert!(s.last_error.unwrap().contains("user_initiated"));
+        // WhatsApp asks for a newer browser: no relaunch can help.
+        browser.show(Observation::NeedsUpdate);
+        let s = f.state(SessionState::Failed, Duration::from_secs(1)).await;
+        assert!(s.last_error.unwrap().contains("newer browser"));
+        assert!(f.next_launch(Duration::from_secs(3600)).await.is_none());
+    });
+}
+
+#[test]
+fn logout_unlinks_on_whatsapps_side_first() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(ready());
+        browser.show(Observation::Connected("4915100000006".into()));
+        f.state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        let s = f
+            .addr
+            .send(Logout {
+                key: f.key.clone(),
+                by: "test".into(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.state, s.connected_number), (SessionState::Stopped, None));
+        assert_eq!(*browser.commands.lock().unwrap(), [Command::Logout]);
+        assert_eq!(browser.ended(), Some("closed"));
     });
 }

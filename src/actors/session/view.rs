@@ -29,6 +29,17 @@ pub struct Session {
     pub connected_number: Option<String>,
     #[schema(value_type = Option<QrView>)]
     pub qr: Option<Arc<QrView>>,
+    /// In state `pairing`: the code to enter on the phone (`null` until WhatsApp gave one; it
+    /// follows by SSE).
+    #[schema(example = "ABCD-EFGH")]
+    pub pairing_code: Option<String>,
+    /// While connected, with WA-JS: whether the phone is online.
+    pub online: Option<bool>,
+    /// Which page signals drive the session: `wa-js` (WhatsApp Web's own functions) or `dom`
+    /// (the fallback: selectors and storage keys); `null` without a browser or while WA-JS is
+    /// awaited.
+    #[schema(value_type = Option<String>, example = "wa-js")]
+    pub bridge: Option<crate::browser::Source>,
     pub restarts: u32,
     pub last_error: Option<String>,
     /// RFC 3339, UTC.
@@ -47,6 +58,9 @@ impl Session {
             is_connected: state == SessionState::Connected,
             connected_number: row.connected_number.clone(),
             qr: None,
+            pairing_code: None,
+            online: None,
+            bridge: None,
             restarts: row.restarts,
             last_error: row.last_error.clone(),
             updated_at: rfc3339(row.updated_ms),

@@ -1,4 +1,4 @@
-//! `/api/{start,status,qr,stop,logout}/…`: one registry message per request.
+//! `/api/{start,pair,status,qr,stop,logout}/…`: one registry message per request.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -6,16 +6,17 @@ use serde::{Deserialize, Serialize};
 use crate::actors::registry::RegistryHandle;
 use crate::actors::session::{QrView, Session};
 use crate::auth::Principal;
-use crate::domain::{Slot, UserId};
+use crate::domain::{PhoneNumber, Slot, UserId};
 use crate::http::extract::{SessionPath, UserPath};
 use crate::http::openapi::{
-    BadQuery, BadSession, BadUser, Forbidden, NoQr, TooMany, Unauthorized, Unavailable,
-    UnknownSession,
+    BadPair, BadQuery, BadSession, BadUser, Forbidden, NoQr, PairConflict, TooMany, Unauthorized,
+    Unavailable, UnknownSession,
 };
 use crate::http::ApiError;
 
 crate::http::route_table! {
     post "/api/start/{userId}/{slot}" => start,
+    post "/api/pair/{userId}/{slot}" => pair,
     get "/api/status/{userId}" => list,
     get "/api/status/{userId}/{slot}" => status,
     get "/api/qr/{userId}/{slot}" => qr,
@@ -39,6 +40,41 @@ async fn start(
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_user(key.user_id())?;
     let session = registry.start(key, who.audit_name()).await?;
+    Ok(HttpResponse::Accepted().json(session))
+}
+
+/// The body of `POST /api/pair/{userId}/{slot}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PairRequest {
+    /// 8 to 15 digits, country code first (a leading `+` is allowed).
+    #[schema(example = "4915112345678")]
+    phone_number: String,
+}
+
+/// Links by phone number instead of a QR code: starts the session if needed and asks WhatsApp
+/// for a linking code. The session comes back in state `pairing`, with its `pairingCode` once
+/// WhatsApp gave one (within a few seconds; otherwise it follows by SSE). Enter the code on the
+/// phone under Linked devices → Link with phone number. It rotates, and times out like a QR.
+#[utoipa::path(
+    post,
+    path = "/api/pair/{userId}/{slot}",
+    tag = "sessions",
+    params(("userId" = UserId, Path), ("slot" = Slot, Path)),
+    request_body = PairRequest,
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 202, description = "Pairing; the code when it exists", body = Session), BadPair, Unauthorized, Forbidden, PairConflict, TooMany, Unavailable),
+)]
+async fn pair(
+    SessionPath(key): SessionPath,
+    who: Principal,
+    body: web::Json<PairRequest>,
+    registry: web::Data<RegistryHandle>,
+) -> Result<HttpResponse, ApiError> {
+    who.authorize_user(key.user_id())?;
+    let phone = PhoneNumber::parse(&body.phone_number)
+        .map_err(|e| ApiError::InvalidPhoneNumber(e.to_string()))?;
+    let session = registry.pair(key, phone, who.audit_name()).await?;
     Ok(HttpResponse::Accepted().json(session))
 }
 

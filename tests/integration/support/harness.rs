@@ -53,6 +53,12 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
     if !extra.contains(&"--whatsapp-url") {
         args.extend_from_slice(&["--whatsapp-url", &url]);
     }
+    // WA-JS: the stand-in `WPP` unless the test chose (another file, or none at all).
+    let (wpp, wpp_sha) = super::wpp::install(tmp.path());
+    let wpp = wpp.to_str().unwrap().to_owned();
+    if !extra.contains(&"--wa-js-path") {
+        args.extend_from_slice(&["--wa-js-path", &wpp, "--wa-js-sha256", &wpp_sha]);
+    }
     args.extend_from_slice(extra);
     let settings = Settings::from_args(args).unwrap();
     let mut app = Application::build(settings).await.unwrap();

@@ -8,3 +8,4 @@ pub mod jwt;
 pub mod logs;
 pub mod nginx;
 pub mod standin;
+pub mod wpp;

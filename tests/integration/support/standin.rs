@@ -13,8 +13,14 @@
 //! with `durability: "strict"`, so it survives a SIGKILL shortly after the first load), and the
 //! server keeps device → phone. The page polls `GET /api/state` every 150 ms.
 //!
-//! Control endpoints: `POST /control/scan` `{"payload","phone"}` and `POST /control/unlink`
-//! `{"phone"}` → 200 `{"ok":true}` or 404 `{"error":"…"}`.
+//! Control endpoints: `POST /control/scan` `{"payload","phone"}`, `POST /control/unlink`
+//! `{"phone","reason"?}`, `POST /control/enter-code` `{"code","phone"}` (a pairing code typed on
+//! the phone), `POST /control/online` `{"phone","online"}`, `POST /control/needs-update` →
+//! 200 `{"ok":true}` or 404 `{"error":"…"}`.
+//!
+//! For the WA-JS stand-in (`support/wpp.rs`) the page announces each change as a `standin`
+//! DOM event, and serves `POST /api/pair` (a linking code for a phone, rotating like the QR
+//! codes) and `POST /api/logout` (the device unlinks itself).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -51,6 +57,12 @@ struct Device {
     phone: Option<String>,
     /// The latest payload handed to this device, if still scannable.
     current: Option<String>,
+    /// Linking by phone number: the phone, the current code and when it was issued.
+    pairing: Option<(String, String, std::time::Instant)>,
+    /// Why the device was last unlinked (shown to WA-JS as `conn.logout_reason`).
+    logout_reason: Option<String>,
+    /// The phone's connectivity as the page reports it.
+    offline: bool,
 }
 
 #[derive(Default)]
@@ -61,6 +73,11 @@ struct State {
     issued: Vec<String>,
     rotation_ms: u64,
     rotations: u32,
+    /// Every pairing code ever issued.
+    codes: Vec<String>,
+    /// Devices that logged themselves out (through WA-JS).
+    self_logouts: Vec<String>,
+    needs_update: bool,
 }
 
 impl State {
@@ -85,12 +102,13 @@ impl State {
         Ok(())
     }
 
-    fn unlink(&mut self, phone: &str) -> Result<(), String> {
+    fn unlink(&mut self, phone: &str, reason: Option<&str>) -> Result<(), String> {
         let mut n = 0;
         for dev in self.devices.values_mut() {
             if dev.phone.as_deref() == Some(phone) {
                 dev.phone = None;
                 dev.current = None;
+                dev.logout_reason = Some(reason.unwrap_or("user_initiated").to_owned());
                 n += 1;
             }
         }
@@ -99,6 +117,50 @@ impl State {
         } else {
             Ok(())
         }
+    }
+
+    fn new_code(&mut self) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTVWXYZ23456789";
+        let pick = || ALPHABET[rand::random_range(0..ALPHABET.len())] as char;
+        let code: String = (0..9).map(|i| if i == 4 { '-' } else { pick() }).collect();
+        self.codes.push(code.clone());
+        code
+    }
+
+    /// The device's pairing code, rotated when older than the rotation period.
+    fn pairing_code(&mut self, device: &str) -> Option<String> {
+        let rotation = std::time::Duration::from_millis(self.rotation_ms);
+        let (phone, stale) = {
+            let (phone, _, at) = self.devices.get(device)?.pairing.as_ref()?;
+            (phone.clone(), at.elapsed() >= rotation)
+        };
+        if stale {
+            let code = self.new_code();
+            self.devices.get_mut(device)?.pairing = Some((phone, code, std::time::Instant::now()));
+        }
+        self.devices
+            .get(device)?
+            .pairing
+            .as_ref()
+            .map(|(_, c, _)| c.clone())
+    }
+
+    fn enter_code(&mut self, code: &str, phone: &str) -> Result<(), String> {
+        let (id, dev) = self
+            .devices
+            .iter_mut()
+            .find(|(_, d)| d.pairing.as_ref().is_some_and(|(_, c, _)| c == code))
+            .ok_or_else(|| format!("no device shows the code {code:?}"))?;
+        let (expected, _, _) = dev.pairing.as_ref().unwrap();
+        if expected != phone {
+            return Err(format!(
+                "the code of {id} was asked for {expected}, not {phone}"
+            ));
+        }
+        dev.pairing = None;
+        dev.current = None;
+        dev.phone = Some(phone.to_owned());
+        Ok(())
     }
 
     fn new_payload(&mut self, device: &str) -> String {
@@ -150,6 +212,14 @@ impl StandIn {
                 .route("/control/scan", web::post().to(control_scan))
                 .route("/control/unlink", web::post().to(control_unlink))
                 .route("/control/devices", web::get().to(control_devices))
+                .route("/api/pair", web::post().to(api_pair))
+                .route("/api/logout", web::post().to(api_logout))
+                .route("/control/enter-code", web::post().to(control_enter_code))
+                .route("/control/online", web::post().to(control_online))
+                .route(
+                    "/control/needs-update",
+                    web::post().to(control_needs_update),
+                )
         })
         .workers(2)
         .disable_signals()
@@ -185,7 +255,45 @@ impl StandIn {
 
     /// Unlink every device linked to `phone` (as if done from the phone). Err if none.
     pub async fn unlink(&self, phone: &str) -> Result<(), String> {
-        self.state.lock().unwrap().unlink(phone)
+        self.state.lock().unwrap().unlink(phone, None)
+    }
+
+    /// Unlink with the reason WhatsApp gives (`conn.logout_reason` through WA-JS).
+    pub async fn unlink_because(&self, phone: &str, reason: &str) -> Result<(), String> {
+        self.state.lock().unwrap().unlink(phone, Some(reason))
+    }
+
+    /// "Type" a pairing code on the phone `phone`: links the device that shows it, if the code
+    /// was asked for that number.
+    pub async fn enter_code(&self, code: &str, phone: &str) -> Result<(), String> {
+        self.state.lock().unwrap().enter_code(code, phone)
+    }
+
+    /// The phone of `phone` goes offline (`false`) or comes back.
+    pub fn set_online(&self, phone: &str, online: bool) {
+        let mut st = self.state.lock().unwrap();
+        for dev in st
+            .devices
+            .values_mut()
+            .filter(|d| d.phone.as_deref() == Some(phone))
+        {
+            dev.offline = !online;
+        }
+    }
+
+    /// From now on WhatsApp Web asks every page for a newer browser.
+    pub fn require_update(&self) {
+        self.state.lock().unwrap().needs_update = true;
+    }
+
+    /// Every pairing code issued so far.
+    pub fn issued_codes(&self) -> Vec<String> {
+        self.state.lock().unwrap().codes.clone()
+    }
+
+    /// Devices that unlinked themselves through WA-JS's logout.
+    pub fn self_logouts(&self) -> Vec<String> {
+        self.state.lock().unwrap().self_logouts.clone()
     }
 
     /// Every QR payload handed out so far, in order.
@@ -247,6 +355,7 @@ struct ScanBody {
 #[derive(Deserialize)]
 struct UnlinkBody {
     phone: String,
+    reason: Option<String>,
 }
 
 fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -276,8 +385,90 @@ async fn api_state(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> H
         return no_store(HttpResponse::BadRequest()).json(json!({"error": "bad device id"}));
     }
     let mut s = st.lock().unwrap();
-    let dev = s.devices.entry(q.device.clone()).or_default();
-    no_store(HttpResponse::Ok()).json(json!({"phone": dev.phone}))
+    s.devices.entry(q.device.clone()).or_default();
+    let code = s.pairing_code(&q.device);
+    let needs_update = s.needs_update;
+    let dev = &s.devices[&q.device];
+    no_store(HttpResponse::Ok()).json(json!({
+        "phone": dev.phone,
+        "pairingCode": code,
+        "online": !dev.offline,
+        "logoutReason": dev.logout_reason,
+        "needsUpdate": needs_update,
+    }))
+}
+
+#[derive(Deserialize)]
+struct PairBody {
+    phone: String,
+}
+
+async fn api_pair(
+    st: web::Data<Mutex<State>>,
+    q: web::Query<DeviceQuery>,
+    b: web::Json<PairBody>,
+) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    if !valid_device(&q.device) || !s.devices.contains_key(&q.device) {
+        return no_store(HttpResponse::BadRequest()).json(json!({"error": "unknown device"}));
+    }
+    if b.phone.len() < 8 || !b.phone.bytes().all(|c| c.is_ascii_digit()) {
+        return no_store(HttpResponse::BadRequest()).json(json!({"error": "bad phone"}));
+    }
+    let code = s.new_code();
+    let dev = s.devices.get_mut(&q.device).unwrap();
+    dev.pairing = Some((b.phone.clone(), code.clone(), std::time::Instant::now()));
+    no_store(HttpResponse::Ok()).json(json!({"code": code}))
+}
+
+async fn api_logout(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    let Some(dev) = s.devices.get_mut(&q.device) else {
+        return no_store(HttpResponse::BadRequest()).json(json!({"error": "unknown device"}));
+    };
+    dev.phone = None;
+    dev.logout_reason = Some("user_initiated".into());
+    s.self_logouts.push(q.device.clone());
+    no_store(HttpResponse::Ok()).json(json!({"ok": true}))
+}
+
+#[derive(Deserialize)]
+struct EnterCodeBody {
+    code: String,
+    phone: String,
+}
+
+async fn control_enter_code(
+    st: web::Data<Mutex<State>>,
+    b: web::Json<EnterCodeBody>,
+) -> HttpResponse {
+    match st.lock().unwrap().enter_code(&b.code, &b.phone) {
+        Ok(()) => HttpResponse::Ok().json(json!({"ok": true})),
+        Err(e) => HttpResponse::NotFound().json(json!({"error": e})),
+    }
+}
+
+#[derive(Deserialize)]
+struct OnlineBody {
+    phone: String,
+    online: bool,
+}
+
+async fn control_online(st: web::Data<Mutex<State>>, b: web::Json<OnlineBody>) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    for dev in s
+        .devices
+        .values_mut()
+        .filter(|d| d.phone.as_deref() == Some(b.phone.as_str()))
+    {
+        dev.offline = !b.online;
+    }
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+async fn control_needs_update(st: web::Data<Mutex<State>>) -> HttpResponse {
+    st.lock().unwrap().needs_update = true;
+    HttpResponse::Ok().json(json!({"ok": true}))
 }
 
 async fn api_qr(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> HttpResponse {
@@ -308,7 +499,7 @@ async fn control_scan(st: web::Data<Mutex<State>>, b: web::Json<ScanBody>) -> Ht
 }
 
 async fn control_unlink(st: web::Data<Mutex<State>>, b: web::Json<UnlinkBody>) -> HttpResponse {
-    match st.lock().unwrap().unlink(&b.phone) {
+    match st.lock().unwrap().unlink(&b.phone, b.reason.as_deref()) {
         Ok(()) => HttpResponse::Ok().json(json!({"ok": true})),
         Err(e) => HttpResponse::NotFound().json(json!({"error": e})),
     }
@@ -370,6 +561,20 @@ async function api(method, path) {
   return r.json();
 }
 function clearTimer() { if (timer) { clearTimeout(timer); timer = null; } }
+// Each change, for the WA-JS stand-in (support/wpp.rs).
+function announce(detail) { window.dispatchEvent(new CustomEvent("standin", { detail })); }
+async function post(path, body) {
+  const r = await fetch(path + "?device=" + encodeURIComponent(device), {
+    method: "POST", cache: "no-store", headers: {"content-type": "application/json"},
+    body: JSON.stringify(body || {}) });
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  return r.json();
+}
+window.__standin = {
+  reloadQr: () => showQr(),
+  pair: async (phone) => (await post("/api/pair", {phone: String(phone)})).code,
+  logout: async () => { await post("/api/logout"); },
+};
 
 function drawQr(canvas, payload) {
   const ctx = canvas.getContext("2d"), n = 33, s = 8;
@@ -421,6 +626,7 @@ function showQr() {
     shown++;
     c.setAttribute("data-ref", r.payload);
     drawQr(canvas, r.payload);
+    announce({type: "qr", payload: r.payload});
     timer = setTimeout(step, ROTATION_MS);
   };
   step();
@@ -429,6 +635,7 @@ function showQr() {
 async function expire(my) {
   try { await api("POST", "/api/expire"); } catch (e) {}
   if (my !== cycle) return;
+  announce({type: "idle"});
   const c = qrContainer();
   const b = document.createElement("button");
   b.textContent = "Click to reload QR code";
@@ -442,6 +649,7 @@ function showLinked(p) {
   phone = p;
   localStorage.setItem("last-wid-md", JSON.stringify(p + ":7@c.us"));
   localStorage.setItem("last-wid", JSON.stringify(p + "@c.us"));
+  announce({type: "linked", phone: p});
   if (!document.getElementById("pane-side")) {
     const pane = document.createElement("div");
     pane.id = "pane-side";
@@ -456,8 +664,9 @@ function showLinked(p) {
   }
 }
 
-function showUnlinked() {
+function showUnlinked(reason) {
   phone = null;
+  announce({type: "unlinked", reason: reason || null});
   localStorage.removeItem("last-wid-md");
   localStorage.removeItem("last-wid");
   const pane = document.getElementById("pane-side");
@@ -465,11 +674,17 @@ function showUnlinked() {
   showQr();
 }
 
+let lastCode = null, lastOnline = true, updateAsked = false;
 async function poll() {
   try {
     const r = await api("GET", "/api/state");
     if (r.phone && r.phone !== phone) showLinked(r.phone);
-    else if (!r.phone && phone) showUnlinked();
+    else if (!r.phone && phone) showUnlinked(r.logoutReason);
+    if (r.pairingCode && r.pairingCode !== lastCode) announce({type: "link_code", code: r.pairingCode});
+    lastCode = r.pairingCode;
+    if (phone && r.online !== lastOnline) announce({type: "online", online: r.online});
+    lastOnline = r.online;
+    if (r.needsUpdate && !updateAsked) { updateAsked = true; announce({type: "needs_update"}); }
   } catch (e) {}
   setTimeout(poll, 150);
 }

@@ -1,0 +1,227 @@
+//! The page bridge on WA-JS: the script the daemon injects after WA-JS, what it reports, and the
+//! commands the daemon runs through it (docs/ARCHITECTURE.md, "The page").
+//!
+//! The script waits for `WPP.isReady`, subscribes to the events the session needs and reports
+//! each as a JSON message `{"bridge": <kind>, …}` through the same CDP binding as the DOM
+//! watcher. Every `WPP` member used here is declared by the pinned WA-JS's type definitions
+//! (a test reads them: `tests/integration/bridge.rs`).
+
+use serde::Deserialize;
+
+use super::page::Observation;
+
+/// Every `WPP` member the bridge touches, for the check against the pinned type definitions.
+pub const WPP_MEMBERS: &[&str] = &[
+    "WPP.isReady",
+    "WPP.version",
+    "WPP.on",
+    "WPP.conn.getAuthCode",
+    "WPP.conn.isAuthenticated",
+    "WPP.conn.isMainReady",
+    "WPP.conn.getMyUserId",
+    "WPP.conn.refreshQR",
+    "WPP.conn.genLinkDeviceCodeForPhoneNumber",
+    "WPP.conn.logout",
+];
+
+/// Every WA-JS event the bridge subscribes to.
+pub const WPP_EVENTS: &[&str] = &[
+    "conn.auth_code_change",
+    "conn.qrcode_idle",
+    "conn.main_ready",
+    "conn.logout_reason",
+    "conn.logout",
+    "conn.needs_update",
+    "conn.online",
+    "conn.link_code_change",
+];
+
+/// The injected script (after WA-JS itself, before the page's own scripts run).
+pub fn script(binding: &str) -> String {
+    format!(
+        r#"(() => {{
+  const send = (msg) => {{ if (typeof window.{binding} === "function") window.{binding}(JSON.stringify(msg)); }};
+  const me = () => {{ const w = WPP.conn.getMyUserId(); return w ? w._serialized : null; }};
+  let reason = null;
+  const start = () => {{
+    if (!window.WPP || !WPP.isReady) {{ setTimeout(start, 100); return; }}
+    WPP.on("conn.auth_code_change", (c) => send({{ bridge: "auth_code", code: c ? c.fullCode : null }}));
+    WPP.on("conn.qrcode_idle", () => send({{ bridge: "qr_idle" }}));
+    WPP.on("conn.main_ready", () => send({{ bridge: "main_ready", wid: me() }}));
+    WPP.on("conn.logout_reason", (r) => {{ reason = r == null ? null : String(r); send({{ bridge: "logout", reason: reason }}); }});
+    WPP.on("conn.logout", () => send({{ bridge: "logout", reason: reason }}));
+    WPP.on("conn.needs_update", () => send({{ bridge: "needs_update" }}));
+    WPP.on("conn.online", (o) => send({{ bridge: "online", online: !!o }}));
+    WPP.on("conn.link_code_change", (code) => send({{ bridge: "link_code", code: String(code) }}));
+    send({{ bridge: "ready", version: String(WPP.version) }});
+    {SNAPSHOT}.then((s) => send(s));
+  }};
+  start();
+}})();"#
+    )
+}
+
+/// The bridge's view of the page now, as one message (the initial report and the poll).
+const SNAPSHOT: &str = r#"(async () => {
+    if (WPP.conn.isAuthenticated() && WPP.conn.isMainReady()) {
+      const w = WPP.conn.getMyUserId();
+      return { bridge: "main_ready", wid: w ? w._serialized : null };
+    }
+    const c = await WPP.conn.getAuthCode();
+    return { bridge: "auth_code", code: c ? c.fullCode : null };
+  })()"#;
+
+/// An expression for `Runtime.evaluate`: the bridge's snapshot as JSON text, or `null` when WA-JS
+/// is not ready.
+pub fn snapshot_expression() -> String {
+    format!("(async () => (window.WPP && WPP.isReady) ? JSON.stringify(await {SNAPSHOT}) : null)()")
+}
+
+/// What the daemon asks of the page through WA-JS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A new QR code after the page stopped offering them.
+    RefreshQr,
+    /// A code to link by phone number (country code first, digits only); answers the code.
+    PairingCode { phone: String },
+    /// Unlink this device on WhatsApp's side.
+    Logout,
+}
+
+impl Command {
+    /// The expression that runs the command: a promise of `{ok: value}` or `{error: message}`.
+    pub fn expression(&self) -> String {
+        let call = match self {
+            Command::RefreshQr => "await WPP.conn.refreshQR(); return null;".to_owned(),
+            Command::PairingCode { phone } => format!(
+                "return String(await WPP.conn.genLinkDeviceCodeForPhoneNumber({}, true));",
+                serde_json::to_string(phone).expect("a string serializes")
+            ),
+            Command::Logout => "return !!(await WPP.conn.logout());".to_owned(),
+        };
+        format!(
+            "(async () => {{ try {{ if (!window.WPP || !WPP.isReady) return {{ error: 'WA-JS is not ready' }}; \
+             const run = async () => {{ {call} }}; return {{ ok: await run() }}; }} \
+             catch (e) {{ return {{ error: String(e && e.message || e) }}; }} }})()"
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::RefreshQr => "refreshQR",
+            Command::PairingCode { .. } => "genLinkDeviceCodeForPhoneNumber",
+            Command::Logout => "logout",
+        }
+    }
+}
+
+/// A message of the bridge script.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "bridge", rename_all = "snake_case")]
+pub enum Signal {
+    Ready { version: String },
+    AuthCode { code: Option<String> },
+    QrIdle,
+    MainReady { wid: Option<String> },
+    Logout { reason: Option<String> },
+    NeedsUpdate,
+    Online { online: bool },
+    LinkCode { code: String },
+}
+
+impl Signal {
+    pub fn observation(self) -> Observation {
+        match self {
+            Signal::Ready { version } => Observation::BridgeReady { version },
+            Signal::AuthCode { code: Some(code) } if !code.is_empty() => Observation::Qr(code),
+            Signal::AuthCode { .. } => Observation::Loading,
+            Signal::QrIdle => Observation::QrExpired,
+            Signal::MainReady { wid } => {
+                match wid.as_deref().and_then(super::page::number_from_wid) {
+                    Some(number) => Observation::Connected(number),
+                    None => Observation::Loading,
+                }
+            }
+            Signal::Logout { reason } => Observation::LoggedOut { reason },
+            Signal::NeedsUpdate => Observation::NeedsUpdate,
+            Signal::Online { online } => Observation::Online(online),
+            Signal::LinkCode { code } => Observation::PairingCode(code),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_become_observations() {
+        let parse = |s: &str| serde_json::from_str::<Signal>(s).unwrap().observation();
+        assert_eq!(
+            parse(r#"{"bridge":"auth_code","code":"2@abc,def"}"#),
+            Observation::Qr("2@abc,def".into())
+        );
+        assert_eq!(
+            parse(r#"{"bridge":"auth_code","code":null}"#),
+            Observation::Loading
+        );
+        assert_eq!(
+            parse(r#"{"bridge":"main_ready","wid":"4915112345678@c.us"}"#),
+            Observation::Connected("4915112345678".into())
+        );
+        assert_eq!(
+            parse(r#"{"bridge":"logout","reason":"user_initiated"}"#),
+            Observation::LoggedOut {
+                reason: Some("user_initiated".into())
+            }
+        );
+        assert_eq!(
+            parse(r#"{"bridge":"online","online":false}"#),
+            Observation::Online(false)
+        );
+        assert!(serde_json::from_str::<Signal>(r#"{"qr":null,"reload":false}"#).is_err());
+    }
+
+    #[test]
+    fn the_script_uses_only_the_listed_members_and_events() {
+        let text = format!(
+            "{} {} {}",
+            script("b"),
+            snapshot_expression(),
+            [
+                Command::RefreshQr,
+                Command::PairingCode { phone: "1".into() },
+                Command::Logout,
+            ]
+            .iter()
+            .map(Command::expression)
+            .collect::<Vec<_>>()
+            .join(" ")
+        );
+        let mut used: Vec<&str> = text
+            .match_indices("WPP.")
+            .map(|(i, _)| {
+                let rest = &text[i..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                    .unwrap_or(rest.len());
+                rest[..end].trim_end_matches('.')
+            })
+            .collect();
+        used.sort();
+        used.dedup();
+        for member in &used {
+            assert!(
+                WPP_MEMBERS.contains(member),
+                "{member} is used but not listed"
+            );
+        }
+        for member in WPP_MEMBERS {
+            assert!(used.contains(member), "{member} is listed but not used");
+        }
+        for event in WPP_EVENTS {
+            assert!(text.contains(&format!("\"{event}\"")), "{event}");
+        }
+        assert_eq!(text.matches("WPP.on(\"").count(), WPP_EVENTS.len());
+    }
+}

@@ -1,0 +1,76 @@
+//! A stand-in for WA-JS (`window.WPP`) on the stand-in page: exactly the subset the daemon's
+//! bridge uses, with the names and shapes of the pinned release's type definitions — an
+//! `AuthCode` with `fullCode`, a `Wid` with `_serialized`, events through `WPP.on` — driven by the
+//! page's `standin` events and its `/api/pair` and `/api/logout` endpoints. The daemon loads it
+//! from a file like the real one (`WA_JS_PATH`, with its hash pinned by `WA_JS_SHA256`).
+
+use std::path::PathBuf;
+
+pub const VERSION: &str = "4.6.0-standin";
+
+pub const SCRIPT: &str = r#"(() => {
+  "use strict";
+  const listeners = {};
+  const emit = (name, arg) => (listeners[name] || []).forEach((f) => { try { f(arg); } catch (e) {} });
+  const authCode = (payload) => ({
+    type: "multidevice", ref: payload.split(",")[0], staticKeyPair: "", identityKeyPair: "",
+    secretKey: "", fullCode: payload,
+  });
+  let code = null, me = null, ready = false, online = true, updateNeeded = false;
+  window.WPP = {
+    version: "4.6.0-standin",
+    get isReady() { return ready; },
+    on(name, fn) { (listeners[name] = listeners[name] || []).push(fn); },
+    conn: {
+      getAuthCode: async () => (code ? authCode(code) : null),
+      isAuthenticated: () => !!me,
+      isMainReady: () => !!me,
+      getMyUserId: () => (me ? { server: "c.us", user: me, _serialized: me + "@c.us" } : undefined),
+      refreshQR: async () => { window.__standin.reloadQr(); return null; },
+      genLinkDeviceCodeForPhoneNumber: async (phone, sendPushNotification) => window.__standin.pair(phone),
+      logout: async () => { await window.__standin.logout(); return true; },
+      needsUpdate: () => updateNeeded,
+      isOnline: () => online,
+    },
+  };
+  window.addEventListener("standin", (e) => {
+    const d = e.detail;
+    switch (d.type) {
+      case "qr": code = d.payload; emit("conn.auth_code_change", authCode(d.payload)); break;
+      case "idle": code = null; emit("conn.auth_code_change", null); emit("conn.qrcode_idle"); break;
+      case "linked": code = null; me = d.phone; emit("conn.authenticated"); emit("conn.main_ready"); break;
+      case "unlinked":
+        me = null;
+        emit("conn.logout_reason", d.reason || "user_initiated");
+        emit("conn.logout");
+        break;
+      case "link_code": emit("conn.link_code_change", d.code); break;
+      case "online": online = d.online; emit("conn.online", d.online); break;
+      case "needs_update": updateNeeded = true; emit("conn.needs_update"); break;
+    }
+  });
+  // Ready once the page's own script has set up (like WA-JS once WhatsApp's modules loaded).
+  document.addEventListener("DOMContentLoaded", () => { ready = true; });
+})();
+"#;
+
+/// Writes the stand-in to `dir`; its path and SHA-256 (for `--wa-js-path`, `--wa-js-sha256`).
+pub fn install(dir: &std::path::Path) -> (PathBuf, String) {
+    let path = dir.join("wpp-standin.js");
+    std::fs::write(&path, SCRIPT).unwrap();
+    (
+        path,
+        wa_supervisor::browser::wajs::sha256_hex(SCRIPT.as_bytes()),
+    )
+}
+
+/// The real WA-JS as the project's set-up installed it (`scripts/fetch-wa-js.sh`).
+pub fn real() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/wa-js/wppconnect-wa.js");
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/fetch-wa-js.sh (the test command does)",
+        path.display()
+    );
+    path
+}
