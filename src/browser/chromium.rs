@@ -36,10 +36,7 @@ impl Launcher for ChromiumLauncher {
         let startup_timeout = self.startup_timeout;
         Box::pin(async move {
             let executable = executable.map_err(BrowserError::NotFound)?;
-            let lock = FolderLock::acquire(&profile).map_err(|source| BrowserError::Profile {
-                path: profile.clone(),
-                source,
-            })?;
+            let lock = acquire_lock(&profile).await?;
             clear_stale_singleton(&profile).map_err(BrowserError::ProfileInUse)?;
             let spec = LaunchSpec {
                 executable,
@@ -47,10 +44,8 @@ impl Launcher for ChromiumLauncher {
                 log_key,
                 startup_timeout,
             };
-            let has_bridge = wa_js.is_some();
             let (process, page) = launch(&spec, page, wa_js, on_change).await?;
             Ok(Box::new(ChromiumBrowser {
-                has_bridge,
                 probe: page.probe(),
                 page,
                 process,
@@ -59,11 +54,43 @@ impl Launcher for ChromiumLauncher {
         })
     }
 
+    fn has_bridge(&self) -> bool {
+        self.wa_js.is_some()
+    }
+
     fn ready(&self) -> Result<(), String> {
         match &self.executable {
             Ok(path) if super::is_executable(path) => Ok(()),
             Ok(path) => Err(format!("{} is gone", path.display())),
             Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+/// How long a launch retries a profile lock that is briefly still referenced.
+const LOCK_RETRY_FOR: Duration = Duration::from_secs(2);
+
+/// Takes the profile's lock. A lock the previous browser of this session just released can
+/// still be referenced for a moment by a process that another launch forked and that has not
+/// reached `exec` yet (it holds copies of every descriptor until then): retry briefly before
+/// calling the profile in use.
+async fn acquire_lock(profile: &std::path::Path) -> Result<FolderLock, BrowserError> {
+    let deadline = tokio::time::Instant::now() + LOCK_RETRY_FOR;
+    loop {
+        match FolderLock::acquire(profile) {
+            Ok(lock) => return Ok(lock),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(source) => {
+                return Err(BrowserError::Profile {
+                    path: profile.to_owned(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -96,7 +123,6 @@ async fn launch(
 
 /// A running Chromium: its page, its process group, its profile lock.
 struct ChromiumBrowser {
-    has_bridge: bool,
     page: WaPage,
     probe: PageProbe,
     process: BrowserProcess,
@@ -117,10 +143,6 @@ impl Browser for ChromiumBrowser {
 
     fn exited(&self) -> BoxFuture<String> {
         Box::pin(self.process.exited())
-    }
-
-    fn has_bridge(&self) -> bool {
-        self.has_bridge
     }
 
     fn observe(&self, source: Source) -> BoxFuture<Result<Observation, BrowserError>> {

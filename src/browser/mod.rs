@@ -49,6 +49,9 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Whether launches can work at all right now (readiness); the reason when not.
     fn ready(&self) -> Result<(), String>;
+
+    /// Whether the pages get WA-JS (else only the DOM watcher runs).
+    fn has_bridge(&self) -> bool;
 }
 
 /// One running browser with the WhatsApp page open.
@@ -57,8 +60,6 @@ pub trait Browser: Send + 'static {
     fn pid(&self) -> Option<u32>;
     /// Resolves when the browser has exited (at once if it already has), with how it ended.
     fn exited(&self) -> BoxFuture<String>;
-    /// Whether WA-JS was injected into the page (else only the DOM watcher runs).
-    fn has_bridge(&self) -> bool;
     /// Reads the page now as `source` sees it (the safety-net poll beside the pushed observations).
     fn observe(&self, source: Source) -> BoxFuture<Result<Observation, BrowserError>>;
     /// Asks for new QR codes once the page stopped offering them: through WA-JS, or by clicking

@@ -175,6 +175,11 @@ async fn documented_security_and_errors_match_the_app() {
     assert!(text("get", "/api/qr/{userId}/{slot}", "409").contains("no_qr"));
     let start_429 = text("post", "/api/start/{userId}/{slot}", "429");
     assert!(start_429.contains("too_many_sessions") && start_429.contains("rate_limited"));
+    assert!(start_429.contains("too_many_pending"));
+    let pair = "/api/pair/{userId}/{slot}";
+    assert!(text("post", pair, "400").contains("invalid_phone_number"));
+    let pair_409 = text("post", pair, "409");
+    assert!(pair_409.contains("already_connected") && pair_409.contains("bridge_unavailable"));
     assert!(text("post", "/api/start/{userId}/{slot}", "503").contains("unavailable"));
 
     // Limits from the code: the user id pattern, slots 1..=MAX_SLOTS as configured (default 10).
@@ -196,6 +201,7 @@ async fn documented_security_and_errors_match_the_app() {
         [
             "starting",
             "qr",
+            "pairing",
             "connected",
             "restarting",
             "stopped",

@@ -320,6 +320,12 @@ impl SessionActor {
         }
         self.generation += 1;
         let generation = self.generation;
+        // Decided now: the page may report before the launch's result is handled here.
+        self.bridge = if self.env.launcher.has_bridge() {
+            Bridge::Waiting
+        } else {
+            Bridge::Dom
+        };
         self.env.metrics.launches.fetch_add(1, Relaxed);
         self.launched_at = Some(Instant::now());
         self.qr_since = None;
@@ -375,11 +381,6 @@ impl SessionActor {
                 if let Some(pid) = run.browser.pid() {
                     log::info!("{} browser pid {pid} up", self.key);
                 }
-                self.bridge = if run.browser.has_bridge() {
-                    Bridge::Waiting
-                } else {
-                    Bridge::Dom
-                };
                 // WA-JS that is not ready by now will not be: the DOM signals take over. A page
                 // that still shows neither a QR code nor the chats (changed beyond our
                 // selectors, stuck) is then handled like a crash: relaunch with backoff, fail.
@@ -408,6 +409,8 @@ impl SessionActor {
                         .map(move |report, act, ctx| act.browser_exited(generation, report, ctx)),
                 );
                 self.run = Some(run);
+                // WA-JS may have become ready before this result was handled.
+                self.request_pairing_code(ctx);
             }
             Err(e) if e.is_permanent() => self.fail(chain(&e), false, ctx),
             Err(e @ BrowserError::Navigation { .. }) => self.crash(e.to_string(), ctx),
@@ -424,9 +427,15 @@ impl SessionActor {
         observation: Observation,
         ctx: &mut Context<Self>,
     ) {
-        if generation != self.generation || self.run.is_none() {
+        // (Signals of the current browser may come before its launch result is handled.)
+        if generation != self.generation {
             return;
         }
+        log::debug!(
+            "{} page ({source:?}, bridge {:?}): {observation:?}",
+            self.key,
+            self.bridge
+        );
         match (self.bridge, source) {
             (Bridge::Waiting, Source::Bridge) => {
                 if let Observation::BridgeReady { version } = observation {

@@ -104,10 +104,6 @@ impl Browser for FakeBrowser {
         })
     }
 
-    fn has_bridge(&self) -> bool {
-        self.bridge
-    }
-
     fn observe(&self, source: Source) -> BoxFuture<Result<Observation, BrowserError>> {
         let now = match (self.bridge, source) {
             (true, Source::Dom) => self.dom.lock().unwrap().clone(),
@@ -201,6 +197,10 @@ impl Launcher for FakeLauncher {
 
     fn ready(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    fn has_bridge(&self) -> bool {
+        self.bridge
     }
 }
 

@@ -139,7 +139,7 @@ impl TestApp {
         self.call("POST", path, Some(token)).await
     }
 
-    /// Polls `GET path` until `pred` holds on the JSON body.
+    /// Polls `GET path` until `pred` holds on the JSON body; the panic shows the last reply.
     pub async fn wait_json(
         &self,
         path: &str,
@@ -148,11 +148,25 @@ impl TestApp {
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        eventually(limit, &format!("{path}: {what}"), || async {
-            let r = self.get(path, token).await;
-            (r.status == 200 && pred(&r.json)).then_some(r.json)
-        })
-        .await
+        let last = std::cell::RefCell::new(None);
+        let found = tokio::time::timeout(
+            limit,
+            eventually(limit + Duration::from_secs(1), what, || async {
+                let r = self.get(path, token).await;
+                let ok = r.status == 200 && pred(&r.json);
+                *last.borrow_mut() = Some(r);
+                ok.then(|| last.borrow().as_ref().unwrap().json.clone())
+            }),
+        )
+        .await;
+        match found {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "{path}: timed out after {limit:?} waiting for {what}; last reply {:?}\n{}",
+                last.borrow(),
+                log_of(path)
+            ),
+        }
     }
 
     pub fn env(&self) -> Arc<SessionEnv> {
@@ -296,10 +310,28 @@ where
             return v;
         }
         if Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for {what}");
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                log_of(what)
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The daemon's log lines about the user ids named in `text` (what it was doing).
+pub fn log_of(text: &str) -> String {
+    let users: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|t| t.len() >= 16 && t.contains('-'))
+        .collect();
+    let lines: Vec<String> = super::logs::captured()
+        .text()
+        .lines()
+        .filter(|l| users.iter().any(|u| l.contains(u)) && !l.contains(" chromium: "))
+        .map(str::to_owned)
+        .collect();
+    format!("--- log of {users:?} ---\n{}", lines.join("\n"))
 }
 
 /// Polls `cond` until it holds or `limit` passes.
