@@ -28,24 +28,27 @@
     return t;
   }
 
-  async function api(method, path) {
+  async function api(method, path, body) {
+    const headers = { Authorization: "Bearer " + token() };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
     const res = await fetch(path, {
       method,
-      headers: { Authorization: "Bearer " + token() },
+      headers,
       cache: "no-store",
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
-    let body = null;
+    let reply = null;
     try {
-      body = await res.json();
+      reply = await res.json();
     } catch (_) {
-      body = null;
+      reply = null;
     }
     if (!res.ok) {
-      const msg = body && body.message ? body.message : res.statusText;
-      const code = body && body.error ? body.error : String(res.status);
+      const msg = reply && reply.message ? reply.message : res.statusText;
+      const code = reply && reply.error ? reply.error : String(res.status);
       throw new Error(code + ": " + msg);
     }
-    return body;
+    return reply;
   }
 
   function slotEl(n) {
@@ -61,6 +64,10 @@
       el.dataset.slot = String(n);
       el.querySelector(".n").textContent = String(n);
       el.querySelector(".start").addEventListener("click", () => act("start", n));
+      el.querySelector(".pair").addEventListener("click", () => {
+        const phone = el.querySelector(".phone").value.trim();
+        act("pair", n, { phoneNumber: phone });
+      });
       el.querySelector(".stop").addEventListener("click", () => act("stop", n));
       el.querySelector(".logout").addEventListener("click", () => {
         if (confirm("Unlink slot " + n + " from its phone and delete its profile?")) act("logout", n);
@@ -71,7 +78,7 @@
 
   function clearSlots() {
     for (let n = 1; n <= maxSlots; n++) {
-      render({ slot: n, state: "unknown", connectedNumber: null, qr: null, lastError: null });
+      render({ slot: n, state: "unknown", connectedNumber: null, qr: null, pairingCode: null, lastError: null });
     }
   }
 
@@ -82,6 +89,9 @@
     el.querySelector(".state").textContent = s.state;
     el.querySelector(".number").textContent = s.connectedNumber ? "+" + s.connectedNumber : "";
     el.querySelector(".error").textContent = s.lastError || "";
+    const pairing = el.querySelector(".pairing");
+    pairing.hidden = s.state !== "pairing";
+    pairing.querySelector(".code").textContent = s.pairingCode || "waiting for WhatsApp…";
     const img = el.querySelector("img.qr");
     if (s.qr && s.qr.dataUrl) {
       if (img.getAttribute("src") !== s.qr.dataUrl) img.src = s.qr.dataUrl;
@@ -153,10 +163,10 @@
     return true;
   }
 
-  async function act(what, n) {
+  async function act(what, n, body) {
     if (!(await show())) return;
     try {
-      const s = await api("POST", "/api/" + what + "/" + encodeURIComponent(shownUser) + "/" + n);
+      const s = await api("POST", "/api/" + what + "/" + encodeURIComponent(shownUser) + "/" + n, body);
       render(s);
     } catch (err) {
       say("Slot " + n + ": " + err.message, true);

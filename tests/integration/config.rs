@@ -66,6 +66,27 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
 }
 
 #[test]
+fn a_wa_js_file_that_is_not_the_pinned_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("wppconnect-wa.js");
+    std::fs::write(
+        &file,
+        "/*! wppconnect-team/wa-js v4.6.0 */ window.WPP = {}; // altered",
+    )
+    .unwrap();
+    let (code, stderr) = run(&[], &[("WA_JS_PATH", file.to_str().unwrap())]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(
+        line.contains("WA_JS_PATH") && line.contains("WA_JS_SHA256="),
+        "{line}"
+    );
+    let (code, stderr) = run(&[], &[("WA_JS_SHA256", "not-a-hash")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("WA_JS_SHA256"), "{stderr}");
+}
+
+#[test]
 fn a_refused_database_url_never_shows_its_password() {
     for url in [
         "mysql://wa:hunter2-secret@db.internal/wa",

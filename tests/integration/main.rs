@@ -8,6 +8,7 @@ mod support;
 
 mod api;
 mod auth;
+mod bridge;
 mod config;
 mod console;
 mod hardening;
