@@ -691,6 +691,7 @@ async function poll() {
 
 (async () => {
   device = await deviceFromIdb();
+  announce({type: "boot"});
   let r = {phone: null};
   try { r = await api("GET", "/api/state"); } catch (e) {}
   if (r.phone) showLinked(r.phone);

@@ -36,6 +36,7 @@ pub const SCRIPT: &str = r#"(() => {
   window.addEventListener("standin", (e) => {
     const d = e.detail;
     switch (d.type) {
+      case "boot": ready = true; break;
       case "qr": code = d.payload; emit("conn.auth_code_change", authCode(d.payload)); break;
       case "idle": code = null; emit("conn.auth_code_change", null); emit("conn.qrcode_idle"); break;
       case "linked": code = null; me = d.phone; emit("conn.authenticated"); emit("conn.main_ready"); break;
@@ -49,8 +50,7 @@ pub const SCRIPT: &str = r#"(() => {
       case "needs_update": updateNeeded = true; emit("conn.needs_update"); break;
     }
   });
-  // Ready once the page's own script has set up (like WA-JS once WhatsApp's modules loaded).
-  document.addEventListener("DOMContentLoaded", () => { ready = true; });
+  // Ready once the page knows its device (like WA-JS once WhatsApp's modules loaded): "boot".
 })();
 "#;
 
