@@ -5,6 +5,8 @@
 //! - proportional set size of one idle browser process tree
 //! - `GET /api/status/{userId}` latency under concurrent load (p50 / p99)
 //! - browser SIGKILL → connected again (median of several crashes)
+//! - start → first QR through WA-JS (the stand-in `WPP`) vs through the DOM signals, alternated
+//!   in one run
 
 #[path = "../tests/integration/support/mod.rs"]
 mod support;
@@ -57,8 +59,50 @@ fn tree_memory(root_pid: u32) -> (usize, f64, f64) {
     (pids.len(), mib(pss), mib(rss))
 }
 
+/// Start → first QR through WA-JS and through the DOM signals, alternated, in one run.
+async fn bridge_vs_dom() {
+    let wa_js = spawn_app(StandInOptions::default(), &["--start-burst", "1000"]).await;
+    let dom = spawn_app(
+        StandInOptions::default(),
+        &[
+            "--start-burst",
+            "1000",
+            "--wa-js-path",
+            "/nonexistent/wppconnect-wa.js",
+        ],
+    )
+    .await;
+    let (mut through_wa_js, mut through_dom) = (Vec::new(), Vec::new());
+    for i in 0..RUNS as u32 {
+        for (t, times, mode) in [
+            (&wa_js, &mut through_wa_js, "wa-js"),
+            (&dom, &mut through_dom, "dom"),
+        ] {
+            let user = uuid_like(0x9a0 + i);
+            let started = Instant::now();
+            t.post(&format!("/api/start/{user}/1"), SERVICE_TOKEN).await;
+            wait(t, &format!("/api/status/{user}/1"), |s| {
+                s["state"] == "qr" && s["bridge"] == mode
+            })
+            .await;
+            times.push(started.elapsed());
+            t.post(&format!("/api/stop/{user}/1"), SERVICE_TOKEN).await;
+        }
+    }
+    println!(
+        "start -> first QR through WA-JS: median {} (runs: {:?}); through the DOM: median {} (runs: {:?})",
+        ms(median(through_wa_js.clone())),
+        through_wa_js.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+        ms(median(through_dom.clone())),
+        through_dom.iter().map(|d| ms(*d)).collect::<Vec<_>>()
+    );
+    wa_js.assert_no_browsers_left().await;
+    dom.assert_no_browsers_left().await;
+}
+
 fn main() {
     actix_web::rt::System::new().block_on(async {
+        bridge_vs_dom().await;
         let t = spawn_app(StandInOptions::default(), &["--start-burst", "1000", "--restart-backoff-ms", "1000"]).await;
 
         let (mut to_qr, mut to_connected) = (Vec::new(), Vec::new());

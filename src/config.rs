@@ -172,6 +172,37 @@ pub struct Settings {
     #[arg(long, env = "WA_JS_SHA256", value_name = "WA_JS_SHA256", value_parser = parse_sha256)]
     pub wa_js_sha256: Option<String>,
 
+    /// Messages one session may send per minute (WhatsApp bans bursts); beyond that 429.
+    #[arg(long, env = "SEND_PER_MINUTE", value_name = "SEND_PER_MINUTE", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub send_per_minute: u32,
+
+    /// The service webhook: the platform's bot backend, which gets every user's events
+    /// (trusted: any address).
+    #[arg(long, env = "WEBHOOK_URL", value_name = "WEBHOOK_URL", value_parser = parse_http_url, requires = "webhook_secret")]
+    pub webhook_url: Option<String>,
+
+    /// The service webhook's signing secret, `whsec_<base64>` (Standard Webhooks).
+    #[arg(long, env = "WEBHOOK_SECRET", value_name = "WEBHOOK_SECRET", hide_env_values = true,
+          value_parser = parse_webhook_secret)]
+    pub webhook_secret: Option<Token>,
+
+    /// Allow per-user webhooks on plain http:// (default: https only).
+    #[arg(long, env = "WEBHOOK_ALLOW_HTTP", value_name = "WEBHOOK_ALLOW_HTTP", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_allow_http: bool,
+
+    /// Comma-separated networks per-user webhooks may reach although they are not public
+    /// (e.g. `10.20.0.0/16`).
+    #[arg(long, env = "WEBHOOK_ALLOW_NETWORKS", value_name = "WEBHOOK_ALLOW_NETWORKS",
+          value_delimiter = ',', value_parser = parse_network)]
+    pub webhook_allow_networks: Vec<ipnet::IpNet>,
+
+    /// Days stored events (messages, acks, state changes) are kept for `GET /api/messages`.
+    #[arg(long, env = "EVENT_RETENTION_DAYS", value_name = "EVENT_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub event_retention_days: u32,
+
     /// Seconds a QR may wait for a scan before the browser is closed.
     #[arg(long, env = "QR_TIMEOUT_SECS", value_name = "QR_TIMEOUT_SECS", default_value_t = 180,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -308,7 +339,13 @@ impl std::str::FromStr for Token {
 
 /// Settings whose values are secret (or may carry one, like a URL with a password): a
 /// refusal names the variable but never echoes the value.
-const SECRET_VALUES: [&str; 3] = ["DATABASE_URL", "API_TOKEN", "ADMIN_TOKEN"];
+const SECRET_VALUES: [&str; 5] = [
+    "DATABASE_URL",
+    "API_TOKEN",
+    "ADMIN_TOKEN",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_URL",
+];
 
 /// One line for a refused configuration, naming the variable; values of [`SECRET_VALUES`]
 /// are replaced by `***`.
@@ -355,6 +392,18 @@ fn parse_origin(raw: &str) -> Result<String, String> {
             "{origin:?} is not an origin (scheme://host[:port], no path or trailing slash)"
         ))
     }
+}
+
+fn parse_webhook_secret(raw: &str) -> Result<Token, String> {
+    crate::webhooks::SigningSecret::parse(raw.trim())?;
+    Ok(Token(raw.trim().to_owned()))
+}
+
+fn parse_network(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<ipnet::IpNet>()
+        .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{raw:?} is not a network (e.g. 10.0.0.0/8)"))
 }
 
 fn parse_sha256(raw: &str) -> Result<String, String> {

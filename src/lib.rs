@@ -13,7 +13,9 @@
 //!   lock, the WhatsApp page protocol.
 //! - [`auth`]: principals, tokens, SSE tickets, the boot-time credentials file, Stack Auth JWKS.
 //! - [`http`]: routes, extractors, the one error table, SSE, OpenAPI, the console.
-//! - [`store`]: diesel schema, queries, embedded migrations (SQLite and PostgreSQL).
+//! - [`store`]: diesel schema, queries, embedded migrations (SQLite and PostgreSQL), the outbox.
+//! - [`events`]: messages, acks and state changes as events; the outbox that writes them first.
+//! - [`webhooks`]: Standard Webhooks signing, the SSRF guard, the delivery dispatcher.
 //! - [`files`]: private folders and files, no symlinks followed.
 //! - [`procfs`]: what the daemon reads from `/proc`.
 //! - [`metrics`]: counters and histograms for `/metrics`.
@@ -25,6 +27,7 @@ pub mod auth;
 pub mod browser;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod files;
 pub mod http;
 pub mod import;
@@ -33,6 +36,7 @@ pub mod procfs;
 pub mod qr;
 pub mod startup;
 pub mod store;
+pub mod webhooks;
 
 /// An error and its causes on one line (`a: b: c`), for `lastError` and log lines: where an
 /// error is handled, its whole chain is reported once.

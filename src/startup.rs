@@ -114,6 +114,25 @@ impl Application {
             },
             startup_timeout: Duration::from_secs(30),
         };
+        let service_webhook = match (&settings.webhook_url, &settings.webhook_secret) {
+            (Some(url), Some(secret)) => Some(crate::webhooks::ServiceWebhook {
+                url: reqwest::Url::parse(url).expect("WEBHOOK_URL was parsed"),
+                secret: crate::webhooks::SigningSecret::parse(secret.expose())
+                    .expect("WEBHOOK_SECRET was parsed"),
+            }),
+            _ => None,
+        };
+        let outbox = Arc::new(crate::events::Outbox::new(
+            store.clone(),
+            service_webhook.is_some(),
+        ));
+        let guard = Arc::new(crate::webhooks::Guard {
+            allow_http: settings.webhook_allow_http,
+            allow_networks: settings.webhook_allow_networks.clone(),
+        });
+        crate::webhooks::Dispatcher::new(outbox.clone(), service_webhook, guard.clone()).spawn();
+        let webhooks = crate::webhooks::Webhooks::new(store.clone(), guard, outbox.wake());
+        spawn_retention(store.clone(), settings.event_retention_days);
         let env = Arc::new(SessionEnv {
             sessions,
             launcher: Arc::new(launcher),
@@ -127,7 +146,9 @@ impl Application {
             launch_concurrency: settings.launch_concurrency as usize,
             metrics: metrics.clone(),
             store: store.clone(),
+            outbox,
             events,
+            send_per_minute: settings.send_per_minute,
         });
 
         // No browser survived the last run: rows left in running states are reset (intent kept,
@@ -160,6 +181,7 @@ impl Application {
             max_slots,
             metrics,
             streams: Default::default(),
+            webhooks,
         });
         let listener =
             TcpListener::bind(settings.bind_addr).map_err(|source| StartupError::Bind {
@@ -323,6 +345,23 @@ async fn reset_transient_rows(store: &Store) -> Result<Vec<SessionRow>, StoreErr
         store.save_session(row.clone()).await?;
     }
     Ok(rows)
+}
+
+/// Drops stored events past the retention (and idempotency keys past a day), once an hour.
+fn spawn_retention(store: Store, days: u32) {
+    const EVERY: Duration = Duration::from_secs(3600);
+    tokio::spawn(async move {
+        loop {
+            let now = crate::store::now_ms();
+            let before = now - i64::from(days) * 86_400_000;
+            match store.prune(before, now - 86_400_000).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("retention: dropped {n} events older than {days} days"),
+                Err(e) => log::error!("retention: {}", crate::chain(&e)),
+            }
+            tokio::time::sleep(EVERY).await;
+        }
+    });
 }
 
 /// Creates the folder (0700) and proves we can write in it.

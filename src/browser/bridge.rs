@@ -22,6 +22,7 @@ pub const WPP_MEMBERS: &[&str] = &[
     "WPP.conn.refreshQR",
     "WPP.conn.genLinkDeviceCodeForPhoneNumber",
     "WPP.conn.logout",
+    "WPP.chat.sendTextMessage",
 ];
 
 /// Every WA-JS event the bridge subscribes to.
@@ -34,6 +35,8 @@ pub const WPP_EVENTS: &[&str] = &[
     "conn.needs_update",
     "conn.online",
     "conn.link_code_change",
+    "chat.new_message",
+    "chat.msg_ack_change",
 ];
 
 /// The injected script (after WA-JS itself, before the page's own scripts run).
@@ -42,6 +45,13 @@ pub fn script(binding: &str) -> String {
         r#"(() => {{
   const send = (msg) => {{ if (typeof window.{binding} === "function") window.{binding}(JSON.stringify(msg)); }};
   const me = () => {{ const w = WPP.conn.getMyUserId(); return w ? w._serialized : null; }};
+  const wid = (w) => w == null ? null : (typeof w === "string" ? w : (w._serialized || String(w)));
+  const message = (m) => ({{
+    id: wid(m.id), chatId: wid(m.id && m.id.remote) || wid(m.from), from: wid(m.from), to: wid(m.to),
+    fromMe: !!(m.id && m.id.fromMe), type: String(m.type || "chat"),
+    body: m.type === "chat" ? (typeof m.body === "string" ? m.body : null) : (m.caption || null),
+    timestamp: Number(m.t || 0), isGroup: !!m.isGroupMsg, author: wid(m.author),
+  }});
   let reason = null;
   const start = () => {{
     if (!window.WPP || !WPP.isReady) {{ setTimeout(start, 100); return; }}
@@ -53,6 +63,8 @@ pub fn script(binding: &str) -> String {
     WPP.on("conn.needs_update", () => send({{ bridge: "needs_update" }}));
     WPP.on("conn.online", (o) => send({{ bridge: "online", online: !!o }}));
     WPP.on("conn.link_code_change", (code) => send({{ bridge: "link_code", code: String(code) }}));
+    WPP.on("chat.new_message", (m) => send({{ bridge: "message", message: message(m) }}));
+    WPP.on("chat.msg_ack_change", (e) => send({{ bridge: "ack", ack: Number(e.ack), ids: (e.ids || []).map(wid) }}));
     send({{ bridge: "ready", version: String(WPP.version) }});
     {SNAPSHOT}.then((s) => send(s));
   }};
@@ -86,6 +98,8 @@ pub enum Command {
     PairingCode { phone: String },
     /// Unlink this device on WhatsApp's side.
     Logout,
+    /// Send a text; answers `{id, ack, to}` once WhatsApp Web accepted it.
+    SendText { to: String, text: String },
 }
 
 impl Command {
@@ -98,6 +112,12 @@ impl Command {
                 serde_json::to_string(phone).expect("a string serializes")
             ),
             Command::Logout => "return !!(await WPP.conn.logout());".to_owned(),
+            Command::SendText { to, text } => format!(
+                "const r = await WPP.chat.sendTextMessage({}, {}, {{ createChat: true }}); \
+                 return {{ id: String(r.id), ack: Number(r.ack), to: r.to ? String(r.to) : null }};",
+                serde_json::to_string(to).expect("a string serializes"),
+                serde_json::to_string(text).expect("a string serializes"),
+            ),
         };
         format!(
             "(async () => {{ try {{ if (!window.WPP || !WPP.isReady) return {{ error: 'WA-JS is not ready' }}; \
@@ -111,6 +131,7 @@ impl Command {
             Command::RefreshQr => "refreshQR",
             Command::PairingCode { .. } => "genLinkDeviceCodeForPhoneNumber",
             Command::Logout => "logout",
+            Command::SendText { .. } => "sendTextMessage",
         }
     }
 }
@@ -127,6 +148,8 @@ pub enum Signal {
     NeedsUpdate,
     Online { online: bool },
     LinkCode { code: String },
+    Message { message: crate::events::PageMessage },
+    Ack { ack: i64, ids: Vec<String> },
 }
 
 impl Signal {
@@ -146,6 +169,8 @@ impl Signal {
             Signal::NeedsUpdate => Observation::NeedsUpdate,
             Signal::Online { online } => Observation::Online(online),
             Signal::LinkCode { code } => Observation::PairingCode(code),
+            Signal::Message { message } => Observation::Message(message),
+            Signal::Ack { ack, ids } => Observation::Ack { ack, ids },
         }
     }
 }
@@ -192,6 +217,10 @@ mod tests {
                 Command::RefreshQr,
                 Command::PairingCode { phone: "1".into() },
                 Command::Logout,
+                Command::SendText {
+                    to: "1@c.us".into(),
+                    text: "hi".into(),
+                },
             ]
             .iter()
             .map(Command::expression)

@@ -58,6 +58,10 @@ pub enum Observation {
     NeedsUpdate,
     /// The phone went offline or came back.
     Online(bool),
+    /// A new message (received, or sent from the phone or by the daemon).
+    Message(crate::events::PageMessage),
+    /// Messages got further (WhatsApp Web's ack number).
+    Ack { ack: i64, ids: Vec<String> },
 }
 
 /// Which watcher saw it: the DOM signals (selectors and storage keys) or the WA-JS bridge.

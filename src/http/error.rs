@@ -34,6 +34,14 @@ pub enum ApiError {
     AlreadyConnected,
     #[error("linking by phone number needs WA-JS, and this session's page runs without it; scan the QR code instead")]
     BridgeUnavailable,
+    #[error("this session is not linked to a number")]
+    NotConnected,
+    #[error("a send with this idempotency key is in progress, or its outcome is unknown; do not retry it with another key")]
+    SendInProgress,
+    #[error("{0}")]
+    SendFailed(String),
+    #[error("{0}")]
+    InvalidWebhookUrl(String),
     #[error("{limit} browsers are running, the most this host allows")]
     TooManySessions { limit: u32, retry_after_secs: u64 },
     #[error("this user already has {limit} sessions waiting to be linked; link or stop one first")]
@@ -72,6 +80,18 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// Webhook management's answers as HTTP.
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(e: crate::webhooks::WebhookError) -> ApiError {
+        use crate::webhooks::WebhookError;
+        match e {
+            WebhookError::InvalidUrl(why) => ApiError::InvalidWebhookUrl(why),
+            e @ WebhookError::InvalidEvent(_) => ApiError::BadRequest(e.to_string()),
+            WebhookError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
 /// The registry's answers as HTTP: the one place a refused or failed registry call gets its
 /// status (mailbox failures included: 503).
 impl From<RegistryError> for ApiError {
@@ -84,6 +104,15 @@ impl From<RegistryError> for ApiError {
             RegistryError::Session(SessionError::Restarting) => ApiError::Unavailable {
                 retry_after_secs: RETRY_AFTER_SECS,
             },
+            RegistryError::Session(SessionError::NotConnected) => ApiError::NotConnected,
+            RegistryError::Session(SessionError::SendInProgress) => ApiError::SendInProgress,
+            RegistryError::Session(SessionError::RateLimited { retry_after_secs }) => {
+                ApiError::RateLimited { retry_after_secs }
+            }
+            RegistryError::Session(SessionError::SendFailed(why)) => {
+                ApiError::SendFailed(format!("WhatsApp Web did not take the message: {why}"))
+            }
+            RegistryError::Store(e) => ApiError::internal(e),
             RegistryError::Session(e) => ApiError::internal(e),
             RegistryError::TooManySessions { limit } => ApiError::TooManySessions {
                 limit,
@@ -114,8 +143,8 @@ impl From<RegistryError> for ApiError {
 pub struct ErrorBody {
     /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
     /// not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
-    /// bridge_unavailable, too_many_sessions, too_many_pending, rate_limited, unavailable,
-    /// internal.
+    /// bridge_unavailable, not_connected, send_in_progress, send_failed, invalid_webhook_url,
+    /// too_many_sessions, too_many_pending, rate_limited, unavailable, internal.
     #[schema(example = "unknown_session")]
     pub error: &'static str,
     /// A human sentence; never internals.
@@ -138,6 +167,10 @@ impl ApiError {
             ApiError::InvalidPhoneNumber(_) => "invalid_phone_number",
             ApiError::AlreadyConnected => "already_connected",
             ApiError::BridgeUnavailable => "bridge_unavailable",
+            ApiError::NotConnected => "not_connected",
+            ApiError::SendInProgress => "send_in_progress",
+            ApiError::SendFailed(_) => "send_failed",
+            ApiError::InvalidWebhookUrl(_) => "invalid_webhook_url",
             ApiError::TooManySessions { .. } => "too_many_sessions",
             ApiError::TooManyPending { .. } => "too_many_pending",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -167,13 +200,17 @@ impl ResponseError for ApiError {
             ApiError::InvalidUserId(_)
             | ApiError::InvalidSlot(_)
             | ApiError::InvalidPhoneNumber(_)
+            | ApiError::InvalidWebhookUrl(_)
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::UnknownSession => StatusCode::NOT_FOUND,
-            ApiError::NoQr | ApiError::AlreadyConnected | ApiError::BridgeUnavailable => {
-                StatusCode::CONFLICT
-            }
+            ApiError::NoQr
+            | ApiError::AlreadyConnected
+            | ApiError::BridgeUnavailable
+            | ApiError::NotConnected
+            | ApiError::SendInProgress => StatusCode::CONFLICT,
+            ApiError::SendFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooManySessions { .. }
             | ApiError::TooManyPending { .. }
             | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

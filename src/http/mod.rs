@@ -18,7 +18,7 @@ macro_rules! route_table {
 pub(crate) use route_table;
 
 mod console;
-mod error;
+pub mod error;
 pub mod extract;
 pub mod health;
 mod openapi;
@@ -40,9 +40,11 @@ pub struct Route {
 
 /// Every resource module: its registration and its route list, both from its `route_table!`.
 type Resource = (fn(&mut web::ServiceConfig), &'static [Route]);
-const RESOURCES: [Resource; 6] = [
+const RESOURCES: [Resource; 8] = [
     (health::routes, health::ROUTES),
     (routes::sessions::routes, routes::sessions::ROUTES),
+    (routes::messages::routes, routes::messages::ROUTES),
+    (routes::webhooks::routes, routes::webhooks::ROUTES),
     (routes::events::routes, routes::events::ROUTES),
     (routes::admin::routes, routes::admin::ROUTES),
     (openapi::routes, openapi::ROUTES),
@@ -90,7 +92,7 @@ pub fn cors(origins: &[String]) -> Cors {
         .iter()
         .filter(|o| !o.is_empty())
         .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
-        .allowed_methods([Method::GET, Method::POST])
+        .allowed_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allowed_headers(["authorization", "x-stack-access-token", "content-type"])
         .max_age(600)
 }

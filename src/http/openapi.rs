@@ -11,7 +11,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::routes::sessions::{self, QrFormat};
-use super::routes::{admin, events};
+use super::routes::{admin, events, messages, webhooks};
 use super::{console, health};
 use crate::actors::registry::RegistryInfo;
 use crate::actors::session::{ActorInfo, QrView, Session};
@@ -39,6 +39,13 @@ Errors are `{error, message}` with a stable `error` code."
         sessions::qr,
         sessions::stop,
         sessions::logout,
+        messages::send,
+        messages::list,
+        webhooks::put,
+        webhooks::get,
+        webhooks::delete,
+        webhooks::deliveries,
+        webhooks::retry,
         events::ticket,
         events::events,
         admin::actors,
@@ -50,12 +57,17 @@ Errors are `{error, message}` with a stable `error` code."
     ),
     components(schemas(
         ErrorBody, UserId, Slot, SessionState, Session, QrView, QrFormat, ActorInfo, RegistryInfo,
-        sessions::PairRequest, crate::browser::wajs::WaJsInfo
+        sessions::PairRequest, crate::browser::wajs::WaJsInfo, messages::SendRequest,
+        messages::EventPage, messages::StoredEventView, crate::actors::session::SentMessage,
+        crate::events::MessageEvent, crate::events::AckEvent, crate::events::Ack,
+        webhooks::WebhookRequest, webhooks::WebhookView, webhooks::DeliveryView
     )),
     modifiers(&SecuritySchemes),
     tags(
         (name = "sessions", description = "Start, watch, stop and unlink sessions"),
         (name = "events", description = "Server-Sent Events of a user's sessions"),
+        (name = "messages", description = "Send through a linked session; its stored events"),
+        (name = "webhooks", description = "A user's own webhook (Standard Webhooks) and its deliveries"),
         (name = "admin", description = "Operators only (admin token)"),
         (name = "health", description = "No credentials needed"),
         (name = "console", description = "The operator console page"),
@@ -313,3 +325,41 @@ pub struct RateLimited(ErrorBody);
 )]
 #[allow(dead_code)]
 pub struct Unavailable(ErrorBody);
+
+/// `invalid_user_id`, `invalid_slot` or `bad_request` (a `to` that is no chat, an empty or
+/// oversized `text`, a bad `idempotencyKey`).
+#[derive(IntoResponses)]
+#[response(status = 400, examples(
+    ("invalid_slot" = (value = json!({"error": "invalid_slot", "message": "slot must be an integer from 1 to 10"}))),
+    ("bad_request" = (value = json!({"error": "bad_request", "message": "`to` must be a phone number (5 to 20 digits, country code first), <digits>@c.us or <id>@g.us"}))),
+))]
+#[allow(dead_code)]
+pub struct BadSend(ErrorBody);
+
+/// `not_connected` (not linked), `bridge_unavailable` (no WA-JS) or `send_in_progress` (the
+/// idempotency key's first send has no answer yet).
+#[derive(IntoResponses)]
+#[response(status = 409, examples(
+    ("not_connected" = (value = json!({"error": "not_connected", "message": "this session is not linked to a number"}))),
+    ("bridge_unavailable" = (value = json!({"error": "bridge_unavailable", "message": "linking by phone number needs WA-JS, and this session's page runs without it; scan the QR code instead"}))),
+    ("send_in_progress" = (value = json!({"error": "send_in_progress", "message": "a send with this idempotency key is in progress, or its outcome is unknown; do not retry it with another key"}))),
+))]
+#[allow(dead_code)]
+pub struct SendConflict(ErrorBody);
+
+/// `send_failed`: WhatsApp Web did not take the message.
+#[derive(IntoResponses)]
+#[response(status = 502, example = json!({"error": "send_failed", "message": "WhatsApp Web did not take the message: …"}))]
+#[allow(dead_code)]
+pub struct SendFailed(ErrorBody);
+
+/// `invalid_user_id`, `invalid_webhook_url` (not https, credentials, a private address) or
+/// `bad_request`.
+#[derive(IntoResponses)]
+#[response(status = 400, examples(
+    ("invalid_user_id" = (value = json!({"error": "invalid_user_id", "message": "user id must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-', starting with a letter or digit"}))),
+    ("invalid_webhook_url" = (value = json!({"error": "invalid_webhook_url", "message": "webhook URLs must be https:// (WEBHOOK_ALLOW_HTTP is off)"}))),
+    ("bad_request" = (value = json!({"error": "bad_request", "message": "unknown event type \"typing\""}))),
+))]
+#[allow(dead_code)]
+pub struct BadWebhook(ErrorBody);

@@ -13,4 +13,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Open event streams per user.
     pub streams: StreamSlots,
+    /// Per-user webhooks and their deliveries.
+    pub webhooks: crate::webhooks::Webhooks,
 }

@@ -7,6 +7,7 @@
 //! `tokio::task::spawn_blocking`, never on the async threads.
 
 mod connection;
+mod outbox;
 mod schema;
 mod url;
 
@@ -21,6 +22,9 @@ use crate::domain::{Intent, SessionKey, SessionState, Slot, UserId};
 use connection::{DbConnection, Manager, Settings};
 use schema::{session_events, whatsapp_bots};
 
+pub use outbox::{
+    DeliveryRow, DueDelivery, NewOutboxEvent, Outcome, Reservation, StoredEvent, Target, WebhookRow,
+};
 pub use url::DatabaseUrl;
 
 /// Pooled connections per store (the daemon's writers are ~one per session, and short).

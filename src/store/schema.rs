@@ -39,4 +39,71 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(whatsapp_bots, session_events);
+diesel::table! {
+    /// Messages, acks and state changes of every session: written before anything else happens
+    /// to them, then streamed and delivered to webhooks (the outbox).
+    outbox_events (id) {
+        id -> BigInt,
+        #[sql_name = "userId"]
+        user_id -> Text,
+        slot -> Integer,
+        #[sql_name = "type"]
+        kind -> Text,
+        payload -> Text,
+        created_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// One webhook per user (the service webhook is configuration, not a row).
+    webhooks (user_id) {
+        #[sql_name = "userId"]
+        user_id -> Text,
+        url -> Text,
+        events -> Text,
+        secret -> Text,
+        disabled_reason -> Nullable<Text>,
+        created_ms -> BigInt,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// One delivery of one event to one target.
+    deliveries (id) {
+        id -> BigInt,
+        event_id -> BigInt,
+        target -> Text,
+        #[sql_name = "userId"]
+        user_id -> Text,
+        slot -> Integer,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_ms -> BigInt,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_ms -> BigInt,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Idempotency keys of sent messages and the first send's answer.
+    sent_messages (user_id, slot, idem_key) {
+        #[sql_name = "userId"]
+        user_id -> Text,
+        slot -> Integer,
+        idem_key -> Text,
+        result -> Nullable<Text>,
+        created_ms -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    whatsapp_bots,
+    session_events,
+    outbox_events,
+    webhooks,
+    deliveries,
+    sent_messages
+);

@@ -93,8 +93,9 @@ fn the_bridge_uses_only_what_the_pinned_wa_js_declares() {
             wa_supervisor::browser::wajs::pinned_version()
         );
     }
-    let events = read("conn/events/eventTypes.d.ts");
     for event in wa_supervisor::browser::bridge::WPP_EVENTS {
+        let module = event.split('.').next().unwrap();
+        let events = read(&format!("{module}/events/eventTypes.d.ts"));
         assert!(
             events.contains(&format!("'{event}':")),
             "event {event} is not declared"

@@ -9,8 +9,8 @@ use actix::Addr;
 use tokio::sync::broadcast;
 
 use super::{messages::*, Registry};
-use crate::actors::session::{Initiator, QrView, Session, SessionEnv};
-use crate::domain::{PhoneNumber, SessionKey, SessionState, UserId};
+use crate::actors::session::{Initiator, QrView, SentMessage, Session, SessionEnv};
+use crate::domain::{ChatId, MessageText, PhoneNumber, SessionKey, SessionState, UserId};
 
 /// How long a database check answers readiness (it is unauthenticated: at most one ping a
 /// second whatever the request rate).
@@ -76,6 +76,56 @@ impl RegistryHandle {
         by: Initiator,
     ) -> Result<Session, RegistryError> {
         self.addr.send(Pair { key, phone, by }).await?
+    }
+
+    /// Sends a text through `key`'s linked session.
+    pub async fn send_text(
+        &self,
+        key: SessionKey,
+        to: ChatId,
+        text: MessageText,
+        idempotency_key: Option<String>,
+    ) -> Result<SentMessage, RegistryError> {
+        let send = crate::actors::session::Send {
+            key,
+            to,
+            text,
+            idempotency_key,
+        };
+        self.addr.send(SendText(send)).await?
+    }
+
+    /// `key`'s stored events after the cursor, oldest first (messages, acks, state changes).
+    pub async fn events(
+        &self,
+        key: SessionKey,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::store::StoredEvent>, RegistryError> {
+        self.env
+            .store
+            .events_after(&key, after, limit)
+            .await
+            .map_err(RegistryError::store)
+    }
+
+    /// `user`'s stored events after the cursor (any slot): what a stream that fell behind missed.
+    pub async fn user_events(
+        &self,
+        user: UserId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::store::StoredEvent>, RegistryError> {
+        self.env
+            .store
+            .user_events_after(&user, after, limit)
+            .await
+            .map_err(RegistryError::store)
+    }
+
+    /// Every stored event from now on (messages, acks, state changes; filter by user).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<crate::store::StoredEvent> {
+        self.env.outbox.subscribe()
     }
 
     /// One session from the registry's cache; [`RegistryError::Unknown`] if never started.

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::Registry;
 use crate::actors::session::{
-    self, ActorInfo, GetQr, Initiator, QrView, Session, SessionActor, SessionError,
+    self, ActorInfo, GetQr, Initiator, QrView, SentMessage, Session, SessionActor, SessionError,
 };
 use crate::domain::{PhoneNumber, SessionKey, SessionState, UserId};
 
@@ -27,6 +27,14 @@ pub enum RegistryError {
     ShuttingDown,
     #[error("actor unavailable")]
     Mailbox(#[from] MailboxError),
+    #[error("the database failed")]
+    Store(#[source] crate::store::StoreError),
+}
+
+impl RegistryError {
+    pub fn store(e: crate::store::StoreError) -> RegistryError {
+        RegistryError::Store(e)
+    }
 }
 
 /// Starts `(userId, slot)` (creating its actor on first use); idempotent. Checks the host-wide
@@ -167,6 +175,23 @@ impl Handler<Qr> for Registry {
             });
         };
         Box::pin(async move { Ok(addr.send(GetQr { key: msg.key }).await??) })
+    }
+}
+
+/// Sends a text through a known session (see [`session::Send`]).
+#[derive(Message)]
+#[rtype(result = "Result<SentMessage, RegistryError>")]
+pub struct SendText(pub session::Send);
+
+impl Handler<SendText> for Registry {
+    type Result = ResponseFuture<Result<SentMessage, RegistryError>>;
+
+    fn handle(&mut self, msg: SendText, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.known_actor(&msg.0.key);
+        Box::pin(async move {
+            let addr = addr.ok_or(RegistryError::Unknown)?;
+            Ok(addr.send(msg.0).await??)
+        })
     }
 }
 

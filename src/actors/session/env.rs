@@ -34,6 +34,10 @@ pub struct SessionEnv {
     pub launch_concurrency: usize,
     pub metrics: Arc<Metrics>,
     pub store: Store,
-    /// Every change of every session; subscribers filter by user.
+    /// Where messages, acks and state changes are written first, then streamed and delivered.
+    pub outbox: Arc<crate::events::Outbox>,
+    /// Every change of every session (the registry's cache); subscribers filter by user.
     pub events: broadcast::Sender<Session>,
+    /// Sends a session may make per minute (`SEND_PER_MINUTE`; WhatsApp bans bursts).
+    pub send_per_minute: u32,
 }

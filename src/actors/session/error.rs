@@ -18,10 +18,26 @@ pub enum SessionError {
     BridgeUnavailable,
     #[error("the session's browser is restarting")]
     Restarting,
+    #[error("this session is not linked to a number")]
+    NotConnected,
+    #[error("a send with this idempotency key is in progress (or its outcome is unknown)")]
+    SendInProgress,
+    #[error("more than SEND_PER_MINUTE messages in a minute")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("WhatsApp Web did not take the message: {0}")]
+    SendFailed(String),
+    #[error("the database failed")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the profile folder {path} was not deleted")]
     ProfileNotDeleted {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SessionError {
+    pub fn store(e: impl std::error::Error + Send + Sync + 'static) -> SessionError {
+        SessionError::Store(Box::new(e))
+    }
 }

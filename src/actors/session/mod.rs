@@ -20,6 +20,7 @@ mod logout;
 pub mod machine;
 mod pair;
 mod qr;
+mod send;
 mod shutdown;
 mod start;
 mod status;
@@ -51,6 +52,7 @@ pub use logout::Logout;
 pub use machine::{Cause, Machine, StopKind};
 pub use pair::{Pair, PAIR_WAIT};
 pub use qr::GetQr;
+pub use send::{Send, SentMessage, IDEMPOTENCY_WINDOW_MS};
 pub use shutdown::Shutdown;
 pub use start::Start;
 pub use status::GetStatus;
@@ -133,6 +135,8 @@ pub struct SessionActor {
     pairing_phone: Option<String>,
     /// Callers of `Pair` waiting for the code.
     pair_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Sends left this minute (`SEND_PER_MINUTE`).
+    send_budget: send::SendBudget,
     /// One browser per profile at a time: a launch waits for the previous browser to be gone.
     gate: Arc<Mutex<()>>,
     /// The QR timeout, armed at the first code of a launch, disarmed when linked or stopped.
@@ -154,7 +158,7 @@ pub struct SessionActor {
 impl SessionActor {
     /// A stopped actor for `key`, continuing from its stored row when there is one.
     pub fn new(key: SessionKey, env: Arc<SessionEnv>, row: Option<SessionRow>) -> SessionActor {
-        let writer = Writer::spawn(env.store.clone(), key.to_string());
+        let writer = Writer::spawn(env.outbox.clone(), key.clone());
         let now = now_ms();
         let row = row.filter(|r| r.key == key);
         let mut machine = Machine::stopped(
@@ -173,6 +177,7 @@ impl SessionActor {
             dom_while_waiting: None,
             pairing_phone: None,
             pair_waiters: Vec::new(),
+            send_budget: send::SendBudget::new(env.send_per_minute),
             gate: Arc::new(Mutex::new(())),
             qr_deadline: None,
             crashes: Default::default(),
@@ -301,14 +306,18 @@ impl SessionActor {
             created_ms: self.created_ms,
             updated_ms: self.updated_ms,
         });
-        self.writer.event(NewEvent {
+        self.writer.audit(NewEvent {
             key: self.key.clone(),
             at_ms: self.updated_ms,
             kind: change.kind.to_owned(),
             detail: change.detail,
             actor: by.to_owned(),
         });
-        let _ = self.env.events.send(self.view());
+        // The registry's cache follows the actor at once; streams and webhooks get the change
+        // from the outbox once it is written.
+        let view = self.view();
+        let _ = self.env.events.send(view.clone());
+        self.writer.publish(view);
         true
     }
 
@@ -551,6 +560,24 @@ impl SessionActor {
             Observation::Online(online) => {
                 if state == SessionState::Connected && self.machine.online != Some(online) {
                     self.transition(Cause::Online(online), SYSTEM, ctx);
+                }
+            }
+            // Messages of a linked session; written first, then streamed and delivered.
+            Observation::Message(message) => {
+                if state == SessionState::Connected {
+                    let event = crate::events::MessageEvent::new(&self.key, message);
+                    self.writer.event(crate::events::MESSAGE, &event);
+                }
+            }
+            Observation::Ack { ack, ids } => {
+                for id in ids {
+                    let event = crate::events::AckEvent {
+                        user_id: self.key.user_id().clone(),
+                        slot: self.key.slot(),
+                        id,
+                        ack: crate::events::Ack::from_wa(ack),
+                    };
+                    self.writer.event(crate::events::MESSAGE_ACK, &event);
                 }
             }
         }

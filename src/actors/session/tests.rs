@@ -118,12 +118,16 @@ impl Browser for FakeBrowser {
     }
 
     fn command(&self, command: Command) -> BoxFuture<Result<serde_json::Value, BrowserError>> {
-        self.commands.lock().unwrap().push(command.clone());
+        let commands = self.commands.clone();
         Box::pin(async move {
+            commands.lock().unwrap().push(command.clone());
             Ok(match command {
                 Command::PairingCode { .. } => serde_json::json!("FAKE-CODE"),
                 Command::Logout => serde_json::json!(true),
                 Command::RefreshQr => serde_json::Value::Null,
+                Command::SendText { to, .. } => {
+                    serde_json::json!({"id": format!("true_{to}_FAKE"), "ack": 0, "to": to})
+                }
             })
         })
     }
@@ -249,8 +253,10 @@ impl Fixture {
             launches: tokio::sync::Semaphore::new(4),
             launch_concurrency: 4,
             metrics: Default::default(),
+            outbox: Arc::new(crate::events::Outbox::new(store.clone(), false)),
             store,
             events: tokio::sync::broadcast::channel(64).0,
+            send_per_minute: 60,
         });
         let key = SessionKey::new(UserId::parse("alice").unwrap(), Slot::new(1, 10).unwrap());
         let addr = SessionActor::start_supervised(key.clone(), env, None, &Arbiter::current());

@@ -1,13 +1,23 @@
-//! The session's database writer: rows and audit events reach the store in the order the
-//! actor made them, off the actor's thread.
+//! The session's database writer: rows, audit events and outbox events reach the store in the
+//! order the actor made them, off the actor's thread. The outbox streams and delivers an event
+//! (SSE, webhooks) only once it is written.
+
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{NewEvent, SessionRow, Store};
+use super::view::Session;
+use crate::domain::SessionKey;
+use crate::events::{Outbox, SESSION_STATUS};
+use crate::store::{NewEvent, SessionRow};
 
 enum Write {
     Row(SessionRow),
-    Event(NewEvent),
+    Audit(NewEvent),
+    /// The session after a change: a `session.status` event.
+    Publish(Session),
+    /// Another event of this session (a message, an ack).
+    Event(&'static str, serde_json::Value),
     /// Answered once every earlier write is done.
     Flush(oneshot::Sender<()>),
 }
@@ -16,14 +26,20 @@ enum Write {
 pub struct Writer(mpsc::UnboundedSender<Write>);
 
 impl Writer {
-    /// Starts the writer task of one session (`log_key` names it in error lines).
-    pub fn spawn(store: Store, log_key: String) -> Writer {
+    /// Starts the writer task of `key`'s session.
+    pub fn spawn(outbox: Arc<Outbox>, key: SessionKey) -> Writer {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
+            let store = outbox.store().clone();
             while let Some(write) = rx.recv().await {
                 let result = match write {
                     Write::Row(row) => store.save_session(row).await,
-                    Write::Event(ev) => store.record_event(ev).await,
+                    Write::Audit(ev) => store.record_event(ev).await,
+                    Write::Publish(session) => outbox
+                        .append(&key, SESSION_STATUS, &session)
+                        .await
+                        .map(drop),
+                    Write::Event(kind, data) => outbox.append(&key, kind, &data).await.map(drop),
                     Write::Flush(done) => {
                         let _ = done.send(());
                         Ok(())
@@ -31,7 +47,7 @@ impl Writer {
                 };
                 if let Err(e) = result {
                     log::error!(
-                        "{log_key} could not write to the database: {}",
+                        "{key} could not write to the database: {}",
                         crate::chain(&e)
                     );
                 }
@@ -44,8 +60,17 @@ impl Writer {
         let _ = self.0.send(Write::Row(row));
     }
 
-    pub fn event(&self, event: NewEvent) {
-        let _ = self.0.send(Write::Event(event));
+    pub fn audit(&self, event: NewEvent) {
+        let _ = self.0.send(Write::Audit(event));
+    }
+
+    pub fn publish(&self, session: Session) {
+        let _ = self.0.send(Write::Publish(session));
+    }
+
+    pub fn event(&self, kind: &'static str, data: &impl serde::Serialize) {
+        let data = serde_json::to_value(data).expect("events serialize");
+        let _ = self.0.send(Write::Event(kind, data));
     }
 
     /// Resolves when every write queued so far has reached the database.

@@ -24,6 +24,7 @@ use crate::http::openapi::{
 };
 use crate::http::ApiError;
 use crate::http::AppState;
+use crate::store::StoredEvent;
 
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -139,14 +140,19 @@ async fn events(
     who.authorize_user(&user)?;
     let slot = state.streams.take(&user)?;
     // Subscribe before reading the snapshot so no change falls between the two.
-    let rx = registry.subscribe();
-    let snapshot = registry.list(user.clone()).await?;
+    let rx = registry.subscribe_events();
+    let snapshot: VecDeque<Bytes> = registry
+        .list(user.clone())
+        .await?
+        .iter()
+        .map(session_frame)
+        .collect();
     let registry = registry.get_ref().clone();
-    let refresh = move |user| {
+    let catch_up = move |user: UserId, after: i64| {
         let registry = registry.clone();
-        async move { registry.list(user).await.unwrap_or_default() }
+        async move { catch_up(&registry, user, after).await }
     };
-    let body = session_stream(user, rx, snapshot.into(), KEEP_ALIVE, refresh).map(move |frame| {
+    let body = event_stream(user, rx, snapshot, KEEP_ALIVE, catch_up).map(move |frame| {
         let _held_until_the_stream_ends = &slot;
         frame
     });
@@ -157,54 +163,110 @@ async fn events(
         .streaming(body))
 }
 
-fn frame(session: &Session) -> Bytes {
+/// What a stream that fell behind sends: the user's sessions as they are now, then every stored
+/// message and ack after the last event it sent.
+async fn catch_up(registry: &RegistryHandle, user: UserId, after: i64) -> VecDeque<Bytes> {
+    let mut frames: VecDeque<Bytes> = registry
+        .list(user.clone())
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(session_frame)
+        .collect();
+    let mut after = after;
+    loop {
+        let page = registry
+            .user_events(user.clone(), after, 500)
+            .await
+            .unwrap_or_default();
+        let Some(last) = page.last().map(|e| e.id) else {
+            break;
+        };
+        after = last;
+        frames.extend(
+            page.iter()
+                .filter(|e| e.kind != crate::events::SESSION_STATUS)
+                .map(event_frame),
+        );
+    }
+    frames
+}
+
+fn session_frame(session: &Session) -> Bytes {
     let data = serde_json::to_string(session).expect("session serializes");
     Bytes::from(format!("event: session\ndata: {data}\n\n"))
 }
 
-/// The user's current sessions first, then each change of theirs, with keep-alive comments.
-/// When the stream falls behind the event bus (a slow client), the events it missed are gone:
-/// it sends the user's current sessions again from `refresh`, so no state change (such as
-/// `connected`) is ever lost to a subscriber.
-pub fn session_stream<R, F>(
+/// A stored event as an SSE frame: `session` for state changes (the session object), else
+/// the event's type; `id:` is its cursor.
+fn event_frame(e: &StoredEvent) -> Bytes {
+    let name = if e.kind == crate::events::SESSION_STATUS {
+        "session"
+    } else {
+        e.kind.as_str()
+    };
+    Bytes::from(format!(
+        "event: {name}\nid: {}\ndata: {}\n\n",
+        e.id, e.payload
+    ))
+}
+
+/// `snapshot` first, then each stored event of `user`'s, with keep-alive comments. When the
+/// stream falls behind (a slow client), `catch_up(user, last id sent)` gives what it missed, so
+/// no state change and no message is ever lost to a subscriber.
+pub fn event_stream<C, F>(
     user: UserId,
-    rx: broadcast::Receiver<Session>,
-    snapshot: VecDeque<Session>,
+    rx: broadcast::Receiver<StoredEvent>,
+    snapshot: VecDeque<Bytes>,
     keep_alive: Duration,
-    refresh: R,
+    catch_up: C,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>>
 where
-    R: Fn(UserId) -> F + 'static,
-    F: std::future::Future<Output = Vec<Session>>,
+    C: Fn(UserId, i64) -> F + 'static,
+    F: std::future::Future<Output = VecDeque<Bytes>>,
 {
     let ticker = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
-    stream::unfold(
-        (user, rx, snapshot, ticker, refresh),
-        |(user, mut rx, mut pending, mut ticker, refresh)| async move {
-            loop {
-                if let Some(session) = pending.pop_front() {
-                    return Some((Ok(frame(&session)), (user, rx, pending, ticker, refresh)));
-                }
-                tokio::select! {
-                    received = rx.recv() => match received {
-                        // The only filter between users: the session's own user id.
-                        Ok(session) if session.user_id == user => {
-                            return Some((Ok(frame(&session)), (user, rx, pending, ticker, refresh)));
-                        }
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(missed)) => {
-                            log::warn!("{user}: event stream fell {missed} events behind; resending the user's sessions");
-                            pending = refresh(user.clone()).await.into();
-                        }
-                        Err(RecvError::Closed) => return None,
-                    },
-                    _ = ticker.tick() => {
-                        return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (user, rx, pending, ticker, refresh)));
+    struct State<C> {
+        user: UserId,
+        rx: broadcast::Receiver<StoredEvent>,
+        pending: VecDeque<Bytes>,
+        ticker: tokio::time::Interval,
+        catch_up: C,
+        last_id: i64,
+    }
+    let state = State {
+        user,
+        rx,
+        pending: snapshot,
+        ticker,
+        catch_up,
+        last_id: 0,
+    };
+    stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(frame) = st.pending.pop_front() {
+                return Some((Ok(frame), st));
+            }
+            tokio::select! {
+                received = st.rx.recv() => match received {
+                    // The only filter between users: the event's own user id.
+                    Ok(e) if e.key.user_id() == &st.user => {
+                        st.last_id = st.last_id.max(e.id);
+                        return Some((Ok(event_frame(&e)), st));
                     }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => {
+                        log::warn!("{}: event stream fell {missed} events behind; catching up", st.user);
+                        st.pending = (st.catch_up)(st.user.clone(), st.last_id).await;
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = st.ticker.tick() => {
+                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
                 }
             }
-        },
-    )
+        }
+    })
 }
 
 #[cfg(test)]
@@ -230,33 +292,46 @@ mod tests {
         s
     }
 
+    fn stored(user: &UserId, id: i64, state: SessionState) -> StoredEvent {
+        let s = session(user, 1, state);
+        StoredEvent {
+            id,
+            key: s.key.clone(),
+            kind: crate::events::SESSION_STATUS.to_owned(),
+            payload: serde_json::to_string(&s).unwrap(),
+            created_ms: 0,
+        }
+    }
+
     #[tokio::test]
-    async fn a_lagging_stream_resends_the_users_sessions() {
+    async fn a_lagging_stream_catches_up_from_its_last_event() {
         let user = UserId::parse("alice").unwrap();
         let (tx, rx) = broadcast::channel(2);
         // More changes than the channel holds: the stream lags and misses `connected`.
-        for state in [
-            SessionState::Starting,
-            SessionState::Qr,
-            SessionState::Qr,
-            SessionState::Connected,
+        for (id, state) in [
+            (1, SessionState::Starting),
+            (2, SessionState::Qr),
+            (3, SessionState::Qr),
+            (4, SessionState::Connected),
         ] {
-            tx.send(session(&user, 1, state)).unwrap();
+            tx.send(stored(&user, id, state)).unwrap();
         }
         let current = session(&user, 1, SessionState::Connected);
-        let refresh = {
-            let current = current.clone();
-            move |_| {
-                let current = current.clone();
-                async move { vec![current] }
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let catch_up = {
+            let (current, asked) = (current.clone(), asked.clone());
+            move |_, after| {
+                *asked.lock().unwrap() = Some(after);
+                let frames: VecDeque<Bytes> = [session_frame(&current)].into();
+                async move { frames }
             }
         };
-        let frames: Vec<String> = session_stream(
+        let frames: Vec<String> = event_stream(
             user.clone(),
             rx,
             VecDeque::new(),
             Duration::from_secs(60),
-            refresh,
+            catch_up,
         )
         .take(1)
         .map(|f| String::from_utf8(f.unwrap().to_vec()).unwrap())
@@ -264,8 +339,9 @@ mod tests {
         .await;
         assert_eq!(
             frames,
-            [String::from_utf8(frame(&current).to_vec()).unwrap()]
+            [String::from_utf8(session_frame(&current).to_vec()).unwrap()]
         );
         assert!(frames[0].contains("\"state\":\"connected\""));
+        assert_eq!(*asked.lock().unwrap(), Some(0), "from the last event sent");
     }
 }

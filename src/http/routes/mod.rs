@@ -2,4 +2,6 @@
 
 pub mod admin;
 pub mod events;
+pub mod messages;
 pub mod sessions;
+pub mod webhooks;

@@ -1,0 +1,143 @@
+//! `/api/messages/{userId}/{slot}`: send a text through a linked session; page through the
+//! session's stored events (messages, acks, state changes).
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::actors::registry::RegistryHandle;
+use crate::actors::session::{rfc3339, SentMessage};
+use crate::auth::Principal;
+use crate::domain::{ChatId, MessageText, Slot, UserId, IDEMPOTENCY_KEY_MAX};
+use crate::http::extract::SessionPath;
+use crate::http::openapi::{
+    BadSend, BadSession, Forbidden, SendConflict, SendFailed, TooMany, Unauthorized, Unavailable,
+    UnknownSession,
+};
+use crate::http::ApiError;
+
+crate::http::route_table! {
+    post "/api/messages/{userId}/{slot}" => send,
+    get "/api/messages/{userId}/{slot}" => list,
+}
+
+/// Events a page holds at most.
+pub const PAGE_MAX: i64 = 500;
+
+/// The body of `POST /api/messages/{userId}/{slot}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendRequest {
+    /// `<digits>` (country code first), `<digits>@c.us` or `<id>@g.us`.
+    #[schema(example = "4915112345678")]
+    to: String,
+    /// 1 to 65 536 characters.
+    text: String,
+    /// The same key within 24 h answers the first send's result and sends nothing (≤ 128
+    /// characters).
+    idempotency_key: Option<String>,
+}
+
+/// Sends a text through the session (201 once WhatsApp Web accepted it locally; `message.ack`
+/// events follow).
+#[utoipa::path(
+    post,
+    path = "/api/messages/{userId}/{slot}",
+    tag = "messages",
+    params(("userId" = UserId, Path), ("slot" = Slot, Path)),
+    request_body = SendRequest,
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 201, description = "Accepted by WhatsApp Web", body = SentMessage), BadSend, Unauthorized, Forbidden, UnknownSession, SendConflict, TooMany, SendFailed, Unavailable),
+)]
+async fn send(
+    SessionPath(key): SessionPath,
+    who: Principal,
+    body: web::Json<SendRequest>,
+    registry: web::Data<RegistryHandle>,
+) -> Result<HttpResponse, ApiError> {
+    who.authorize_user(key.user_id())?;
+    let to = ChatId::parse(&body.to).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let text = MessageText::parse(&body.text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(k) = &body.idempotency_key {
+        if k.is_empty() || k.chars().count() > IDEMPOTENCY_KEY_MAX {
+            return Err(ApiError::BadRequest(format!(
+                "`idempotencyKey` must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
+            )));
+        }
+    }
+    let sent = registry
+        .send_text(key, to, text, body.idempotency_key.clone())
+        .await?;
+    Ok(HttpResponse::Created().json(sent))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only events after this cursor (an event's `id`; default 0: from the oldest kept).
+    after: Option<i64>,
+    /// At most this many (1 to 500, default 100).
+    limit: Option<i64>,
+}
+
+/// One stored event.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEventView {
+    /// The cursor: pass it as `after` to get what came next.
+    id: i64,
+    /// `message`, `message.ack` or `session.status`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// RFC 3339, when the daemon stored it.
+    timestamp: String,
+    /// The event's data (a message, an ack, or the session object).
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// A page of events.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    events: Vec<StoredEventView>,
+    /// The `after` of the next page (the last event's id, or the request's `after`).
+    next: i64,
+}
+
+/// The session's stored events, oldest first: messages, acks and state changes (kept
+/// `EVENT_RETENTION_DAYS`).
+#[utoipa::path(
+    get,
+    path = "/api/messages/{userId}/{slot}",
+    tag = "messages",
+    params(("userId" = UserId, Path), ("slot" = Slot, Path), ListQuery),
+    security(("bearer" = []), ("stackAccessToken" = [])),
+    responses((status = 200, description = "A page of events", body = EventPage), BadSession, Unauthorized, Forbidden, Unavailable),
+)]
+async fn list(
+    SessionPath(key): SessionPath,
+    who: Principal,
+    query: web::Query<ListQuery>,
+    registry: web::Data<RegistryHandle>,
+) -> Result<HttpResponse, ApiError> {
+    who.authorize_user(key.user_id())?;
+    let after = query.after.unwrap_or(0);
+    let limit = query.limit.unwrap_or(100);
+    if after < 0 || !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "`after` must be ≥ 0 and `limit` 1 to {PAGE_MAX}"
+        )));
+    }
+    let events = registry.events(key, after, limit).await?;
+    let next = events.last().map_or(after, |e| e.id);
+    let events = events
+        .into_iter()
+        .map(|e| StoredEventView {
+            id: e.id,
+            timestamp: rfc3339(e.created_ms),
+            data: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
+            kind: e.kind,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(EventPage { events, next }))
+}

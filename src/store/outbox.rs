@@ -1,0 +1,726 @@
+//! The durable outbox: events (messages, acks, state changes) and their webhook deliveries,
+//! per-user webhooks, and the idempotency keys of sent messages (docs/ARCHITECTURE.md,
+//! "Messages and webhooks").
+//!
+//! An event and the deliveries it owes are written in one transaction, before the event goes
+//! anywhere else. Deliveries are claimed in order per (target, session): only the oldest pending
+//! delivery of each is due, and claiming it puts a lease on it (its next attempt moves to the
+//! lease's end), so a daemon that dies mid-delivery leaves it to be retried. On PostgreSQL the
+//! claim skips rows another daemon has locked (`FOR UPDATE SKIP LOCKED`).
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+use super::connection::DbConnection;
+use super::schema::{deliveries, outbox_events, sent_messages, webhooks};
+use super::{slot_value, Ctx, Store, StoreError};
+use crate::domain::{SessionKey, UserId};
+
+/// Where a delivery goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The service webhook (`WEBHOOK_URL`): every user's events.
+    Service,
+    /// The user's own webhook.
+    User,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Service => "service",
+            Target::User => "user",
+        }
+    }
+
+    fn parse(s: &str) -> Target {
+        if s == "service" {
+            Target::Service
+        } else {
+            Target::User
+        }
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewOutboxEvent {
+    pub key: SessionKey,
+    /// `message`, `message.ack` or `session.status`.
+    pub kind: &'static str,
+    /// The event's `data`, JSON.
+    pub payload: String,
+    pub created_ms: i64,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub key: SessionKey,
+    pub kind: String,
+    pub payload: String,
+    pub created_ms: i64,
+}
+
+/// A user's webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRow {
+    pub user: UserId,
+    pub url: String,
+    /// Event types, or `["*"]`.
+    pub events: Vec<String>,
+    pub secret: String,
+    pub disabled_reason: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl WebhookRow {
+    pub fn wants(&self, kind: &str) -> bool {
+        self.events.iter().any(|e| e == "*" || e == kind)
+    }
+}
+
+/// A delivery as listed to its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub event_id: i64,
+    pub kind: String,
+    pub target: Target,
+    pub key: SessionKey,
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A delivery due now, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub target: Target,
+    pub attempts: u32,
+    pub event: StoredEvent,
+    /// The user's webhook for [`Target::User`] (gone: the delivery fails).
+    pub webhook: Option<WebhookRow>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        status: u16,
+    },
+    /// Try again at `next_ms`.
+    Retry {
+        next_ms: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// No more attempts.
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// What an idempotency key says about a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// The key is new: this caller sends.
+    Reserved,
+    /// Sent before: its answer.
+    Done(String),
+    /// Another call with this key is sending now (or died sending: its outcome is unknown).
+    InFlight,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = outbox_events)]
+struct EventRecord {
+    id: i64,
+    user_id: String,
+    slot: i32,
+    kind: String,
+    payload: String,
+    created_ms: i64,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = webhooks)]
+struct WebhookRecord {
+    user_id: String,
+    url: String,
+    events: String,
+    secret: String,
+    disabled_reason: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = deliveries)]
+struct DeliveryRecord {
+    id: i64,
+    event_id: i64,
+    target: String,
+    user_id: String,
+    slot: i32,
+    status: String,
+    attempts: i32,
+    next_attempt_ms: i64,
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+fn webhook_row(r: WebhookRecord) -> Option<WebhookRow> {
+    Some(WebhookRow {
+        user: UserId::parse(&r.user_id).ok()?,
+        url: r.url,
+        events: r.events.split(',').map(str::to_owned).collect(),
+        secret: r.secret,
+        disabled_reason: r.disabled_reason,
+        created_ms: r.created_ms,
+        updated_ms: r.updated_ms,
+    })
+}
+
+/// The oldest pending delivery of each (target, session) that is due, leased until
+/// `now + lease_ms`; their ids.
+const CLAIM_SQL: &str = r#"
+UPDATE deliveries SET next_attempt_ms = $1 + $2, updated_ms = $1
+WHERE id IN (
+    SELECT d.id FROM deliveries d
+    WHERE d.status = 'pending' AND d.next_attempt_ms <= $1
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries e
+          WHERE e.status = 'pending' AND e.target = d.target AND e."userId" = d."userId"
+            AND e.slot = d.slot AND e.id < d.id)
+    ORDER BY d.id
+    LIMIT $3 __LOCK__)
+RETURNING id"#;
+
+fn claim(conn: &mut DbConnection, now: i64, lease_ms: i64, limit: i64) -> QueryResult<Vec<i64>> {
+    let sql = match conn {
+        DbConnection::Pg(_) => CLAIM_SQL.replace("__LOCK__", "FOR UPDATE SKIP LOCKED"),
+        DbConnection::Sqlite(_) => CLAIM_SQL.replace("__LOCK__", ""),
+    };
+    let rows: Vec<IdRow> = diesel::sql_query(sql)
+        .bind::<BigInt, _>(now)
+        .bind::<BigInt, _>(lease_ms)
+        .bind::<BigInt, _>(limit)
+        .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+fn event_of(ctx: &Ctx, r: EventRecord) -> Option<StoredEvent> {
+    let key = ctx.key_of(Some(&r.user_id), Some(r.slot))?;
+    Some(StoredEvent {
+        id: r.id,
+        key,
+        kind: r.kind,
+        payload: r.payload,
+        created_ms: r.created_ms,
+    })
+}
+
+impl Store {
+    /// Writes the event and the deliveries it owes (to the service webhook when `service` is
+    /// set, to the user's webhook when it is active and wants this type), in one transaction.
+    pub async fn append_event(
+        &self,
+        ev: NewOutboxEvent,
+        service: bool,
+    ) -> Result<StoredEvent, StoreError> {
+        self.run(move |conn, ctx| {
+            let user = ev.key.user_id().as_str().to_owned();
+            let slot = slot_value(&ev.key);
+            conn.transaction(|conn| {
+                let id: i64 = diesel::insert_into(outbox_events::table)
+                    .values((
+                        outbox_events::user_id.eq(&user),
+                        outbox_events::slot.eq(slot),
+                        outbox_events::kind.eq(ev.kind),
+                        outbox_events::payload.eq(&ev.payload),
+                        outbox_events::created_ms.eq(ev.created_ms),
+                    ))
+                    .returning(outbox_events::id)
+                    .get_result(conn)?;
+                let hook: Option<WebhookRecord> = webhooks::table
+                    .filter(webhooks::user_id.eq(&user))
+                    .filter(webhooks::disabled_reason.is_null())
+                    .select(WebhookRecord::as_select())
+                    .first(conn)
+                    .optional()?;
+                let wants = hook.and_then(webhook_row).is_some_and(|h| h.wants(ev.kind));
+                let targets = [(Target::Service, service), (Target::User, wants)];
+                for (target, _) in targets.iter().filter(|(_, on)| *on) {
+                    diesel::insert_into(deliveries::table)
+                        .values((
+                            deliveries::event_id.eq(id),
+                            deliveries::target.eq(target.as_str()),
+                            deliveries::user_id.eq(&user),
+                            deliveries::slot.eq(slot),
+                            deliveries::status.eq("pending"),
+                            deliveries::attempts.eq(0),
+                            deliveries::next_attempt_ms.eq(ev.created_ms),
+                            deliveries::created_ms.eq(ev.created_ms),
+                            deliveries::updated_ms.eq(ev.created_ms),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok(id)
+            })
+            .map_err(|e| ctx.query(e))
+            .map(|id| StoredEvent {
+                id,
+                key: ev.key.clone(),
+                kind: ev.kind.to_owned(),
+                payload: ev.payload.clone(),
+                created_ms: ev.created_ms,
+            })
+        })
+        .await
+    }
+
+    /// Events of `key` after the cursor `after`, oldest first, at most `limit`.
+    pub async fn events_after(
+        &self,
+        key: &SessionKey,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            let records: Vec<EventRecord> = outbox_events::table
+                .filter(outbox_events::user_id.eq(key.user_id().as_str()))
+                .filter(outbox_events::slot.eq(slot_value(&key)))
+                .filter(outbox_events::id.gt(after))
+                .order(outbox_events::id.asc())
+                .limit(limit)
+                .select(EventRecord::as_select())
+                .load(conn)
+                .map_err(|e| ctx.query(e))?;
+            Ok(records
+                .into_iter()
+                .filter_map(|r| event_of(ctx, r))
+                .collect())
+        })
+        .await
+    }
+
+    /// Every event of `user` after `after` (any slot), oldest first, at most `limit`.
+    pub async fn user_events_after(
+        &self,
+        user: &UserId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let user = user.clone();
+        self.run(move |conn, ctx| {
+            let records: Vec<EventRecord> = outbox_events::table
+                .filter(outbox_events::user_id.eq(user.as_str()))
+                .filter(outbox_events::id.gt(after))
+                .order(outbox_events::id.asc())
+                .limit(limit)
+                .select(EventRecord::as_select())
+                .load(conn)
+                .map_err(|e| ctx.query(e))?;
+            Ok(records
+                .into_iter()
+                .filter_map(|r| event_of(ctx, r))
+                .collect())
+        })
+        .await
+    }
+
+    /// Claims up to `limit` due deliveries (leasing them for `lease_ms`), with their events and
+    /// the users' webhooks.
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.run(move |conn, ctx| {
+            conn.transaction(|conn| {
+                let ids = claim(conn, now, lease_ms, limit)?;
+                let rows: Vec<(DeliveryRecord, EventRecord)> = deliveries::table
+                    .inner_join(outbox_events::table.on(outbox_events::id.eq(deliveries::event_id)))
+                    .filter(deliveries::id.eq_any(&ids))
+                    .order(deliveries::id.asc())
+                    .select((DeliveryRecord::as_select(), EventRecord::as_select()))
+                    .load(conn)?;
+                let mut due = Vec::with_capacity(rows.len());
+                for (d, e) in rows {
+                    let target = Target::parse(&d.target);
+                    let webhook = match target {
+                        Target::Service => None,
+                        Target::User => webhooks::table
+                            .filter(webhooks::user_id.eq(&d.user_id))
+                            .select(WebhookRecord::as_select())
+                            .first(conn)
+                            .optional()?
+                            .and_then(webhook_row),
+                    };
+                    if let Some(event) = event_of(ctx, e) {
+                        due.push(DueDelivery {
+                            id: d.id,
+                            target,
+                            attempts: u32::try_from(d.attempts).unwrap_or(0),
+                            event,
+                            webhook,
+                        });
+                    }
+                }
+                Ok(due)
+            })
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Records an attempt's outcome.
+    pub async fn record_attempt(
+        &self,
+        id: i64,
+        attempts: u32,
+        outcome: Outcome,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn, ctx| {
+            let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+            let row = deliveries::table.filter(deliveries::id.eq(id));
+            let done = match outcome {
+                Outcome::Delivered { status } => diesel::update(row)
+                    .set((
+                        deliveries::status.eq("delivered"),
+                        deliveries::attempts.eq(attempts),
+                        deliveries::last_status.eq(Some(i32::from(status))),
+                        deliveries::last_error.eq(None::<String>),
+                        deliveries::updated_ms.eq(now),
+                    ))
+                    .execute(conn),
+                Outcome::Retry {
+                    next_ms,
+                    status,
+                    error,
+                } => diesel::update(row)
+                    .set((
+                        deliveries::attempts.eq(attempts),
+                        deliveries::next_attempt_ms.eq(next_ms),
+                        deliveries::last_status.eq(status.map(i32::from)),
+                        deliveries::last_error.eq(Some(error)),
+                        deliveries::updated_ms.eq(now),
+                    ))
+                    .execute(conn),
+                Outcome::Failed { status, error } => diesel::update(row)
+                    .set((
+                        deliveries::status.eq("failed"),
+                        deliveries::attempts.eq(attempts),
+                        deliveries::last_status.eq(status.map(i32::from)),
+                        deliveries::last_error.eq(Some(error)),
+                        deliveries::updated_ms.eq(now),
+                    ))
+                    .execute(conn),
+            };
+            done.map(drop).map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// When the next pending delivery is due (`None`: nothing pending).
+    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.run(|conn, ctx| {
+            deliveries::table
+                .filter(deliveries::status.eq("pending"))
+                .select(diesel::dsl::min(deliveries::next_attempt_ms))
+                .first::<Option<i64>>(conn)
+                .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Creates or replaces `user`'s webhook (re-enabled, with this secret).
+    pub async fn put_webhook(&self, hook: WebhookRow) -> Result<(), StoreError> {
+        self.run(move |conn, ctx| {
+            let user = hook.user.as_str().to_owned();
+            let events = hook.events.join(",");
+            conn.transaction(|conn| {
+                let updated = diesel::update(webhooks::table.filter(webhooks::user_id.eq(&user)))
+                    .set((
+                        webhooks::url.eq(&hook.url),
+                        webhooks::events.eq(&events),
+                        webhooks::secret.eq(&hook.secret),
+                        webhooks::disabled_reason.eq(None::<String>),
+                        webhooks::updated_ms.eq(hook.updated_ms),
+                    ))
+                    .execute(conn)?;
+                if updated == 0 {
+                    diesel::insert_into(webhooks::table)
+                        .values((
+                            webhooks::user_id.eq(&user),
+                            webhooks::url.eq(&hook.url),
+                            webhooks::events.eq(&events),
+                            webhooks::secret.eq(&hook.secret),
+                            webhooks::created_ms.eq(hook.created_ms),
+                            webhooks::updated_ms.eq(hook.updated_ms),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    pub async fn get_webhook(&self, user: &UserId) -> Result<Option<WebhookRow>, StoreError> {
+        let user = user.clone();
+        self.run(move |conn, ctx| {
+            webhooks::table
+                .filter(webhooks::user_id.eq(user.as_str()))
+                .select(WebhookRecord::as_select())
+                .first(conn)
+                .optional()
+                .map(|r| r.and_then(webhook_row))
+                .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Deletes `user`'s webhook; its pending deliveries fail. `false` if there was none.
+    pub async fn delete_webhook(&self, user: &UserId, now: i64) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.run(move |conn, ctx| {
+            conn.transaction(|conn| {
+                let n = diesel::delete(webhooks::table.filter(webhooks::user_id.eq(user.as_str())))
+                    .execute(conn)?;
+                diesel::update(
+                    deliveries::table
+                        .filter(deliveries::user_id.eq(user.as_str()))
+                        .filter(deliveries::target.eq(Target::User.as_str()))
+                        .filter(deliveries::status.eq("pending")),
+                )
+                .set((
+                    deliveries::status.eq("failed"),
+                    deliveries::last_error.eq(Some("webhook deleted")),
+                    deliveries::updated_ms.eq(now),
+                ))
+                .execute(conn)?;
+                Ok(n > 0)
+            })
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// The receiver said 410 Gone: no more deliveries to this webhook until it is put again.
+    pub async fn disable_webhook(
+        &self,
+        user: &UserId,
+        reason: String,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.run(move |conn, ctx| {
+            diesel::update(webhooks::table.filter(webhooks::user_id.eq(user.as_str())))
+                .set((
+                    webhooks::disabled_reason.eq(Some(reason)),
+                    webhooks::updated_ms.eq(now),
+                ))
+                .execute(conn)
+                .map(drop)
+                .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// `user`'s webhook deliveries, newest first, at most `limit`; optionally of one status.
+    pub async fn list_deliveries(
+        &self,
+        user: &UserId,
+        status: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let user = user.clone();
+        self.run(move |conn, ctx| {
+            let mut query = deliveries::table
+                .inner_join(outbox_events::table.on(outbox_events::id.eq(deliveries::event_id)))
+                .filter(deliveries::user_id.eq(user.as_str()))
+                .filter(deliveries::target.eq(Target::User.as_str()))
+                .order(deliveries::id.desc())
+                .limit(limit)
+                .select((DeliveryRecord::as_select(), outbox_events::kind))
+                .into_boxed();
+            if let Some(status) = status {
+                query = query.filter(deliveries::status.eq(status));
+            }
+            let rows: Vec<(DeliveryRecord, String)> = query.load(conn).map_err(|e| ctx.query(e))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(d, kind)| {
+                    Some(DeliveryRow {
+                        key: ctx.key_of(Some(&d.user_id), Some(d.slot))?,
+                        id: d.id,
+                        event_id: d.event_id,
+                        kind,
+                        target: Target::parse(&d.target),
+                        status: d.status,
+                        attempts: u32::try_from(d.attempts).unwrap_or(0),
+                        next_attempt_ms: d.next_attempt_ms,
+                        last_status: d.last_status.and_then(|s| u16::try_from(s).ok()),
+                        last_error: d.last_error,
+                        created_ms: d.created_ms,
+                        updated_ms: d.updated_ms,
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Queues `user`'s delivery `id` again (due now, attempts from zero). `false` if it is not
+    /// theirs.
+    pub async fn retry_delivery(
+        &self,
+        user: &UserId,
+        id: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.run(move |conn, ctx| {
+            diesel::update(
+                deliveries::table
+                    .filter(deliveries::id.eq(id))
+                    .filter(deliveries::user_id.eq(user.as_str()))
+                    .filter(deliveries::target.eq(Target::User.as_str())),
+            )
+            .set((
+                deliveries::status.eq("pending"),
+                deliveries::attempts.eq(0),
+                deliveries::next_attempt_ms.eq(now),
+                deliveries::updated_ms.eq(now),
+            ))
+            .execute(conn)
+            .map(|n| n > 0)
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Reserves an idempotency key of `key`'s sends (keys older than `window_ms` are forgotten).
+    pub async fn reserve_send(
+        &self,
+        key: &SessionKey,
+        idem: String,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Reservation, StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            let user = key.user_id().as_str().to_owned();
+            let slot = slot_value(&key);
+            conn.transaction(|conn| {
+                let this = sent_messages::table
+                    .filter(sent_messages::user_id.eq(&user))
+                    .filter(sent_messages::slot.eq(slot))
+                    .filter(sent_messages::idem_key.eq(&idem));
+                diesel::delete(this.filter(sent_messages::created_ms.lt(now - window_ms)))
+                    .execute(conn)?;
+                let found: Option<Option<String>> =
+                    this.select(sent_messages::result).first(conn).optional()?;
+                Ok(match found {
+                    Some(Some(result)) => Reservation::Done(result),
+                    Some(None) => Reservation::InFlight,
+                    None => {
+                        diesel::insert_into(sent_messages::table)
+                            .values((
+                                sent_messages::user_id.eq(&user),
+                                sent_messages::slot.eq(slot),
+                                sent_messages::idem_key.eq(&idem),
+                                sent_messages::created_ms.eq(now),
+                            ))
+                            .execute(conn)?;
+                        Reservation::Reserved
+                    }
+                })
+            })
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Records the answer of a reserved send (`Some`), or frees the key (`None`: not sent).
+    pub async fn finish_send(
+        &self,
+        key: &SessionKey,
+        idem: String,
+        result: Option<String>,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            let this = sent_messages::table
+                .filter(sent_messages::user_id.eq(key.user_id().as_str()))
+                .filter(sent_messages::slot.eq(slot_value(&key)))
+                .filter(sent_messages::idem_key.eq(&idem));
+            match result {
+                Some(result) => diesel::update(this)
+                    .set(sent_messages::result.eq(Some(result)))
+                    .execute(conn),
+                None => diesel::delete(this).execute(conn),
+            }
+            .map(drop)
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Drops events older than `before_ms` with their finished deliveries, and idempotency keys
+    /// older than `keys_before_ms`. Pending deliveries keep their events. Returns the events
+    /// dropped.
+    pub async fn prune(&self, before_ms: i64, keys_before_ms: i64) -> Result<usize, StoreError> {
+        self.run(move |conn, ctx| {
+            conn.transaction(|conn| {
+                let old = outbox_events::table
+                    .filter(outbox_events::created_ms.lt(before_ms))
+                    .select(outbox_events::id);
+                let owed = deliveries::table
+                    .filter(deliveries::status.eq("pending"))
+                    .select(deliveries::event_id);
+                diesel::delete(
+                    deliveries::table
+                        .filter(deliveries::event_id.eq_any(old))
+                        .filter(deliveries::status.ne("pending")),
+                )
+                .execute(conn)?;
+                let n = diesel::delete(
+                    outbox_events::table
+                        .filter(outbox_events::created_ms.lt(before_ms))
+                        .filter(outbox_events::id.ne_all(owed)),
+                )
+                .execute(conn)?;
+                diesel::delete(
+                    sent_messages::table.filter(sent_messages::created_ms.lt(keys_before_ms)),
+                )
+                .execute(conn)?;
+                Ok(n)
+            })
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+}

@@ -1,0 +1,236 @@
+//! The delivery loop. It sleeps until the outbox wakes it (a new event, a re-queued delivery) or
+//! the earliest retry is due — no polling while idle — then claims due deliveries (the oldest
+//! pending one of each target and session), posts them signed, and records each outcome: a 2xx
+//! ends it, 410 Gone disables the user's webhook, anything else is retried after the next delay
+//! of [`SCHEDULE`] (with jitter) and, past its end, marked `failed` and kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::guard::{Guard, GuardedResolver};
+use super::sign::SigningSecret;
+use crate::actors::session::rfc3339;
+use crate::events::Outbox;
+use crate::store::{now_ms, DueDelivery, Outcome, Target};
+
+/// Delays after each failed attempt: about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+pub const SCHEDULE: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+/// Spread of each retry delay.
+const JITTER: f64 = 0.1;
+/// A receiver must answer within this.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// A claimed delivery is someone's for this long (a daemon that dies mid-delivery leaves it).
+const LEASE_MS: i64 = 60_000;
+/// Deliveries claimed (and posted concurrently, one per target and session) at once.
+const BATCH: i64 = 32;
+
+/// The platform's bot backend: gets every user's events; trusted (no address checks).
+#[derive(Debug, Clone)]
+pub struct ServiceWebhook {
+    pub url: reqwest::Url,
+    pub secret: SigningSecret,
+}
+
+pub struct Dispatcher {
+    outbox: Arc<Outbox>,
+    service: Option<ServiceWebhook>,
+    guard: Arc<Guard>,
+    trusted: reqwest::Client,
+    guarded: reqwest::Client,
+    schedule: Vec<Duration>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        outbox: Arc<Outbox>,
+        service: Option<ServiceWebhook>,
+        guard: Arc<Guard>,
+    ) -> Dispatcher {
+        let client = || {
+            reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .connect_timeout(TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("wa-supervisor/", env!("CARGO_PKG_VERSION")))
+        };
+        Dispatcher {
+            outbox,
+            service,
+            trusted: client().build().expect("an HTTP client builds"),
+            guarded: client()
+                .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+                .build()
+                .expect("an HTTP client builds"),
+            guard,
+            schedule: SCHEDULE.to_vec(),
+        }
+    }
+
+    /// A shorter schedule (tests of the retry logic).
+    pub fn with_schedule(mut self, schedule: Vec<Duration>) -> Dispatcher {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Runs the loop until the runtime ends.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(self) {
+        let wake = self.outbox.wake();
+        let store = self.outbox.store().clone();
+        loop {
+            // Everything due now.
+            loop {
+                let due = match store.claim_due(now_ms(), LEASE_MS, BATCH).await {
+                    Ok(due) => due,
+                    Err(e) => {
+                        log::error!("webhooks: cannot claim deliveries: {}", crate::chain(&e));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if due.is_empty() {
+                    break;
+                }
+                futures_util::future::join_all(due.into_iter().map(|d| self.deliver(d))).await;
+            }
+            // Then sleep until woken or the next retry is due.
+            match store.next_due_ms().await {
+                Ok(None) => wake.notified().await,
+                Ok(Some(at)) => {
+                    let wait = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => {
+                    log::error!("webhooks: {}", crate::chain(&e));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, d: DueDelivery) {
+        let store = self.outbox.store();
+        let attempts = d.attempts + 1;
+        let outcome = self.attempt(&d).await;
+        let now = now_ms();
+        let outcome = match outcome {
+            Ok(status) => Outcome::Delivered { status },
+            Err(Attempt::Gone(status)) => {
+                if let (Target::User, Some(hook)) = (d.target, &d.webhook) {
+                    let reason = format!("the receiver answered {status} Gone");
+                    if let Err(e) = store.disable_webhook(&hook.user, reason, now).await {
+                        log::error!("webhooks: {}", crate::chain(&e));
+                    }
+                }
+                Outcome::Failed {
+                    status: Some(status),
+                    error: "410 Gone: the target is disabled".to_owned(),
+                }
+            }
+            Err(Attempt::Refused(error)) => Outcome::Failed {
+                status: None,
+                error,
+            },
+            Err(Attempt::Retry { status, error }) => match self.schedule.get(attempts as usize - 1)
+            {
+                Some(delay) => {
+                    let jitter = rand::random_range(1.0 - JITTER..1.0 + JITTER);
+                    Outcome::Retry {
+                        next_ms: now + delay.mul_f64(jitter).as_millis() as i64,
+                        status,
+                        error,
+                    }
+                }
+                None => Outcome::Failed { status, error },
+            },
+        };
+        log::debug!(
+            "webhooks: {} event {} to {}: {outcome:?}",
+            d.event.key,
+            d.event.id,
+            d.target.as_str()
+        );
+        if let Err(e) = store.record_attempt(d.id, attempts, outcome, now).await {
+            log::error!("webhooks: cannot record an attempt: {}", crate::chain(&e));
+        }
+    }
+
+    /// One POST; the receiver's status on success.
+    async fn attempt(&self, d: &DueDelivery) -> Result<u16, Attempt> {
+        let (url, secret, client) = match (d.target, &self.service, &d.webhook) {
+            (Target::Service, Some(service), _) => {
+                (service.url.clone(), service.secret.clone(), &self.trusted)
+            }
+            (Target::Service, None, _) => {
+                return Err(Attempt::Refused("no service webhook is configured".into()))
+            }
+            (Target::User, _, None) => {
+                return Err(Attempt::Refused("the webhook was deleted".into()))
+            }
+            (Target::User, _, Some(hook)) => {
+                if let Some(reason) = &hook.disabled_reason {
+                    return Err(Attempt::Refused(format!(
+                        "the webhook is disabled: {reason}"
+                    )));
+                }
+                let url = self.guard.check_url(&hook.url).map_err(Attempt::Refused)?;
+                let secret = SigningSecret::parse(&hook.secret).map_err(Attempt::Refused)?;
+                (url, secret, &self.guarded)
+            }
+        };
+        let body = format!(
+            r#"{{"type":{},"timestamp":{},"data":{}}}"#,
+            serde_json::to_string(&d.event.kind).expect("a string serializes"),
+            serde_json::to_string(&rfc3339(d.event.created_ms)).expect("a string serializes"),
+            d.event.payload
+        );
+        let id = format!("evt_{}", d.event.id);
+        let timestamp = now_ms() / 1000;
+        let signature = secret.sign(&id, timestamp, body.as_bytes());
+        let sent = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(res) if res.status().is_success() => Ok(res.status().as_u16()),
+            Ok(res) if res.status() == reqwest::StatusCode::GONE => Err(Attempt::Gone(410)),
+            Ok(res) => Err(Attempt::Retry {
+                status: Some(res.status().as_u16()),
+                error: format!("the receiver answered {}", res.status()),
+            }),
+            Err(e) => Err(Attempt::Retry {
+                status: None,
+                error: crate::chain(&e),
+            }),
+        }
+    }
+}
+
+enum Attempt {
+    Gone(u16),
+    Retry {
+        status: Option<u16>,
+        error: String,
+    },
+    /// Cannot be sent at all (no such target, a refused address): no retry.
+    Refused(String),
+}
