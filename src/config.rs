@@ -198,6 +198,13 @@ pub struct Settings {
           value_delimiter = ',', value_parser = parse_network)]
     pub webhook_allow_networks: Vec<ipnet::IpNet>,
 
+    /// Delays between webhook attempts (`500ms`, `5s`, `5m`, `2h`, comma-separated); after the
+    /// last one a delivery is `failed`.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", value_name = "WEBHOOK_RETRY_SCHEDULE",
+          value_delimiter = ',', value_parser = parse_delay,
+          default_value = "5s,5m,30m,2h,5h,10h,10h")]
+    pub webhook_retry_schedule: Vec<Duration>,
+
     /// Days stored events (messages, acks, state changes) are kept for `GET /api/messages`.
     #[arg(long, env = "EVENT_RETENTION_DAYS", value_name = "EVENT_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
@@ -397,6 +404,27 @@ fn parse_origin(raw: &str) -> Result<String, String> {
 fn parse_webhook_secret(raw: &str) -> Result<Token, String> {
     crate::webhooks::SigningSecret::parse(raw.trim())?;
     Ok(Token(raw.trim().to_owned()))
+}
+
+/// `250ms`, `5s`, `5m`, `2h`.
+fn parse_delay(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (n, unit) = raw.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{raw:?}: expected e.g. 5s, 5m, 2h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{raw:?}: expected e.g. 5s, 5m, 2h")),
+    };
+    if d.is_zero() || d > Duration::from_secs(7 * 86_400) {
+        return Err(format!("{raw:?}: between 1 ms and 7 days"));
+    }
+    Ok(d)
 }
 
 fn parse_network(raw: &str) -> Result<ipnet::IpNet, String> {

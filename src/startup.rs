@@ -130,7 +130,9 @@ impl Application {
             allow_http: settings.webhook_allow_http,
             allow_networks: settings.webhook_allow_networks.clone(),
         });
-        crate::webhooks::Dispatcher::new(outbox.clone(), service_webhook, guard.clone()).spawn();
+        crate::webhooks::Dispatcher::new(outbox.clone(), service_webhook, guard.clone())
+            .with_schedule(settings.webhook_retry_schedule.clone())
+            .spawn();
         let webhooks = crate::webhooks::Webhooks::new(store.clone(), guard, outbox.wake());
         spawn_retention(store.clone(), settings.event_retention_days);
         let env = Arc::new(SessionEnv {

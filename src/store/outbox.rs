@@ -213,6 +213,15 @@ WHERE id IN (
     LIMIT $3 __LOCK__)
 RETURNING id"#;
 
+/// The earliest time a head of line (the oldest pending delivery of a target and session) is due.
+const NEXT_DUE_SQL: &str = r#"
+SELECT MIN(d.next_attempt_ms) AS at FROM deliveries d
+WHERE d.status = 'pending'
+  AND NOT EXISTS (
+      SELECT 1 FROM deliveries e
+      WHERE e.status = 'pending' AND e.target = d.target AND e."userId" = d."userId"
+        AND e.slot = d.slot AND e.id < d.id)"#;
+
 fn claim(conn: &mut DbConnection, now: i64, lease_ms: i64, limit: i64) -> QueryResult<Vec<i64>> {
     let sql = match conn {
         DbConnection::Pg(_) => CLAIM_SQL.replace("__LOCK__", "FOR UPDATE SKIP LOCKED"),
@@ -442,13 +451,19 @@ impl Store {
         .await
     }
 
-    /// When the next pending delivery is due (`None`: nothing pending).
+    /// When the next claimable delivery is due (`None`: nothing pending). Only the head of each
+    /// (target, session) counts: a later delivery waits for the one before it, so its own time
+    /// says nothing (and would make the dispatcher spin).
     pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
         self.run(|conn, ctx| {
-            deliveries::table
-                .filter(deliveries::status.eq("pending"))
-                .select(diesel::dsl::min(deliveries::next_attempt_ms))
-                .first::<Option<i64>>(conn)
+            #[derive(QueryableByName)]
+            struct Next {
+                #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+                at: Option<i64>,
+            }
+            diesel::sql_query(NEXT_DUE_SQL)
+                .get_result::<Next>(conn)
+                .map(|n| n.at)
                 .map_err(|e| ctx.query(e))
         })
         .await

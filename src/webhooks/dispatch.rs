@@ -13,7 +13,8 @@ use crate::actors::session::rfc3339;
 use crate::events::Outbox;
 use crate::store::{now_ms, DueDelivery, Outcome, Target};
 
-/// Delays after each failed attempt: about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+/// Delays after each failed attempt: about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (the
+/// default of `WEBHOOK_RETRY_SCHEDULE`).
 pub const SCHEDULE: [Duration; 7] = [
     Duration::from_secs(5),
     Duration::from_secs(5 * 60),
@@ -74,7 +75,7 @@ impl Dispatcher {
         }
     }
 
-    /// A shorter schedule (tests of the retry logic).
+    /// The delays between attempts (`WEBHOOK_RETRY_SCHEDULE`).
     pub fn with_schedule(mut self, schedule: Vec<Duration>) -> Dispatcher {
         self.schedule = schedule;
         self

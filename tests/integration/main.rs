@@ -13,6 +13,7 @@ mod config;
 mod console;
 mod hardening;
 mod lifecycle;
+mod messages;
 mod openapi;
 mod session;
 mod store;

@@ -138,6 +138,8 @@ both_backends!(
     unknown_state_is_an_error_not_a_panic,
     ping_and_backend,
     concurrent_saves_of_one_new_key_leave_one_row,
+    the_outbox_delivers_in_order_per_target_and_session_under_a_lease,
+    idempotency_keys_answer_the_first_send,
 );
 
 fn key(user: &str, slot: u16) -> SessionKey {
@@ -693,4 +695,180 @@ fn store_and_errors_are_send_and_sync() {
     check::<Store>();
     check::<StoreError>();
     check::<DatabaseUrl>();
+}
+
+async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &TestDb) {
+    use wa_supervisor::store::{NewOutboxEvent, Outcome, Target, WebhookRow};
+    let store = db.open();
+    let (a1, a2, b1) = (key(ALICE, 1), key(ALICE, 2), key(BOB, 1));
+    store
+        .put_webhook(WebhookRow {
+            user: UserId::parse(ALICE).unwrap(),
+            url: "https://hooks.example.com/a".into(),
+            events: vec!["message".into()],
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            disabled_reason: None,
+            created_ms: 1,
+            updated_ms: 1,
+        })
+        .await
+        .unwrap();
+    let append = |k: &SessionKey, kind: &'static str, n: i64| NewOutboxEvent {
+        key: k.clone(),
+        kind,
+        payload: format!("{{\"n\":{n}}}"),
+        created_ms: 1_000 + n,
+    };
+    let mut ids = Vec::new();
+    for (n, k) in [&a1, &a1, &a2, &b1].into_iter().enumerate() {
+        ids.push(
+            store
+                .append_event(append(k, "message", n as i64), true)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // A type Alice's webhook does not want: the service webhook only.
+    store
+        .append_event(append(&a1, "session.status", 9), true)
+        .await
+        .unwrap();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+
+    // Due: the oldest pending of each (target, session) only.
+    let due = store.claim_due(2_000, 60_000, 100).await.unwrap();
+    let mut got: Vec<(Target, i64)> = due.iter().map(|d| (d.target, d.event.id)).collect();
+    got.sort_by_key(|(t, id)| (t.as_str(), *id));
+    assert_eq!(
+        got,
+        [
+            (Target::Service, ids[0]),
+            (Target::Service, ids[2]),
+            (Target::Service, ids[3]),
+            (Target::User, ids[0]),
+            (Target::User, ids[2]),
+        ]
+    );
+    let user_a1 = due
+        .iter()
+        .find(|d| d.target == Target::User && d.event.key == a1)
+        .unwrap();
+    assert_eq!(
+        user_a1.webhook.as_ref().unwrap().url,
+        "https://hooks.example.com/a"
+    );
+    // Leased: not due again before the lease ends, and nothing behind them either.
+    assert!(store
+        .claim_due(2_000, 60_000, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.next_due_ms().await.unwrap(), Some(62_000));
+    // One delivered: the next of that (target, session) becomes due; a retry waits its time.
+    store
+        .record_attempt(user_a1.id, 1, Outcome::Delivered { status: 200 }, 2_100)
+        .await
+        .unwrap();
+    let service_b1 = due
+        .iter()
+        .find(|d| d.target == Target::Service && d.event.key == b1)
+        .unwrap();
+    store
+        .record_attempt(
+            service_b1.id,
+            1,
+            Outcome::Retry {
+                next_ms: 70_000,
+                status: Some(503),
+                error: "down".into(),
+            },
+            2_100,
+        )
+        .await
+        .unwrap();
+    let next = store.claim_due(2_200, 60_000, 100).await.unwrap();
+    assert_eq!(
+        next.iter()
+            .map(|d| (d.target, d.event.id))
+            .collect::<Vec<_>>(),
+        [(Target::User, ids[1])]
+    );
+    // Listed for Alice, newest first; re-queued by id only for its user.
+    let list = store
+        .list_deliveries(&UserId::parse(ALICE).unwrap(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list.iter().filter(|d| d.status == "delivered").count(), 1);
+    assert!(!store
+        .retry_delivery(&UserId::parse(BOB).unwrap(), list[0].id, 3_000)
+        .await
+        .unwrap());
+    // Events page per session after a cursor.
+    let page = store.events_after(&a1, ids[0], 10).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>()[0], ids[1]);
+    assert!(page.iter().all(|e| e.key == a1));
+    // Pruning keeps events still owed.
+    assert_eq!(store.prune(10_000, 0).await.unwrap(), 0);
+}
+
+async fn idempotency_keys_answer_the_first_send(db: &TestDb) {
+    use wa_supervisor::store::Reservation;
+    let store = db.open();
+    let k = key(ALICE, 1);
+    let window = 24 * 3600 * 1000;
+    assert_eq!(
+        store
+            .reserve_send(&k, "x".into(), 1_000, window)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(
+        store
+            .reserve_send(&k, "x".into(), 1_001, window)
+            .await
+            .unwrap(),
+        Reservation::InFlight
+    );
+    // Per session: the same key elsewhere is another key.
+    assert_eq!(
+        store
+            .reserve_send(&key(BOB, 1), "x".into(), 1_001, window)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    store
+        .finish_send(&k, "x".into(), Some("{\"id\":\"m1\"}".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .reserve_send(&k, "x".into(), 1_002, window)
+            .await
+            .unwrap(),
+        Reservation::Done("{\"id\":\"m1\"}".into())
+    );
+    // A send that did not happen frees its key; keys expire after the window.
+    store
+        .reserve_send(&k, "y".into(), 1_000, window)
+        .await
+        .unwrap();
+    store.finish_send(&k, "y".into(), None).await.unwrap();
+    assert_eq!(
+        store
+            .reserve_send(&k, "y".into(), 1_003, window)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+    assert_eq!(
+        store
+            .reserve_send(&k, "x".into(), 1_000 + window + 1, window)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
 }

@@ -79,17 +79,22 @@ impl Handler<Send> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return refused(e);
         }
-        let (Some(run), true) = (&self.run, self.machine.is_connected()) else {
-            return refused(SessionError::NotConnected);
+        // Whether a send can happen now is settled after the idempotency key: a replay answers
+        // the first result even when the session is no longer linked.
+        let ready = match (&self.run, self.machine.is_connected(), self.bridge) {
+            (Some(run), true, Bridge::WaJs) => Ok(run.browser.command(Command::SendText {
+                to: msg.to.as_str().to_owned(),
+                text: msg.text.as_str().to_owned(),
+            })),
+            (Some(_), true, _) => Err(SessionError::BridgeUnavailable),
+            _ => Err(SessionError::NotConnected),
         };
-        if self.bridge != Bridge::WaJs {
-            return refused(SessionError::BridgeUnavailable);
-        }
-        let budget = self.send_budget.take(self.env.send_per_minute);
-        let send = run.browser.command(Command::SendText {
-            to: msg.to.as_str().to_owned(),
-            text: msg.text.as_str().to_owned(),
-        });
+        let budget = match ready {
+            Ok(_) => self.send_budget.take(self.env.send_per_minute),
+            Err(_) => Ok(()),
+        };
+        // A send that then does not happen (a replay) gives back what it took.
+        let took = ready.is_ok() && budget.is_ok();
         let store = self.env.store.clone();
         let key = self.key.clone();
         let to = msg.to.as_str().to_owned();
@@ -116,9 +121,12 @@ impl Handler<Send> for SessionActor {
                         Ok(Reservation::Reserved) => {}
                     }
                 }
-                let result = match budget {
-                    Err(retry_after_secs) => Err(SessionError::RateLimited { retry_after_secs }),
-                    Ok(()) => match send.await {
+                let result = match (ready, budget) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(retry_after_secs)) => {
+                        Err(SessionError::RateLimited { retry_after_secs })
+                    }
+                    (Ok(send), Ok(())) => match send.await {
                         Ok(answer) => Ok(sent_message(&answer, &to)),
                         Err(e) => Err(SessionError::SendFailed(crate::chain(&e))),
                     },
@@ -136,8 +144,8 @@ impl Handler<Send> for SessionActor {
                 (result, false)
             }
             .into_actor(self)
-            .map(|(result, refund), act, _| {
-                if refund {
+            .map(move |(result, refund), act, _| {
+                if refund && took {
                     act.send_budget.refund(act.env.send_per_minute);
                 }
                 result

@@ -7,5 +7,6 @@ pub mod harness;
 pub mod jwt;
 pub mod logs;
 pub mod nginx;
+pub mod receiver;
 pub mod standin;
 pub mod wpp;

@@ -63,6 +63,20 @@ struct Device {
     logout_reason: Option<String>,
     /// The phone's connectivity as the page reports it.
     offline: bool,
+    /// Chat activity waiting for the page's next poll: new messages and acks (WhatsApp's
+    /// numbers: 1 server, 2 device, 3 read).
+    inbox: Vec<serde_json::Value>,
+    acks: Vec<serde_json::Value>,
+}
+
+/// A message a device sent (as the stand-in "phone" of its recipient received it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub device: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub body: String,
+    pub id: String,
 }
 
 #[derive(Default)]
@@ -78,6 +92,8 @@ struct State {
     /// Devices that logged themselves out (through WA-JS).
     self_logouts: Vec<String>,
     needs_update: bool,
+    /// Every message the devices sent.
+    sent: Vec<SentMessage>,
 }
 
 impl State {
@@ -214,6 +230,7 @@ impl StandIn {
                 .route("/control/devices", web::get().to(control_devices))
                 .route("/api/pair", web::post().to(api_pair))
                 .route("/api/logout", web::post().to(api_logout))
+                .route("/api/send", web::post().to(api_send))
                 .route("/control/enter-code", web::post().to(control_enter_code))
                 .route("/control/online", web::post().to(control_online))
                 .route(
@@ -284,6 +301,51 @@ impl StandIn {
     /// From now on WhatsApp Web asks every page for a newer browser.
     pub fn require_update(&self) {
         self.state.lock().unwrap().needs_update = true;
+    }
+
+    /// A contact `from` (digits) writes `body` to the number `phone`: every device linked to it
+    /// gets the message. Its WhatsApp id; Err when no device is linked to `phone`.
+    pub fn incoming(&self, phone: &str, from: &str, body: &str) -> Result<String, String> {
+        let mut st = self.state.lock().unwrap();
+        let id = format!("false_{from}@c.us_{:016X}", rand::random::<u64>());
+        let msg = json!({
+            "id": id, "from": format!("{from}@c.us"), "to": format!("{phone}@c.us"),
+            "body": body, "t": now_secs(), "type": "chat",
+        });
+        let mut n = 0;
+        for dev in st
+            .devices
+            .values_mut()
+            .filter(|d| d.phone.as_deref() == Some(phone))
+        {
+            dev.inbox.push(msg.clone());
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("no device is linked to {phone}"));
+        }
+        Ok(id)
+    }
+
+    /// The recipient read message `id` sent by a device of `phone` (ack 3).
+    pub fn read(&self, phone: &str, id: &str) {
+        let mut st = self.state.lock().unwrap();
+        let Some(sent) = st.sent.iter().find(|m| m.id == id).cloned() else {
+            return;
+        };
+        for dev in st
+            .devices
+            .values_mut()
+            .filter(|d| d.phone.as_deref() == Some(phone))
+        {
+            dev.acks
+                .push(json!({"ack": 3, "id": sent.id, "chat": sent.to}));
+        }
+    }
+
+    /// Every message the devices sent, in order.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.state.lock().unwrap().sent.clone()
     }
 
     /// Every pairing code issued so far.
@@ -388,14 +450,66 @@ async fn api_state(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> H
     s.devices.entry(q.device.clone()).or_default();
     let code = s.pairing_code(&q.device);
     let needs_update = s.needs_update;
-    let dev = &s.devices[&q.device];
+    let dev = s.devices.get_mut(&q.device).unwrap();
+    let (messages, acks) = if dev.phone.is_some() {
+        (
+            std::mem::take(&mut dev.inbox),
+            std::mem::take(&mut dev.acks),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     no_store(HttpResponse::Ok()).json(json!({
         "phone": dev.phone,
         "pairingCode": code,
         "online": !dev.offline,
         "logoutReason": dev.logout_reason,
         "needsUpdate": needs_update,
+        "messages": messages,
+        "acks": acks,
     }))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    to: String,
+    body: String,
+}
+
+/// A device sends a text: the recipient's "phone" gets it; acks 1 (server) and 2 (device)
+/// follow on the device's next poll.
+async fn api_send(
+    st: web::Data<Mutex<State>>,
+    q: web::Query<DeviceQuery>,
+    b: web::Json<SendBody>,
+) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    let Some(dev) = s.devices.get_mut(&q.device) else {
+        return no_store(HttpResponse::BadRequest()).json(json!({"error": "unknown device"}));
+    };
+    let Some(phone) = dev.phone.clone() else {
+        return no_store(HttpResponse::Conflict()).json(json!({"error": "not linked"}));
+    };
+    let id = format!("true_{}_{:016X}", b.to, rand::random::<u64>());
+    for ack in [1, 2] {
+        dev.acks.push(json!({"ack": ack, "id": id, "chat": b.to}));
+    }
+    s.sent.push(SentMessage {
+        device: q.device.clone(),
+        from: Some(phone.clone()),
+        to: b.to.clone(),
+        body: b.body.clone(),
+        id: id.clone(),
+    });
+    no_store(HttpResponse::Ok())
+        .json(json!({"id": id, "from": format!("{phone}@c.us"), "t": now_secs()}))
 }
 
 #[derive(Deserialize)]
@@ -574,6 +688,7 @@ window.__standin = {
   reloadQr: () => showQr(),
   pair: async (phone) => (await post("/api/pair", {phone: String(phone)})).code,
   logout: async () => { await post("/api/logout"); },
+  send: async (to, body) => post("/api/send", {to: String(to), body: String(body)}),
 };
 
 function drawQr(canvas, payload) {
@@ -685,6 +800,8 @@ async function poll() {
     if (phone && r.online !== lastOnline) announce({type: "online", online: r.online});
     lastOnline = r.online;
     if (r.needsUpdate && !updateAsked) { updateAsked = true; announce({type: "needs_update"}); }
+    for (const m of r.messages || []) announce({type: "message", msg: m});
+    for (const a of r.acks || []) announce({type: "ack", ack: a.ack, id: a.id, chat: a.chat});
   } catch (e) {}
   setTimeout(poll, 150);
 }

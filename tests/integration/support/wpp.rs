@@ -32,7 +32,23 @@ pub const SCRIPT: &str = r#"(() => {
       needsUpdate: () => updateNeeded,
       isOnline: () => online,
     },
+    chat: {
+      // Like WA-JS: answers once WhatsApp Web took the message (ack 0, the clock), and the new
+      // message (fromMe) goes through chat.new_message too.
+      sendTextMessage: async (chatId, content, options) => {
+        const to = typeof chatId === "string" ? chatId : chatId._serialized;
+        const r = await window.__standin.send(to, content);
+        emit("chat.new_message", msgModel({ id: r.id, from: r.from, to, body: String(content), t: r.t, type: "chat" }, true));
+        return { id: r.id, ack: 0, from: r.from, to, sendMsgResult: null };
+      },
+    },
   };
+  const wid = (s) => (s ? { _serialized: s, user: s.split("@")[0], server: s.split("@")[1] } : undefined);
+  const msgModel = (m, fromMe) => ({
+    id: { _serialized: m.id, fromMe, remote: wid(fromMe ? m.to : m.from), id: m.id.split("_").pop() },
+    from: wid(m.from), to: wid(m.to), body: m.body, type: m.type, t: m.t,
+    isGroupMsg: false, author: undefined,
+  });
   window.addEventListener("standin", (e) => {
     const d = e.detail;
     switch (d.type) {
@@ -48,6 +64,8 @@ pub const SCRIPT: &str = r#"(() => {
       case "link_code": emit("conn.link_code_change", d.code); break;
       case "online": online = d.online; emit("conn.online", d.online); break;
       case "needs_update": updateNeeded = true; emit("conn.needs_update"); break;
+      case "message": emit("chat.new_message", msgModel(d.msg, false)); break;
+      case "ack": emit("chat.msg_ack_change", { ack: d.ack, chat: wid(d.chat), ids: [{ _serialized: d.id }] }); break;
     }
   });
   // Ready once the page knows its device (like WA-JS once WhatsApp's modules loaded): "boot".
