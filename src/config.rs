@@ -492,6 +492,23 @@ mod tests {
     }
 
     #[test]
+    fn the_default_retry_schedule_is_the_dispatchers() {
+        let s = Settings::from_args(["x"]).unwrap();
+        assert_eq!(s.webhook_retry_schedule, crate::webhooks::SCHEDULE);
+        let s = Settings::from_args(["x", "--webhook-retry-schedule", "250ms, 2s,1m"]).unwrap();
+        assert_eq!(
+            s.webhook_retry_schedule,
+            [
+                Duration::from_millis(250),
+                Duration::from_secs(2),
+                Duration::from_secs(60)
+            ]
+        );
+        assert!(Settings::from_args(["x", "--webhook-retry-schedule", "5x"]).is_err());
+        assert!(Settings::from_args(["x", "--webhook-url", "https://h.example.com"]).is_err());
+    }
+
+    #[test]
     fn origins_are_trimmed_at_parse_time() {
         let s = Settings::from_args([
             "x",

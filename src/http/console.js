@@ -69,6 +69,14 @@
         act("pair", n, { phoneNumber: phone });
       });
       el.querySelector(".stop").addEventListener("click", () => act("stop", n));
+      el.querySelector("form.send").addEventListener("submit", (e) => {
+        e.preventDefault();
+        const to = el.querySelector(".to").value.trim();
+        const text = el.querySelector(".text").value;
+        sendText(n, to, text).then((ok) => {
+          if (ok) el.querySelector(".text").value = "";
+        });
+      });
       el.querySelector(".logout").addEventListener("click", () => {
         if (confirm("Unlink slot " + n + " from its phone and delete its profile?")) act("logout", n);
       });
@@ -79,6 +87,11 @@
   function clearSlots() {
     for (let n = 1; n <= maxSlots; n++) {
       render({ slot: n, state: "unknown", connectedNumber: null, qr: null, pairingCode: null, lastError: null });
+      const list = slotEl(n) && slotEl(n).querySelector(".messages");
+      if (list) {
+        list.textContent = "";
+        list.hidden = true;
+      }
     }
   }
 
@@ -86,6 +99,7 @@
     const el = slotEl(s.slot);
     if (!el) return;
     el.dataset.state = s.state;
+    el.querySelector("form.send").hidden = s.state !== "connected";
     el.querySelector(".state").textContent = s.state;
     el.querySelector(".number").textContent = s.connectedNumber ? "+" + s.connectedNumber : "";
     el.querySelector(".error").textContent = s.lastError || "";
@@ -99,6 +113,45 @@
     } else {
       img.removeAttribute("src");
       img.hidden = true;
+    }
+  }
+
+  // The last messages of a slot, newest last.
+  const MESSAGES_SHOWN = 5;
+
+  function showMessage(m) {
+    const el = slotEl(m.slot);
+    if (!el) return;
+    const list = el.querySelector(".messages");
+    const item = document.createElement("li");
+    item.className = m.fromMe ? "out" : "in";
+    const who = m.fromMe ? "→ " + (m.chatId || "") : (m.from || "") + ":";
+    item.textContent = who + " " + (m.body == null ? "[" + m.type + "]" : m.body);
+    list.appendChild(item);
+    while (list.children.length > MESSAGES_SHOWN) list.firstElementChild.remove();
+    list.hidden = false;
+  }
+
+  async function loadMessages(n) {
+    try {
+      const page = await api("GET", "/api/messages/" + encodeURIComponent(shownUser) + "/" + n + "?limit=500");
+      page.events
+        .filter((e) => e.type === "message")
+        .slice(-MESSAGES_SHOWN)
+        .forEach((e) => showMessage(e.data));
+    } catch (_) {
+      // no messages to show
+    }
+  }
+
+  async function sendText(n, to, text) {
+    try {
+      const sent = await api("POST", "/api/messages/" + encodeURIComponent(shownUser) + "/" + n, { to, text });
+      say("Slot " + n + ": sent " + sent.id);
+      return true;
+    } catch (err) {
+      say("Slot " + n + ": " + err.message, true);
+      return false;
     }
   }
 
@@ -122,6 +175,9 @@
       });
       es.addEventListener("session", (e) => {
         if (user === shownUser) render(JSON.parse(e.data));
+      });
+      es.addEventListener("message", (e) => {
+        if (user === shownUser) showMessage(JSON.parse(e.data));
       });
       es.addEventListener("error", () => {
         // EventSource would retry with the used ticket: close it and get a new one.
@@ -153,6 +209,7 @@
     try {
       const list = await api("GET", "/api/status/" + encodeURIComponent(user));
       list.sessions.forEach(render);
+      list.sessions.filter((s) => s.state === "connected").forEach((s) => loadMessages(s.slot));
       say("Loaded " + user);
     } catch (err) {
       shownUser = null;

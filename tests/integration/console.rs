@@ -259,6 +259,48 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
     let qr_hidden: bool = eval(&page, "document.querySelector('#slot-1 img.qr').hidden").await;
     assert!(qr_hidden);
 
+    // Messages: an incoming one shows in the slot; one typed in the slot's form is sent.
+    t.standin
+        .incoming(PHONE, "4917600000042", "Hello console")
+        .unwrap();
+    wait_page(
+        &page,
+        "document.querySelector('#slot-1 .messages').textContent",
+        STEP,
+        "the message in the slot",
+        |s: &String| s.contains("Hello console") && s.contains("4917600000042@c.us"),
+    )
+    .await;
+    within("send from the page", STEP, async {
+        page.find_element("#slot-1 form.send .to")
+            .await?
+            .click()
+            .await?
+            .type_str("4917600000042")
+            .await?;
+        page.find_element("#slot-1 form.send .text")
+            .await?
+            .click()
+            .await?
+            .type_str("Hi from the console")
+            .await?;
+        page.find_element("#slot-1 form.send button")
+            .await?
+            .click()
+            .await?;
+        Ok::<_, CdpError>(())
+    })
+    .await
+    .unwrap();
+    crate::support::harness::eventually(STEP, "the message sent", || async {
+        t.standin
+            .sent()
+            .iter()
+            .any(|m| m.body == "Hi from the console" && m.to == "4917600000042@c.us")
+            .then_some(())
+    })
+    .await;
+
     // The token stayed out of every URL the page loaded (the open SSE stream, not listed
     // until it ends, went through a ticket).
     let urls: Vec<String> = eval(

@@ -668,3 +668,114 @@ async fn a_burst_while_the_database_is_slow_loses_nothing() {
     assert_eq!(got, want, "every message, in order");
     t.stop(&user, 1).await;
 }
+
+/// Isolation under load: three linked users, messages flowing both ways at once; each user's
+/// events reach that user's stream, store and webhook only.
+#[actix_web::test]
+async fn messages_of_many_users_at_once_never_cross() {
+    let service = Receiver::start().await;
+    let hooks = Receiver::start().await;
+    let t = app_with_webhooks(&service, &["--send-per-minute", "1000"]).await;
+    let users: Vec<(String, String)> = (0..3)
+        .map(|i| (uuid_like(0xc10 + i), format!("49151000003{i:02}")))
+        .collect();
+    let mut streams = Vec::new();
+    for (user, phone) in &users {
+        put_webhook(&t, user, &hooks.url(&format!("/{user}"))).await;
+        t.start(user, 1).await;
+        t.scan(user, 1, phone).await;
+        let ticket = t
+            .post(&format!("/api/events/{user}/ticket"), SERVICE_TOKEN)
+            .await;
+        streams.push(
+            reqwest::Client::new()
+                .get(t.url(ticket.json["url"].as_str().unwrap()))
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    const EACH: usize = 10;
+    let work = users.iter().map(|(user, phone)| {
+        let t = &t;
+        async move {
+            for i in 0..EACH {
+                let text = format!("out {user} {i}");
+                let idem = format!("{user}-{i}");
+                let (sent, incoming) =
+                    tokio::join!(send(t, user, "4917600000099", &text, Some(&idem)), async {
+                        t.standin
+                            .incoming(phone, "4917600000099", &format!("in {user} {i}"))
+                    });
+                assert_eq!(sent.status, 201, "{sent:?}");
+                incoming.unwrap();
+                let status = t.get(&format!("/api/status/{user}/1"), SERVICE_TOKEN).await;
+                assert_eq!(status.json["connectedNumber"], phone.as_str());
+            }
+        }
+    });
+    futures_util::future::join_all(work).await;
+
+    for (user, _) in &users {
+        let mine = crate::support::harness::eventually(QUICK, "every message stored", || async {
+            let msgs = stored(&t, user, "message").await;
+            (msgs.len() >= 2 * EACH).then_some(msgs)
+        })
+        .await;
+        for e in &mine {
+            assert_eq!(e["data"]["userId"], user.as_str());
+            assert!(
+                e["data"]["body"].as_str().unwrap().contains(user.as_str()),
+                "{e}"
+            );
+        }
+    }
+    hooks
+        .wait(QUICK, "every message at its webhook", |got| {
+            got.iter().filter(|r| r.json()["type"] == "message").count() >= users.len() * 2 * EACH
+        })
+        .await;
+    // Each webhook call carries its own user's event only (the path names the user).
+    for (user, _) in &users {
+        let at_mine: Vec<Value> = hooks
+            .received()
+            .iter()
+            .map(|r| r.json())
+            .filter(|j| j["data"]["userId"] == user.as_str())
+            .collect();
+        assert!(at_mine.len() >= 2 * EACH);
+    }
+    for r in hooks.received() {
+        let body = r.json();
+        let user = body["data"]["userId"].as_str().unwrap().to_owned();
+        for (other, _) in users.iter().filter(|(u, _)| *u != user) {
+            assert!(
+                !r.body.contains(other.as_str()),
+                "{} leaked into {user}'s webhook",
+                other
+            );
+        }
+    }
+    // Each stream: its user's messages, nobody else's.
+    for ((user, _), stream) in users.iter().zip(streams.iter_mut()) {
+        let mut text = String::new();
+        while text.matches("event: message\n").count() < 2 * EACH {
+            let chunk = tokio::time::timeout(QUICK, stream.chunk())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        for (other, _) in users.iter().filter(|(u, _)| u != user) {
+            assert!(
+                !text.contains(other.as_str()),
+                "{other} leaked into {user}'s stream"
+            );
+        }
+    }
+    assert_eq!(t.standin.sent().len(), users.len() * EACH);
+    for (user, _) in &users {
+        t.stop(user, 1).await;
+    }
+}
