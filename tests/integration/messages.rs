@@ -514,6 +514,26 @@ async fn per_user_webhooks_cannot_reach_the_hosts_network() {
     );
     t.stop(&user, 1).await;
 
+    // Redirects are not followed: a receiver that answers 307 to somewhere else gets retries,
+    // the place it points at gets nothing.
+    let service = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    service.redirect(Some(elsewhere.url("/stolen")));
+    let redirected = app_with_webhooks(&service, &[]).await;
+    let other = uuid_like(0xc0a);
+    redirected.start(&other, 1).await;
+    redirected.wait_state(&other, 1, "qr", LAUNCH).await;
+    service
+        .wait(QUICK, "the retries", |got| {
+            got.iter().filter(|r| r.status == 307).count() >= 3
+        })
+        .await;
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect was not followed"
+    );
+    redirected.stop(&other, 1).await;
+
     // Without WEBHOOK_ALLOW_HTTP: https only.
     let strict = spawn_app(slow(), &[]).await;
     let r = json_call(

@@ -140,6 +140,7 @@ both_backends!(
     concurrent_saves_of_one_new_key_leave_one_row,
     the_outbox_delivers_in_order_per_target_and_session_under_a_lease,
     idempotency_keys_answer_the_first_send,
+    retention_drops_old_events_except_those_still_owed,
 );
 
 fn key(user: &str, slot: u16) -> SessionKey {
@@ -871,4 +872,38 @@ async fn idempotency_keys_answer_the_first_send(db: &TestDb) {
             .unwrap(),
         Reservation::Reserved
     );
+}
+
+async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
+    use wa_supervisor::store::{NewOutboxEvent, Outcome};
+    let store = db.open();
+    let k = key(ALICE, 1);
+    let event = |n: i64, at: i64| NewOutboxEvent {
+        key: k.clone(),
+        kind: "message",
+        payload: format!("{{\"n\":{n}}}"),
+        created_ms: at,
+    };
+    // Two old events: the first delivered, the second still owed; one recent.
+    store.append_event(event(0, 1_000), true).await.unwrap();
+    store.append_event(event(1, 1_001), true).await.unwrap();
+    store.append_event(event(2, 90_000), false).await.unwrap();
+    let due = store.claim_due(2_000, 60_000, 10).await.unwrap();
+    store
+        .record_attempt(due[0].id, 1, Outcome::Delivered { status: 200 }, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.prune(50_000, 0).await.unwrap(),
+        1,
+        "the delivered old one"
+    );
+    let left: Vec<i64> = store
+        .events_after(&k, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.created_ms)
+        .collect();
+    assert_eq!(left, [1_001, 90_000]);
 }

@@ -12,6 +12,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 pub struct Received {
     /// What the receiver answered.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
     pub id: String,
     pub timestamp: String,
     pub signature: String,
@@ -31,6 +33,8 @@ struct Behavior {
     fail_status: Option<u16>,
     /// Answer every request with this status.
     always: Option<u16>,
+    /// Answer every request with a redirect to this URL.
+    redirect_to: Option<String>,
 }
 
 pub struct Receiver {
@@ -85,6 +89,11 @@ impl Receiver {
         b.fail_status = Some(status);
     }
 
+    /// Every request gets a 307 redirect to `url` (`None`: no more redirects).
+    pub fn redirect(&self, url: Option<String>) {
+        self.behavior.lock().unwrap().redirect_to = url;
+    }
+
     /// Every request gets `status` (`None`: 200 again).
     pub fn always(&self, status: Option<u16>) {
         self.behavior.lock().unwrap().always = status;
@@ -117,7 +126,9 @@ fn answer(
             .to_owned()
     };
     let mut b = behavior.lock().unwrap();
-    let status = if let Some(s) = b.always {
+    let status = if b.redirect_to.is_some() {
+        307
+    } else if let Some(s) = b.always {
         s
     } else if b.fail_next > 0 {
         b.fail_next -= 1;
@@ -127,12 +138,17 @@ fn answer(
     };
     got.lock().unwrap().push(Received {
         status,
+        at: std::time::Instant::now(),
         id: header("webhook-id"),
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+    let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+    if let Some(to) = &b.redirect_to {
+        res.insert_header(("Location", to.as_str()));
+    }
+    res.finish()
 }
 
 /// Whether `r`'s signature is right for `secret` (`whsec_…`), checked with `openssl` (an
