@@ -168,6 +168,7 @@ async fn backlog() {
 }
 
 fn main() {
+    wa_supervisor::auth::install_crypto_provider();
     actix_web::rt::System::new().block_on(async {
         throughput().await;
         backlog().await;
