@@ -140,6 +140,11 @@ type Ws = async_tungstenite::WebSocketStream<
 async fn accept_one(listener: &TcpListener, path: &str) -> Option<Ws> {
     loop {
         let (stream, peer) = listener.accept().await.ok()?;
+        // Each CDP message is a small write answered by the next command: without NODELAY,
+        // Nagle's algorithm and the peer's delayed ACK hold each reply up to 40 ms.
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("DevTools bridge: TCP_NODELAY: {e}");
+        }
         let config = WebSocketConfig::default()
             .max_message_size(None)
             .max_frame_size(None);

@@ -160,6 +160,9 @@ impl WaPage {
     ) -> Result<WaPage, BrowserError> {
         let config = HandlerConfig {
             request_timeout: CDP_TIMEOUT,
+            // The window size comes from the command line; chromiumoxide's default viewport
+            // would also turn on touch emulation and cost two round trips before the page is usable.
+            viewport: None,
             ..HandlerConfig::default()
         };
         let (browser, mut handler) =
@@ -180,7 +183,7 @@ impl WaPage {
             }
         });
 
-        let page = timed("new_page", browser.new_page("about:blank")).await?;
+        let page = initial_page(&browser).await?;
         // Subscribe before adding the binding, or the first calls are lost.
         let mut calls = timed(
             "event_listener",
@@ -277,6 +280,23 @@ impl WaPage {
         self.handler.abort();
     }
 }
+
+/// The tab Chromium opens at start (its renderer starts while we connect), or a new one when it
+/// does not show up within [`INITIAL_PAGE_WAIT`].
+async fn initial_page(browser: &Browser) -> Result<Page, BrowserError> {
+    let deadline = tokio::time::Instant::now() + INITIAL_PAGE_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let pages = timed("pages", browser.pages()).await?;
+        if let Some(page) = pages.into_iter().next() {
+            return Ok(page);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    timed("new_page", browser.new_page("about:blank")).await
+}
+
+/// How long to look for Chromium's first tab before opening one.
+const INITIAL_PAGE_WAIT: Duration = Duration::from_secs(3);
 
 /// The open page, shareable: the poll, the reload click and the commands run beside the actor.
 #[derive(Clone)]

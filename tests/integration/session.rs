@@ -60,27 +60,26 @@ async fn qr_then_scan_connects_with_the_number_and_writes_the_row() {
     ));
 
     // The row and the audit trail follow (written in order by the actor's writer).
+    // The row is written before its audit entry: wait for the entry, then read both.
     let store = t.store().clone();
-    let mut row = None;
+    let kinds = |store: wa_supervisor::store::Store, k: wa_supervisor::domain::SessionKey| async move {
+        let events = store.events(&k).await.unwrap();
+        events.into_iter().map(|e| e.kind).collect::<Vec<String>>()
+    };
     for _ in 0..100 {
-        row = store.load_session(&k).await.unwrap();
-        if row.as_ref().is_some_and(|r| r.is_connected) {
+        if kinds(store.clone(), k.clone()).await.len() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let row = row.unwrap();
+    assert_eq!(
+        kinds(store.clone(), k.clone()).await,
+        ["starting", "qr", "connected"]
+    );
+    let row = store.load_session(&k).await.unwrap().unwrap();
     assert!(row.is_connected);
     assert_eq!(row.connected_number.as_deref(), Some(PHONE));
     assert_eq!(row.state, SessionState::Connected);
-    let kinds: Vec<String> = store
-        .events(&k)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert_eq!(kinds, ["starting", "qr", "connected"]);
 
     s.send(Stop {
         key: k.clone(),
