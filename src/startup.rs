@@ -113,6 +113,7 @@ impl Application {
                 wid_keys: settings.wid_keys.clone(),
             },
             startup_timeout: Duration::from_secs(30),
+            memory_savers: crate::browser::MEMORY_SAVERS,
         };
         let service_webhook = match (&settings.webhook_url, &settings.webhook_secret) {
             (Some(url), Some(secret)) => Some(crate::webhooks::ServiceWebhook {

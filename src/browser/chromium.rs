@@ -21,6 +21,8 @@ pub struct ChromiumLauncher {
     pub wa_js: Option<super::wajs::WaJs>,
     /// From spawn to a page that answers on DevTools.
     pub startup_timeout: Duration,
+    /// [`super::process::MEMORY_SAVERS`], or a prefix of them for the memory benchmark.
+    pub memory_savers: &'static [super::process::MemorySaver],
 }
 
 impl Launcher for ChromiumLauncher {
@@ -34,6 +36,7 @@ impl Launcher for ChromiumLauncher {
         let page = self.page.clone();
         let wa_js = self.wa_js.as_ref().map(|w| w.source.clone());
         let startup_timeout = self.startup_timeout;
+        let memory_savers = self.memory_savers;
         Box::pin(async move {
             let executable = executable.map_err(BrowserError::NotFound)?;
             let lock = acquire_lock(&profile).await?;
@@ -43,6 +46,7 @@ impl Launcher for ChromiumLauncher {
                 profile_dir: profile,
                 log_key,
                 startup_timeout,
+                memory_savers,
             };
             let (process, page) = launch(&spec, page, wa_js, on_change).await?;
             Ok(Box::new(ChromiumBrowser {

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use bridge::Command;
 pub use chromium::ChromiumLauncher;
 pub use page::{Observation, PageConfig, Source};
-pub use process::{BrowserProcess, LaunchSpec};
+pub use process::{BrowserProcess, LaunchSpec, MemorySaver, MEMORY_SAVERS};
 pub use profile::FolderLock;
 
 /// Names tried on PATH when `CHROMIUM_PATH` is not set.

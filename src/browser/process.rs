@@ -47,7 +47,41 @@ pub struct LaunchSpec {
     /// Prefix for log lines (`<userId>:<slot>`).
     pub log_key: String,
     pub startup_timeout: Duration,
+    /// Which of [`MEMORY_SAVERS`] apply (all of them, except when a benchmark measures them one
+    /// at a time).
+    pub memory_savers: &'static [MemorySaver],
 }
+
+/// One Chromium setting that lowers the memory of an idle session, as measured by `cargo bench
+/// --bench memory` (BENCHMARKS.md has each saving). Settings that would weaken the sandbox or
+/// site isolation, or slow WhatsApp Web's JavaScript, are not here: see docs/ARCHITECTURE.md.
+#[derive(Debug, Clone, Copy)]
+pub enum MemorySaver {
+    /// A command-line switch.
+    Switch(&'static str),
+    /// A Chromium feature to turn off (`--disable-features`, merged into one switch).
+    DisableFeature(&'static str),
+    /// A Chromium feature to turn on (`--enable-features`, merged into one switch).
+    EnableFeature(&'static str),
+}
+
+/// In the order the benchmark adds them.
+pub const MEMORY_SAVERS: &[MemorySaver] = &[
+    // The network service runs as a thread of the browser process instead of its own process.
+    MemorySaver::EnableFeature("NetworkServiceInProcess2"),
+    // No renderer started ahead of time for the next navigation (a session navigates once).
+    MemorySaver::DisableFeature("SpareRendererForSitePerProcess"),
+    // No SwiftShader software GL in the GPU process (nothing a session shows needs WebGL).
+    MemorySaver::Switch("--disable-software-rasterizer"),
+];
+
+/// Features turned off whatever the memory savers are: services a session never uses.
+const DISABLED_FEATURES: [&str; 4] = [
+    "Translate",
+    "MediaRouter",
+    "OptimizationHints",
+    "DialMediaRouteProvider",
+];
 
 /// How the process ended, as text for logs and `lastError`.
 pub type ExitReport = String;
@@ -209,7 +243,6 @@ fn chromium_args(spec: &LaunchSpec) -> Vec<String> {
         "--disable-dev-shm-usage",
         "--disable-gpu",
         "--disable-breakpad",
-        "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider",
         "--metrics-recording-only",
         "--mute-audio",
         "--password-store=basic",
@@ -218,6 +251,20 @@ fn chromium_args(spec: &LaunchSpec) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
+    // Chromium reads only the last --disable-features / --enable-features: one of each.
+    let mut disabled: Vec<&str> = DISABLED_FEATURES.to_vec();
+    let mut enabled: Vec<&str> = Vec::new();
+    for saver in spec.memory_savers {
+        match *saver {
+            MemorySaver::Switch(switch) => args.push(switch.into()),
+            MemorySaver::DisableFeature(feature) => disabled.push(feature),
+            MemorySaver::EnableFeature(feature) => enabled.push(feature),
+        }
+    }
+    args.push(format!("--disable-features={}", disabled.join(",")));
+    if !enabled.is_empty() {
+        args.push(format!("--enable-features={}", enabled.join(",")));
+    }
     args.push(format!("--user-data-dir={}", spec.profile_dir.display()));
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
