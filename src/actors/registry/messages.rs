@@ -141,14 +141,7 @@ pub struct ListUser {
 impl Handler<ListUser> for Registry {
     type Result = MessageResult<ListUser>;
     fn handle(&mut self, msg: ListUser, _: &mut Context<Self>) -> Self::Result {
-        let mut sessions: Vec<Session> = self
-            .views
-            .values()
-            .filter(|s| s.user_id == msg.user)
-            .cloned()
-            .collect();
-        sessions.sort_by_key(|s| s.slot);
-        MessageResult(sessions)
+        MessageResult(self.views_of(&msg.user).map(|(_, s)| s.clone()).collect())
     }
 }
 

@@ -8,14 +8,14 @@
 mod handle;
 mod messages;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::actors::session::{Session, SessionActor, SessionEnv};
-use crate::domain::{SessionKey, SessionState, UserId};
+use crate::domain::{SessionKey, SessionState, Slot, UserId, MIN_SLOT, SLOT_CEILING};
 use crate::store::SessionRow;
 
 pub use handle::RegistryHandle;
@@ -45,7 +45,8 @@ pub struct Registry {
     env: Arc<SessionEnv>,
     sessions_arbiter: ArbiterHandle,
     actors: HashMap<SessionKey, Addr<SessionActor>>,
-    views: HashMap<SessionKey, Session>,
+    /// Ordered by (user, slot): one user's sessions are one range.
+    views: BTreeMap<SessionKey, Session>,
     /// Rows read at boot, handed to the actor created for that key.
     rows: HashMap<SessionKey, SessionRow>,
     max_sessions: u32,
@@ -133,8 +134,8 @@ impl Registry {
             }
             _ => self.pending_starts.contains(k) && !self.would_be_linked(k),
         };
-        self.views
-            .keys()
+        self.views_of(user)
+            .map(|(k, _)| k)
             .chain(self.pending_starts.iter())
             .filter(|k| k.user_id() == user && *k != except)
             .collect::<std::collections::HashSet<_>>()
@@ -144,6 +145,17 @@ impl Registry {
     }
 
     /// Starting `key` would come back linked: its profile holds a login (a known number).
+    /// The cached sessions of `user`, by slot.
+    fn views_of(
+        &self,
+        user: &UserId,
+    ) -> std::collections::btree_map::Range<'_, SessionKey, Session> {
+        let slot = |n: u16| Slot::new(n.into(), SLOT_CEILING).expect("within the ceiling");
+        let first = SessionKey::new(user.clone(), slot(MIN_SLOT));
+        let last = SessionKey::new(user.clone(), slot(SLOT_CEILING));
+        self.views.range(first..=last)
+    }
+
     fn would_be_linked(&self, key: &SessionKey) -> bool {
         self.views
             .get(key)
