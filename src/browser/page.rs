@@ -7,10 +7,11 @@
 
 use std::time::Duration;
 
-use chromiumoxide::cdp::browser_protocol::network::SetUserAgentOverrideParams;
+use chromiumoxide::cdp::browser_protocol::emulation::SetUserAgentOverrideParams;
 use chromiumoxide::cdp::browser_protocol::page::{
     AddScriptToEvaluateOnNewDocumentParams, NavigateParams,
 };
+use chromiumoxide::cdp::browser_protocol::{log as cdp_log, network, performance};
 use chromiumoxide::cdp::js_protocol::runtime::{AddBindingParams, EventBindingCalled};
 use chromiumoxide::error::CdpError;
 use chromiumoxide::handler::HandlerConfig;
@@ -214,6 +215,24 @@ impl WaPage {
             page.execute(AddScriptToEvaluateOnNewDocumentParams::new(init_script(
                 &cfg,
             ))),
+        )
+        .await?;
+        // chromiumoxide turns on the Network, Log and Performance domains for every page; a
+        // session reads none of their events, and WhatsApp Web's traffic (every request, every
+        // websocket frame, every console line) would wake the daemon for each one.
+        timed(
+            "Network.disable",
+            page.execute(network::DisableParams::default()),
+        )
+        .await?;
+        timed(
+            "Log.disable",
+            page.execute(cdp_log::DisableParams::default()),
+        )
+        .await?;
+        timed(
+            "Performance.disable",
+            page.execute(performance::DisableParams::default()),
         )
         .await?;
         // Headless Chromium says "HeadlessChrome" in its user agent; the site refuses that.

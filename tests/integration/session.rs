@@ -45,6 +45,15 @@ async fn qr_then_scan_connects_with_the_number_and_writes_the_row() {
     assert!(!qr.is_connected);
     let shown = s.send(GetQr { key: k.clone() }).await.unwrap().unwrap();
     assert_eq!(shown.payload, view.payload);
+    // The site refuses headless browsers: the page asked as a plain Chrome.
+    let agents = t.standin.user_agents();
+    assert!(
+        !agents.is_empty()
+            && agents
+                .iter()
+                .all(|a| a.contains(" Chrome/") && !a.contains("Headless")),
+        "{agents:?}"
+    );
 
     t.standin.scan(&view.payload, PHONE).await.unwrap();
     let on = wait_status(&s, &k, QUICK, "connected", |s| {

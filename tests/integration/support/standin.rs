@@ -85,6 +85,10 @@ struct State {
     /// payload → device id, for every payload ever issued.
     owner: HashMap<String, String>,
     issued: Vec<String>,
+    /// Every User-Agent header a page asked for a QR code with.
+    user_agents: std::collections::BTreeSet<String>,
+    /// When each of `issued` was handed to a page.
+    issued_at: Vec<std::time::Instant>,
     rotation_ms: u64,
     rotations: u32,
     /// Every pairing code ever issued.
@@ -194,6 +198,7 @@ impl State {
         );
         self.owner.insert(p.clone(), device.to_string());
         self.issued.push(p.clone());
+        self.issued_at.push(std::time::Instant::now());
         self.devices.entry(device.to_string()).or_default().current = Some(p.clone());
         p
     }
@@ -356,6 +361,27 @@ impl StandIn {
     /// Devices that unlinked themselves through WA-JS's logout.
     pub fn self_logouts(&self) -> Vec<String> {
         self.state.lock().unwrap().self_logouts.clone()
+    }
+
+    /// Every User-Agent a page asked for a QR code with.
+    pub fn user_agents(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .user_agents
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Every payload ever issued, with the moment the page received it.
+    pub fn issued_with_times(&self) -> Vec<(String, std::time::Instant)> {
+        let s = self.state.lock().unwrap();
+        s.issued
+            .iter()
+            .cloned()
+            .zip(s.issued_at.iter().copied())
+            .collect()
     }
 
     /// Every QR payload handed out so far, in order.
@@ -585,11 +611,20 @@ async fn control_needs_update(st: web::Data<Mutex<State>>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"ok": true}))
 }
 
-async fn api_qr(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> HttpResponse {
+async fn api_qr(
+    st: web::Data<Mutex<State>>,
+    q: web::Query<DeviceQuery>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
     if !valid_device(&q.device) {
         return no_store(HttpResponse::BadRequest()).json(json!({"error": "bad device id"}));
     }
     let mut s = st.lock().unwrap();
+    let agent = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok());
+    s.user_agents.insert(agent.unwrap_or_default().to_owned());
     if let Some(phone) = s.devices.get(&q.device).and_then(|d| d.phone.clone()) {
         return no_store(HttpResponse::Ok()).json(json!({"phone": phone}));
     }
