@@ -4,104 +4,30 @@
 //! - start → QR: a bare Chromium (chromiumoxide's own launch, plain headless flags, a fresh
 //!   profile) opening the page and polling its QR element, alternated with the daemon (start
 //!   over HTTP, poll the API) — through WA-JS (the stand-in WPP) and through the DOM signals;
+//! - QR rotation → event: the stand-in notes when it hands each new QR payload to a page; the
+//!   daemon's SSE `session` event with that payload, against a bare Chromium whose page reports
+//!   the QR element's change through a CDP binding (the fastest a DOM observer can be told);
+//! - scan → connected and browser crash → connected, through the API;
 //! - memory: PSS summed over each browser's whole process tree, for 4 idle sessions on the QR
-//!   page, then linked;
-//! - the daemon process's own memory.
+//!   page, then linked.
 
+mod common;
 #[path = "../tests/integration/support/mod.rs"]
 mod support;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chromiumoxide::error::CdpError;
-use chromiumoxide::{Browser, BrowserConfig, Page};
+use chromiumoxide::cdp::js_protocol::runtime::{AddBindingParams, EventBindingCalled};
+use common::{all_ms, median, ms, percentile, pss_mib, tree, Bare};
 use futures_util::StreamExt;
 use support::harness::{spawn_app, uuid_like, TestApp, ADMIN_TOKEN, SERVICE_TOKEN};
 use support::standin::StandInOptions;
-use wa_supervisor::procfs;
 
 const RUNS: usize = 9;
 const SESSIONS: usize = 4;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// A bare Chromium, launched the plain way.
-struct Bare {
-    browser: Browser,
-    handler: tokio::task::JoinHandle<()>,
-    page: Page,
-    _profile: tempfile::TempDir,
-}
-
-impl Bare {
-    /// Launches and opens `url`; resolves when the page shows a QR payload.
-    async fn to_qr(url: &str) -> (Bare, Duration) {
-        let started = Instant::now();
-        let profile = tempfile::tempdir().unwrap();
-        let config = BrowserConfig::builder()
-            .chrome_executable("/usr/lib/chromium/chromium")
-            .new_headless_mode()
-            .no_sandbox()
-            .arg("disable-gpu")
-            .user_data_dir(profile.path())
-            .build()
-            .unwrap();
-        let (browser, mut handler) = Browser::launch(config).await.unwrap();
-        let handler = tokio::spawn(async move {
-            while let Some(event) = handler.next().await {
-                if matches!(event, Err(e) if !matches!(e, CdpError::InvalidMessage(..))) {
-                    break;
-                }
-            }
-        });
-        let page = browser.new_page(url).await.unwrap();
-        loop {
-            let qr: Option<String> = page
-                .evaluate("(() => { const e = document.querySelector('div[data-ref]'); const v = e && e.getAttribute('data-ref'); return v || null; })()")
-                .await
-                .ok()
-                .and_then(|r| r.into_value().ok())
-                .flatten();
-            if qr.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let took = started.elapsed();
-        (
-            Bare {
-                browser,
-                handler,
-                page,
-                _profile: profile,
-            },
-            took,
-        )
-    }
-
-    fn pid(&mut self) -> u32 {
-        self.browser
-            .get_mut_child()
-            .unwrap()
-            .as_mut_inner()
-            .id()
-            .unwrap()
-    }
-
-    async fn close(mut self) {
-        let _ = self.browser.close().await;
-        let _ = self.browser.wait().await;
-        self.handler.abort();
-        drop(self.page);
-    }
-}
+/// QR payloads observed per side for the rotation figure.
+const ROTATIONS: usize = 20;
 
 /// The daemon: start over HTTP, poll the API until the session shows a QR code.
 async fn daemon_to_qr(t: &TestApp, user: &str) -> Duration {
@@ -116,27 +42,6 @@ async fn daemon_to_qr(t: &TestApp, user: &str) -> Duration {
     }
 }
 
-/// A process and all its descendants.
-fn tree(root: u32) -> Vec<u32> {
-    let all: Vec<u32> = procfs::pids().collect();
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        let parent = out[i];
-        out.extend(
-            all.iter()
-                .copied()
-                .filter(|p| procfs::ppid(*p) == Some(parent)),
-        );
-        i += 1;
-    }
-    out
-}
-
-fn pss_mib(pids: &[u32]) -> f64 {
-    pids.iter().map(|p| procfs::pss_bytes(*p)).sum::<u64>() as f64 / (1024.0 * 1024.0)
-}
-
 async fn browser_pids(t: &TestApp) -> Vec<u32> {
     let r = t.get("/actors", ADMIN_TOKEN).await;
     r.json["actors"]
@@ -145,6 +50,116 @@ async fn browser_pids(t: &TestApp) -> Vec<u32> {
         .iter()
         .filter_map(|a| a["browserPid"].as_u64().map(|p| p as u32))
         .collect()
+}
+
+/// The SSE stream of `user`'s events, opened with a ticket.
+async fn open_events(t: &TestApp, user: &str) -> reqwest::Response {
+    let ticket = t
+        .post(&format!("/api/events/{user}/ticket"), SERVICE_TOKEN)
+        .await;
+    let url = ticket.json["url"].as_str().unwrap().to_owned();
+    reqwest::Client::new()
+        .get(t.url(&url))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Reads `stream` until `count` distinct QR payloads arrived in `session` events; each with the
+/// moment it arrived.
+async fn qr_arrivals(mut stream: reqwest::Response, count: usize) -> HashMap<String, Instant> {
+    let mut seen = HashMap::new();
+    let mut buf = String::new();
+    while seen.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.chunk())
+            .await
+            .expect("QR events keep coming")
+            .unwrap()
+            .expect("stream open");
+        let now = Instant::now();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            for data in frame.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                let v: serde_json::Value = serde_json::from_str(data).unwrap();
+                if let Some(p) = v["qr"]["payload"].as_str() {
+                    seen.entry(p.to_owned()).or_insert(now);
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// A bare Chromium on the QR page whose page calls a CDP binding whenever the QR element's
+/// payload changes: the arrival of each of `count` new payloads.
+async fn bare_qr_arrivals(url: &str, count: usize) -> HashMap<String, Instant> {
+    let (bare, _) = Bare::to_qr(url).await;
+    let mut events = bare
+        .page
+        .event_listener::<EventBindingCalled>()
+        .await
+        .unwrap();
+    bare.page
+        .execute(AddBindingParams::new("qrChanged"))
+        .await
+        .unwrap();
+    bare.page
+        .evaluate(
+            "new MutationObserver(() => { const e = document.querySelector('div[data-ref]'); \
+             if (e && e.getAttribute('data-ref')) qrChanged(e.getAttribute('data-ref')); })\
+             .observe(document.body, {subtree: true, attributes: true, attributeFilter: ['data-ref']})",
+        )
+        .await
+        .unwrap();
+    let mut seen = HashMap::new();
+    while seen.len() < count {
+        let e = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("QR changes keep coming")
+            .unwrap();
+        seen.entry(e.payload.clone()).or_insert_with(Instant::now);
+    }
+    bare.close().await;
+    seen
+}
+
+/// How long after the stand-in handed each payload out it arrived.
+fn delays(issued: &[(String, Instant)], arrived: &HashMap<String, Instant>) -> Vec<Duration> {
+    issued
+        .iter()
+        .filter_map(|(p, at)| arrived.get(p).map(|a| a.saturating_duration_since(*at)))
+        .collect()
+}
+
+/// Waits (polling every 5 ms) until `probe` holds; how long that took from `from`.
+async fn until(from: Instant, limit: Duration, mut probe: impl AsyncFnMut() -> bool) -> Duration {
+    while !probe().await {
+        assert!(from.elapsed() < limit, "timed out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    from.elapsed()
+}
+
+fn line(what: &str, v: &[Duration]) {
+    println!(
+        "  {what:<28} median {} p95 {} ({})",
+        ms(median(v)),
+        ms(percentile(v, 95.0)),
+        all_ms(v)
+    );
+}
+
+/// The pid of `user`'s (slot 1) browser, from `/actors`.
+async fn browser_pid_of(t: &TestApp, user: &str) -> u32 {
+    let r = t.get("/actors", ADMIN_TOKEN).await;
+    r.json["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["userId"] == user)
+        .and_then(|a| a["browserPid"].as_u64())
+        .expect("a running browser") as u32
 }
 
 fn main() {
@@ -174,11 +189,106 @@ fn main() {
             dom_t.push(daemon_to_qr(&dom, &user).await);
             dom.post(&format!("/api/stop/{user}/1"), SERVICE_TOKEN).await;
         }
-        let (b, w, d) = (median(bare.clone()), median(wa_js.clone()), median(dom_t.clone()));
-        println!("start -> QR, median of {RUNS} alternated runs:");
-        println!("  bare Chromium      {} (runs {:?})", ms(b), bare.iter().map(|d| ms(*d)).collect::<Vec<_>>());
-        println!("  daemon via WA-JS   {} (runs {:?}) ratio {:.2}", ms(w), wa_js.iter().map(|d| ms(*d)).collect::<Vec<_>>(), w.as_secs_f64() / b.as_secs_f64());
-        println!("  daemon via the DOM {} (runs {:?}) ratio {:.2}", ms(d), dom_t.iter().map(|d| ms(*d)).collect::<Vec<_>>(), d.as_secs_f64() / b.as_secs_f64());
+        let (b, w, d) = (median(&bare), median(&wa_js), median(&dom_t));
+        println!("1. start -> QR, median of {RUNS} alternated runs:");
+        line("bare Chromium", &bare);
+        line("daemon via WA-JS", &wa_js);
+        line("daemon via the DOM signals", &dom_t);
+        println!(
+            "  ratio: WA-JS {:.2}, DOM {:.2}",
+            w.as_secs_f64() / b.as_secs_f64(),
+            d.as_secs_f64() / b.as_secs_f64()
+        );
+
+        // QR rotation -> event, both sides at once on a stand-in rotating every second.
+        let rotating = spawn_app(
+            StandInOptions {
+                rotation: Duration::from_secs(1),
+                rotations: 1000,
+            },
+            &[],
+        )
+        .await;
+        let user = uuid_like(0xf02);
+        let stream = open_events(&rotating, &user).await;
+        rotating.post(&format!("/api/start/{user}/1"), SERVICE_TOKEN).await;
+        let rotating_url = rotating.standin.url();
+        let (daemon_seen, bare_seen) = tokio::join!(
+            qr_arrivals(stream, ROTATIONS + 1),
+            bare_qr_arrivals(&rotating_url, ROTATIONS + 1)
+        );
+        rotating.post(&format!("/api/stop/{user}/1"), SERVICE_TOKEN).await;
+        let issued = rotating.standin.issued_with_times();
+        // The first payload of each side is read at start, not observed as a rotation.
+        let rotation_delays = |seen: &HashMap<String, Instant>| {
+            let mut v = delays(&issued, seen);
+            v.sort();
+            v.pop();
+            v
+        };
+        let (d_rot, b_rot) = (rotation_delays(&daemon_seen), rotation_delays(&bare_seen));
+        println!("3. QR rotation -> observed ({} rotations each, one per second):", d_rot.len());
+        line("bare Chromium (CDP binding)", &b_rot);
+        line("daemon (SSE session event)", &d_rot);
+
+        // Scan -> connected, alternated with a bare Chromium reading the chat list.
+        let (mut bare_scan, mut daemon_scan, mut linked) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..5u32 {
+            let (b, _) = Bare::to_qr(&url).await;
+            let qr = b.qr().await.unwrap();
+            let at = Instant::now();
+            bridge.standin.scan(&qr, &format!("4915100009{i:03}")).await.unwrap();
+            bare_scan.push(
+                until(at, Duration::from_secs(30), async || {
+                    b.page
+                        .evaluate("!!document.querySelector('#pane-side')")
+                        .await
+                        .ok()
+                        .and_then(|r| r.into_value::<bool>().ok())
+                        .unwrap_or(false)
+                })
+                .await,
+            );
+            b.close().await;
+            let user = uuid_like(0xf20 + i);
+            linked.push(user.clone());
+            daemon_to_qr(&bridge, &user).await;
+            let s = bridge.get(&format!("/api/status/{user}/1"), SERVICE_TOKEN).await;
+            let qr = s.json["qr"]["payload"].as_str().unwrap().to_owned();
+            let at = Instant::now();
+            bridge.standin.scan(&qr, &format!("4915100008{i:03}")).await.unwrap();
+            daemon_scan.push(
+                until(at, Duration::from_secs(30), async || {
+                    let s = bridge.get(&format!("/api/status/{user}/1"), SERVICE_TOKEN).await;
+                    s.json["state"] == "connected"
+                })
+                .await,
+            );
+        }
+        println!("   scan -> connected (5 each, alternated):");
+        line("bare Chromium (chat list)", &bare_scan);
+        line("daemon (API)", &daemon_scan);
+
+        // Browser SIGKILL -> connected again (no bare equivalent: nothing relaunches it).
+        let mut crash = Vec::new();
+        for user in &linked {
+            let pid = browser_pid_of(&bridge, user).await;
+            let at = Instant::now();
+            // SAFETY: plain syscall on a browser this benchmark's daemon started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            crash.push(
+                until(at, Duration::from_secs(60), async || {
+                    let s = bridge.get(&format!("/api/status/{user}/1"), SERVICE_TOKEN).await;
+                    s.json["state"] == "connected" && s.json["restarts"].as_u64().unwrap_or(0) > 0
+                })
+                .await,
+            );
+        }
+        println!("   browser SIGKILL -> connected (5 sessions, first crash each; backoff 1 s ± 20 %):");
+        line("daemon (API)", &crash);
+        for user in &linked {
+            bridge.post(&format!("/api/stop/{user}/1"), SERVICE_TOKEN).await;
+        }
 
         // Memory: SESSIONS idle on the QR page, then linked.
         let mut bares = Vec::new();
@@ -193,7 +303,7 @@ fn main() {
         let bare_pss: f64 = bares.iter_mut().map(|b| pss_mib(&tree(b.pid()))).sum();
         let daemon_pss: f64 = browser_pids(&bridge).await.iter().map(|p| pss_mib(&tree(*p))).sum();
         println!(
-            "{SESSIONS} idle sessions on the QR page, PSS of the browser trees: bare {bare_pss:.0} MiB, daemon {daemon_pss:.0} MiB, ratio {:.2}",
+            "2. {SESSIONS} idle sessions on the QR page, PSS of the browser trees: bare {bare_pss:.0} MiB, daemon {daemon_pss:.0} MiB, ratio {:.2}",
             daemon_pss / bare_pss
         );
         // Linked: the stand-in shows the chat list (same page for both).
@@ -201,26 +311,15 @@ fn main() {
             bridge.scan(u, 1, &format!("49151000099{i:02}")).await;
         }
         for (i, b) in bares.iter().enumerate() {
-            let qr: String = b
-                .page
-                .evaluate("document.querySelector('div[data-ref]').getAttribute('data-ref')")
-                .await
-                .unwrap()
-                .into_value()
-                .unwrap();
+            let qr = b.qr().await.unwrap();
             bridge.standin.scan(&qr, &format!("49151000098{i:02}")).await.unwrap();
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
         let bare_pss: f64 = bares.iter_mut().map(|b| pss_mib(&tree(b.pid()))).sum();
         let daemon_pss: f64 = browser_pids(&bridge).await.iter().map(|p| pss_mib(&tree(*p))).sum();
         println!(
-            "{SESSIONS} idle linked sessions, PSS of the browser trees: bare {bare_pss:.0} MiB, daemon {daemon_pss:.0} MiB, ratio {:.2}",
+            "   {SESSIONS} idle linked sessions, PSS of the browser trees: bare {bare_pss:.0} MiB, daemon {daemon_pss:.0} MiB, ratio {:.2}",
             daemon_pss / bare_pss
-        );
-        let me = std::process::id();
-        println!(
-            "the benchmark process (daemon + harness, no browsers): RSS {:.1} MiB",
-            procfs::rss_bytes(me) as f64 / (1024.0 * 1024.0)
         );
         for b in bares {
             b.close().await;
@@ -230,5 +329,6 @@ fn main() {
         }
         bridge.assert_no_browsers_left().await;
         dom.assert_no_browsers_left().await;
+        rotating.assert_no_browsers_left().await;
     });
 }

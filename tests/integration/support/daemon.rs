@@ -56,7 +56,7 @@ pub async fn start_with(
             "--admin-token",
             ADMIN_TOKEN,
             "--log",
-            "info",
+            "info,chromiumoxide::handler=off",
         ])
         .args(extra)
         .env_remove("DATABASE_URL")
@@ -137,7 +137,12 @@ impl Daemon {
             .bearer_auth(token)
             .send()
             .await
-            .unwrap();
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path}: {e:?}\n--- daemon log ---\n{}",
+                    self.log_text()
+                )
+            });
         let status = res.status().as_u16();
         let body = res.bytes().await.unwrap();
         (
