@@ -6,6 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
+# The examples' npm packages (tests/integration/{openapi,examples}.rs run them), from their lock
+# files, only when node_modules is missing or older than the lock; the checks then run offline.
+for example in examples/connections-page examples/bot-backend; do
+  lock=$example/package-lock.json
+  [ -f "$lock" ] || continue
+  installed=$example/node_modules/.package-lock.json
+  if [ ! -f "$installed" ] || [ "$lock" -nt "$installed" ]; then
+    echo "installing the npm packages of $example ..."
+    npm ci --no-audit --no-fund --loglevel=error --prefix "$example" >/dev/null
+  fi
+done
+
 if [ "${WA_TEST_SKIP_POSTGRES:-0}" != 1 ]; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     # This machine kind runs PostgreSQL; bring it back if it stopped.

@@ -43,6 +43,22 @@ fn concrete(pattern: &str) -> String {
 }
 
 #[actix_web::test]
+async fn every_operation_has_its_own_id() {
+    // Client generators name their types by operationId: two alike give one the other's types.
+    let t = spawn_app(StandInOptions::default(), &[]).await;
+    let doc = document(&t).await;
+    let mut seen = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+        assert!(!id.is_empty(), "{method} {path} has no operationId");
+        assert!(
+            seen.insert(id.clone()),
+            "{method} {path}: operationId {id} is used twice"
+        );
+    }
+}
+
+#[actix_web::test]
 async fn the_document_lists_every_served_route_and_nothing_else() {
     let t = spawn_app(StandInOptions::default(), &[]).await;
     let doc = document(&t).await;
@@ -294,4 +310,46 @@ async fn the_slot_limit_follows_max_slots() {
     let t = spawn_app(StandInOptions::default(), &["--max-slots", "3"]).await;
     let doc = document(&t).await;
     assert_eq!(doc["components"]["schemas"]["Slot"]["maximum"], 3);
+}
+
+/// examples/connections-page is typed from this document: its committed types must be what its
+/// generator makes of the document as served, and the page must type-check against them. Offline:
+/// the example's npm packages are the ones scripts/test.sh installed with `npm ci`.
+#[actix_web::test]
+async fn the_connections_page_example_type_checks_against_this_api() {
+    let t = spawn_app(StandInOptions::default(), &[]).await;
+    let served = reqwest::get(t.url("/openapi.json"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let spec = t.tmp.path().join("openapi.json");
+    std::fs::write(&spec, &served).unwrap();
+
+    let started = std::time::Instant::now();
+    let check = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/connections-page/check.sh"
+    );
+    let out = tokio::process::Command::new("bash")
+        .arg(check)
+        .arg(&spec)
+        .output()
+        .await
+        .expect("bash runs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "check.sh took {:.1} s\n{output}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success(),
+        "check.sh failed ({}):\n{output}",
+        out.status
+    );
 }

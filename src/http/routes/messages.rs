@@ -109,6 +109,7 @@ pub struct EventPage {
 #[utoipa::path(
     get,
     path = "/api/messages/{userId}/{slot}",
+    operation_id = "list_messages",
     tag = "messages",
     params(("userId" = UserId, Path), ("slot" = Slot, Path), ListQuery),
     security(("bearer" = []), ("stackAccessToken" = [])),

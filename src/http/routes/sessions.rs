@@ -89,6 +89,7 @@ struct UserSessions {
 #[utoipa::path(
     get,
     path = "/api/status/{userId}",
+    operation_id = "list_sessions",
     tag = "sessions",
     params(("userId" = UserId, Path)),
     security(("bearer" = []), ("stackAccessToken" = [])),
