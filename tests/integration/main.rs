@@ -11,6 +11,7 @@ mod auth;
 mod bridge;
 mod config;
 mod console;
+mod examples;
 mod hardening;
 mod lifecycle;
 mod messages;
