@@ -16,6 +16,9 @@
   let events = null; // the EventSource
   let retryTimer = null;
   let retryDelay = 1000;
+  // Acks of sent messages not on screen (yet): an ack can come before its message.
+  const acks = new Map();
+  const ACKS_KEPT = 200;
 
   function say(text, bad) {
     statusLine.textContent = text;
@@ -69,6 +72,7 @@
         act("pair", n, { phoneNumber: phone });
       });
       el.querySelector(".stop").addEventListener("click", () => act("stop", n));
+      el.querySelector(".copy").addEventListener("click", (e) => copyCode(el, e.target));
       el.querySelector("form.send").addEventListener("submit", (e) => {
         e.preventDefault();
         const to = el.querySelector(".to").value.trim();
@@ -85,62 +89,247 @@
   }
 
   function clearSlots() {
+    acks.clear();
     for (let n = 1; n <= maxSlots; n++) {
-      render({ slot: n, state: "unknown", connectedNumber: null, qr: null, pairingCode: null, lastError: null });
-      const list = slotEl(n) && slotEl(n).querySelector(".messages");
-      if (list) {
-        list.textContent = "";
-        list.hidden = true;
+      render({ slot: n, state: "none", connectedNumber: null, qr: null, pairingCode: null, lastError: null });
+      const el = slotEl(n);
+      if (el) {
+        el.querySelector(".messages").textContent = "";
+        el.querySelector(".recent").hidden = true;
       }
     }
+  }
+
+  // `4915112345678` or `4915112345678@c.us` as `+4915112345678`; a group as "a group".
+  function who(id) {
+    if (!id) return "";
+    const [user, server] = String(id).split("@");
+    if (server === "g.us") return "a group";
+    return /^\d+$/.test(user) ? "+" + user : String(id);
+  }
+
+  // A pairing code as WhatsApp shows it on the phone: groups of four, e.g. ABCD-EFGH.
+  function groupCode(code) {
+    const letters = String(code).replace(/[^0-9a-z]/gi, "").toUpperCase();
+    return (letters.match(/.{1,4}/g) || []).join("-");
+  }
+
+  const REASONS = {
+    qr_timeout: "the QR code was not scanned in time",
+  };
+
+  function reason(s) {
+    return REASONS[s.lastError] || s.lastError || "unknown error";
+  }
+
+  // The state in words, for the badge.
+  function stateWords(s) {
+    switch (s.state) {
+      case "none":
+        return "Not started";
+      case "starting":
+        return "Starting…";
+      case "restarting":
+        return "Restarting…";
+      case "qr":
+        return "Waiting for scan";
+      case "pairing":
+        return s.pairingCode ? "Enter code on the phone" : "Asking WhatsApp for a code…";
+      case "connected":
+        return (
+          (s.connectedNumber ? "Connected as " + who(s.connectedNumber) : "Connected") +
+          (s.online === false ? " (phone offline)" : "")
+        );
+      case "stopped":
+        return "Stopped";
+      case "failed":
+        return "Failed: " + reason(s);
+      default:
+        return s.state;
+    }
+  }
+
+  // Shows the QR code only once its image decoded: never an empty or broken image.
+  function showQr(img, url) {
+    if (!url) {
+      img.hidden = true;
+      img.removeAttribute("src");
+      return;
+    }
+    if (img.getAttribute("src") === url) return;
+    img.src = url;
+    img.decode().then(
+      () => {
+        if (img.getAttribute("src") === url) img.hidden = false;
+      },
+      () => {
+        // replaced meanwhile, or not an image: stays as it is
+      }
+    );
   }
 
   function render(s) {
     const el = slotEl(s.slot);
     if (!el) return;
+    const running = !["none", "stopped", "failed"].includes(s.state);
     el.dataset.state = s.state;
-    el.querySelector("form.send").hidden = s.state !== "connected";
-    el.querySelector(".state").textContent = s.state;
-    el.querySelector(".number").textContent = s.connectedNumber ? "+" + s.connectedNumber : "";
-    el.querySelector(".error").textContent = s.lastError || "";
+    const badge = el.querySelector(".state");
+    const words = stateWords(s);
+    if (badge.textContent !== words) badge.textContent = words;
+
+    const number = el.querySelector(".number");
+    number.hidden = !s.connectedNumber || s.state === "connected";
+    number.textContent = s.connectedNumber ? "Linked to " + who(s.connectedNumber) : "";
+    const error = el.querySelector(".error");
+    error.hidden = !s.lastError || s.state === "failed";
+    error.textContent = s.lastError ? (s.state === "restarting" ? "Restarting after: " : "Last error: ") + reason(s) : "";
+
+    showQr(el.querySelector("img.qr"), s.state === "qr" && s.qr ? s.qr.dataUrl : null);
     const pairing = el.querySelector(".pairing");
-    pairing.hidden = s.state !== "pairing";
-    pairing.querySelector(".code").textContent = s.pairingCode || "waiting for WhatsApp…";
-    const img = el.querySelector("img.qr");
-    if (s.qr && s.qr.dataUrl) {
-      if (img.getAttribute("src") !== s.qr.dataUrl) img.src = s.qr.dataUrl;
-      img.hidden = false;
-    } else {
-      img.removeAttribute("src");
-      img.hidden = true;
-    }
+    pairing.hidden = !(s.state === "pairing" && s.pairingCode);
+    const code = el.querySelector(".code");
+    code.textContent = s.pairingCode ? groupCode(s.pairingCode) : "";
+    el.querySelector(".copy").hidden = !s.pairingCode;
+
+    el.querySelector("form.send").hidden = s.state !== "connected";
+    const start = el.querySelector(".start");
+    start.hidden = s.state === "connected";
+    start.disabled = s.state === "qr" || s.state === "starting" || s.state === "restarting";
+    start.textContent = s.connectedNumber ? "Start" : "Generate QR";
+    el.querySelector(".link").hidden = s.state === "connected";
+    el.querySelector(".stop").disabled = !running;
+    el.querySelector(".logout").disabled = s.state === "none";
   }
 
   // The last messages of a slot, newest last.
   const MESSAGES_SHOWN = 5;
+  const ACK_WORDS = {
+    error: ["!", "failed"],
+    pending: ["…", "pending"],
+    server: ["✓", "sent"],
+    device: ["✓✓", "delivered"],
+    read: ["✓✓", "read"],
+    played: ["✓✓", "played"],
+  };
+  const ACK_ORDER = ["error", "pending", "server", "device", "read", "played"];
+
+  const pad = (n) => String(n).padStart(2, "0");
+
+  function clock(seconds) {
+    const d = new Date(seconds * 1000);
+    const time = pad(d.getHours()) + ":" + pad(d.getMinutes());
+    const today = new Date();
+    if (d.toDateString() === today.toDateString()) return time;
+    return d.toLocaleDateString(undefined, { month: "short", day: "numeric" }) + " " + time;
+  }
+
+  function span(cls, text) {
+    const s = document.createElement("span");
+    s.className = cls;
+    s.textContent = text;
+    return s;
+  }
+
+  function setAck(item, ack) {
+    if (!ACK_WORDS[ack]) return;
+    // Acks only move forward (an older one arriving late changes nothing).
+    if (ACK_ORDER.indexOf(item.dataset.ack) > ACK_ORDER.indexOf(ack) && ack !== "error") return;
+    item.dataset.ack = ack;
+    const [mark, word] = ACK_WORDS[ack];
+    const el = item.querySelector(".ack");
+    el.textContent = mark + " " + word;
+  }
+
+  function showAck(a) {
+    const el = slotEl(a.slot);
+    const item = el && [...el.querySelectorAll(".messages li")].find((li) => li.dataset.id === a.id);
+    if (item) {
+      setAck(item, a.ack);
+      return;
+    }
+    acks.set(a.id, a.ack);
+    if (acks.size > ACKS_KEPT) acks.delete(acks.keys().next().value);
+  }
+
+  // Copies the pairing code (as typed on the phone); without clipboard access it is selected.
+  async function copyCode(el, button) {
+    const code = el.querySelector(".code");
+    try {
+      await navigator.clipboard.writeText(code.textContent);
+      button.textContent = "Copied";
+      setTimeout(() => (button.textContent = "Copy"), 1500);
+    } catch (_) {
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+    }
+  }
 
   function showMessage(m) {
     const el = slotEl(m.slot);
     if (!el) return;
     const list = el.querySelector(".messages");
+    if ([...list.children].some((li) => li.dataset.id === m.id)) return;
     const item = document.createElement("li");
     item.className = m.fromMe ? "out" : "in";
-    const who = m.fromMe ? "→ " + (m.chatId || "") : (m.from || "") + ":";
-    item.textContent = who + " " + (m.body == null ? "[" + m.type + "]" : m.body);
+    item.dataset.id = m.id;
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    const peer = m.fromMe ? m.chatId : m.isGroup && m.author ? m.author : m.from;
+    meta.appendChild(span("who", (m.fromMe ? "To " : "From ") + who(peer)));
+    meta.title = m.chatId || "";
+    if (Number.isFinite(m.timestamp)) {
+      const time = document.createElement("time");
+      time.dateTime = new Date(m.timestamp * 1000).toISOString();
+      time.title = new Date(m.timestamp * 1000).toLocaleString();
+      time.textContent = clock(m.timestamp);
+      meta.appendChild(time);
+    }
+    if (m.fromMe) meta.appendChild(span("ack", ""));
+    item.appendChild(meta);
+    item.appendChild(span("body", m.body == null ? "[" + m.type + "]" : m.body));
+    if (m.fromMe && acks.has(m.id)) {
+      setAck(item, acks.get(m.id));
+      acks.delete(m.id);
+    }
     list.appendChild(item);
     while (list.children.length > MESSAGES_SHOWN) list.firstElementChild.remove();
-    list.hidden = false;
+    el.querySelector(".recent").hidden = false;
   }
 
+  // The slot's last messages and their acks, read through the stored events (oldest first,
+  // a page at a time; at most PAGES_READ pages).
+  const PAGE_SIZE = 500;
+  const PAGES_READ = 20;
+
   async function loadMessages(n) {
+    const user = shownUser;
+    const last = [];
+    const acked = new Map();
+    let after = 0;
     try {
-      const page = await api("GET", "/api/messages/" + encodeURIComponent(shownUser) + "/" + n + "?limit=500");
-      page.events
-        .filter((e) => e.type === "message")
-        .slice(-MESSAGES_SHOWN)
-        .forEach((e) => showMessage(e.data));
+      for (let pages = 0; pages < PAGES_READ; pages++) {
+        const path = "/api/messages/" + encodeURIComponent(user) + "/" + n;
+        const page = await api("GET", path + "?after=" + after + "&limit=" + PAGE_SIZE);
+        for (const e of page.events) {
+          if (e.type === "message") {
+            last.push(e.data);
+            if (last.length > MESSAGES_SHOWN) last.shift();
+          } else if (e.type === "message.ack") {
+            acked.set(e.data.id, e.data);
+          }
+        }
+        if (page.events.length < PAGE_SIZE) break;
+        after = page.next;
+      }
     } catch (_) {
-      // no messages to show
+      // show what could be read
+    }
+    if (user !== shownUser) return;
+    for (const m of last) {
+      showMessage(m);
+      if (acked.has(m.id)) showAck(acked.get(m.id));
     }
   }
 
@@ -179,6 +368,9 @@
       es.addEventListener("message", (e) => {
         if (user === shownUser) showMessage(JSON.parse(e.data));
       });
+      es.addEventListener("message.ack", (e) => {
+        if (user === shownUser) showAck(JSON.parse(e.data));
+      });
       es.addEventListener("error", () => {
         // EventSource would retry with the used ticket: close it and get a new one.
         if (events === es) retry(user, "Event stream lost; reconnecting…");
@@ -209,7 +401,7 @@
     try {
       const list = await api("GET", "/api/status/" + encodeURIComponent(user));
       list.sessions.forEach(render);
-      list.sessions.filter((s) => s.state === "connected").forEach((s) => loadMessages(s.slot));
+      list.sessions.filter((s) => s.connectedNumber).forEach((s) => loadMessages(s.slot));
       say("Loaded " + user);
     } catch (err) {
       shownUser = null;

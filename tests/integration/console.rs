@@ -1,14 +1,19 @@
 //! The console at `/` in a real headless Chromium, against the running app and the stand-in
-//! WhatsApp page: paste a token, generate a QR, watch it rotate live, see the number once scanned.
+//! WhatsApp page: paste a token, generate a QR, watch it rotate live, see the number once scanned;
+//! and, on real screenshots (`target/console-screenshots/`), every state read at a glance.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::harness::{spawn_app, uuid_like, TestApp, SERVICE_TOKEN};
 use crate::support::nginx;
 use crate::support::standin::StandInOptions;
 use base64::Engine as _;
+use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::error::CdpError;
+use chromiumoxide::handler::viewport::Viewport;
+use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures_util::StreamExt;
 
@@ -34,9 +39,15 @@ impl Operator {
     /// `behind_tls`: the operator reaches the console through the nginx site (its host name
     /// mapped to loopback, its self-signed certificate accepted).
     async fn launch(behind_tls: bool) -> Operator {
+        Operator::launch_with(behind_tls, Viewport::default()).await
+    }
+
+    async fn launch_with(behind_tls: bool, viewport: Viewport) -> Operator {
         let profile = tempfile::tempdir().unwrap();
         let mut config = BrowserConfig::builder()
             .chrome_executable(CHROMIUM)
+            .window_size(viewport.width, viewport.height)
+            .viewport(viewport)
             .new_headless_mode()
             .no_sandbox() // we run as root
             .arg("disable-gpu")
@@ -83,25 +94,38 @@ async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> T {
         .unwrap_or_else(|e| panic!("{js}: {e}"))
 }
 
+/// Polls `js` in the page until `pred` holds on its value (`Ok`), or `limit` passed (`Err` with
+/// the last value).
+async fn poll_page<T: serde::de::DeserializeOwned>(
+    page: &Page,
+    js: &str,
+    limit: Duration,
+    mut pred: impl FnMut(&T) -> bool,
+) -> Result<T, T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v: T = eval(page, js).await;
+        if pred(&v) {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `js` in the page until `pred` holds on its value.
 async fn wait_page<T: serde::de::DeserializeOwned + std::fmt::Debug>(
     page: &Page,
     js: &str,
     limit: Duration,
     what: &str,
-    mut pred: impl FnMut(&T) -> bool,
+    pred: impl FnMut(&T) -> bool,
 ) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        let v: T = eval(page, js).await;
-        if pred(&v) {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}; last {v:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_page(page, js, limit, pred)
+        .await
+        .unwrap_or_else(|v| panic!("timed out waiting for {what}; last {v:?}"))
 }
 
 /// What a `data:image/png;base64,…` URL's QR code says.
@@ -230,12 +254,13 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
     let first = page_shows_current_qr(t, &page, &user, None).await;
     let second = page_shows_current_qr(t, &page, &user, Some(&first)).await;
     assert_ne!(first, second);
-    let state: String = eval(
+    let state: (String, String) = eval(
         &page,
-        "document.querySelector('#slot-1 .state').textContent",
+        "[document.querySelector('#slot-1').dataset.state, \
+          document.querySelector('#slot-1 .state').textContent]",
     )
     .await;
-    assert_eq!(state, "qr");
+    assert_eq!(state, ("qr".into(), "Waiting for scan".into()));
 
     // Scanned: the slot shows the number (retry when the payload rotated under us).
     let deadline = Instant::now() + STEP;
@@ -250,10 +275,10 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
     }
     wait_page(
         &page,
-        "document.querySelector('#slot-1 .number').textContent + ' ' + document.querySelector('#slot-1 .state').textContent",
+        "document.querySelector('#slot-1 .state').textContent",
         LAUNCH,
         "the number on the page",
-        |s: &String| s == &format!("+{PHONE} connected"),
+        |s: &String| s == &format!("Connected as +{PHONE}"),
     )
     .await;
     let qr_hidden: bool = eval(&page, "document.querySelector('#slot-1 img.qr').hidden").await;
@@ -268,7 +293,7 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
         "document.querySelector('#slot-1 .messages').textContent",
         STEP,
         "the message in the slot",
-        |s: &String| s.contains("Hello console") && s.contains("4917600000042@c.us"),
+        |s: &String| s.contains("Hello console") && s.contains("From +4917600000042"),
     )
     .await;
     within("send from the page", STEP, async {
@@ -299,6 +324,15 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
             .any(|m| m.body == "Hi from the console" && m.to == "4917600000042@c.us")
             .then_some(())
     })
+    .await;
+    // It shows in the slot as sent (and the slot's layout settles before the next click).
+    wait_page(
+        &page,
+        "document.querySelector('#slot-1 .messages').textContent",
+        STEP,
+        "the sent message in the slot",
+        |s: &String| s.contains("To +4917600000042") && s.contains("Hi from the console"),
+    )
     .await;
 
     // The token stayed out of every URL the page loaded (the open SSE stream, not listed
@@ -333,10 +367,566 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
         "document.querySelector('#slot-1 .state').textContent",
         STEP,
         "stopped on the page",
-        |s: &String| s == "stopped",
+        |s: &String| s == "Stopped",
     )
     .await;
 
     operator.close().await;
     t.assert_no_browsers_left().await;
+}
+
+/// Where the screenshot test leaves its pictures for a human to look at:
+/// `target/console-screenshots/<state>.png`.
+fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("console-screenshots")
+}
+
+/// An opaque colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Rgb([u8; 3]);
+
+impl Rgb {
+    /// A colour as `getComputedStyle` gives it: `rgb(r, g, b)`, or `rgba(…)` (opaque only).
+    fn css(s: &str) -> Option<Rgb> {
+        let inner = s
+            .strip_prefix("rgba(")
+            .or_else(|| s.strip_prefix("rgb("))?
+            .strip_suffix(')')?;
+        let parts: Vec<f64> = inner
+            .split(',')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        match parts.as_slice() {
+            [r, g, b] => Some(Rgb([*r as u8, *g as u8, *b as u8])),
+            [r, g, b, a] if *a >= 1.0 => Some(Rgb([*r as u8, *g as u8, *b as u8])),
+            _ => None,
+        }
+    }
+
+    fn distance(self, other: Rgb) -> u32 {
+        (0..3)
+            .map(|i| u32::from(self.0[i].abs_diff(other.0[i])))
+            .sum()
+    }
+
+    /// WCAG 2 relative luminance.
+    fn luminance(self) -> f64 {
+        let linear = |c: u8| {
+            let c = f64::from(c) / 255.0;
+            if c <= 0.04045 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * linear(self.0[0]) + 0.7152 * linear(self.0[1]) + 0.0722 * linear(self.0[2])
+    }
+
+    /// WCAG 2 contrast ratio (1 to 21; 4.5 is AA for normal text).
+    fn contrast(self, other: Rgb) -> f64 {
+        let (a, b) = (self.luminance(), other.luminance());
+        (a.max(b) + 0.05) / (a.min(b) + 0.05)
+    }
+}
+
+/// What the screenshot test found wrong, reported together at the end: one run shows every
+/// problem (and every screenshot gets taken).
+#[derive(Default)]
+struct Findings(Vec<String>);
+
+impl Findings {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let what = what();
+            eprintln!("console: {what}");
+            self.0.push(what);
+        }
+    }
+}
+
+/// Slot 1's state badge, as the page lays it out.
+#[derive(Debug, serde::Deserialize)]
+struct Badge {
+    text: String,
+    /// Inside a live region (a screen reader announces a change).
+    live: bool,
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+    dpr: f64,
+    vw: f64,
+    vh: f64,
+    bg: String,
+    fg: String,
+    card: String,
+}
+
+const BADGE: &str = r#"(() => {
+  const b = document.querySelector('#slot-1 .state');
+  const r = b.getBoundingClientRect();
+  const style = getComputedStyle(b);
+  return {
+    text: b.textContent.replace(/\s+/g, ' ').trim(),
+    live: !!b.closest('[aria-live], [role=status]'),
+    x: r.left, y: r.top, w: r.width, h: r.height,
+    dpr: window.devicePixelRatio, vw: window.innerWidth, vh: window.innerHeight,
+    bg: style.backgroundColor, fg: style.color,
+    card: getComputedStyle(b.closest('.slot')).backgroundColor,
+  };
+})()"#;
+
+/// Every image on screen that shows no picture (a broken-image icon, or an empty box).
+const BROKEN_IMAGES: &str = r#"[...document.images]
+  .filter((i) => i.checkVisibility({ visibilityProperty: true, opacityProperty: true }))
+  .filter((i) => !(i.complete && i.naturalWidth > 0))
+  .map((i) => (i.closest('.slot') || document.body).id + ' img.' + i.className
+    + ' src=' + (i.getAttribute('src') || '(none)').slice(0, 24))"#;
+
+/// Elements marked `hidden` that a style shows anyway (e.g. the send form of a slot not linked).
+const SHOWN_HIDDEN: &str = r#"[...document.querySelectorAll('[hidden]')]
+  .filter((e) => e.checkVisibility())
+  .map((e) => (e.closest('.slot') || document.body).id + ' ' + e.tagName.toLowerCase()
+    + (e.className ? '.' + e.className : ''))
+  .slice(0, 12)"#;
+
+/// Looks at the console in `state`: no broken image, the badge's `word`, its colour on screen
+/// (and its text's contrast); saves the screenshot as `<state>.png`. Returns the badge's colour
+/// as the screenshot shows it.
+async fn look(page: &Page, state: &str, word: &str, found: &mut Findings) -> Rgb {
+    let broken: Vec<String> = eval(page, BROKEN_IMAGES).await;
+    found.check(broken.is_empty(), || {
+        format!("{state}: images shown without a picture: {broken:?}")
+    });
+    let shown_hidden: Vec<String> = eval(page, SHOWN_HIDDEN).await;
+    found.check(shown_hidden.is_empty(), || {
+        format!("{state}: elements marked hidden are shown: {shown_hidden:?}")
+    });
+    let b: Badge = eval(page, BADGE).await;
+    found.check(b.text == word, || {
+        format!("{state}: the badge says {:?}, not {word:?}", b.text)
+    });
+    found.check(b.live, || {
+        format!("{state}: the badge is in no live region")
+    });
+    let (bg, fg, card) = (Rgb::css(&b.bg), Rgb::css(&b.fg), Rgb::css(&b.card));
+    match (bg, fg, card) {
+        (Some(bg), Some(fg), Some(card)) => {
+            found.check(bg.contrast(fg) >= 4.5, || {
+                format!(
+                    "{state}: badge text {} on {} has a contrast of {:.2} (< 4.5)",
+                    b.fg,
+                    b.bg,
+                    bg.contrast(fg)
+                )
+            });
+            found.check(bg.distance(card) >= 60, || {
+                format!(
+                    "{state}: the badge ({}) hardly stands out from its card ({})",
+                    b.bg, b.card
+                )
+            });
+        }
+        _ => found.check(false, || {
+            format!(
+                "{state}: badge colours not opaque: {} on {} in {}",
+                b.fg, b.bg, b.card
+            )
+        }),
+    }
+
+    let png = within(
+        "screenshot",
+        STEP,
+        page.screenshot(
+            ScreenshotParams::builder()
+                .format(CaptureScreenshotFormat::Png)
+                .build(),
+        ),
+    )
+    .await
+    .unwrap();
+    let path = screenshot_dir().join(format!("{state}.png"));
+    std::fs::write(&path, &png).unwrap();
+    let shot = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+        .unwrap()
+        .to_rgb8();
+    let px = |css: f64| (css * b.dpr).round() as u32;
+    assert_eq!(
+        shot.dimensions(),
+        (px(b.vw), px(b.vh)),
+        "{}: the screenshot is the viewport at {}x",
+        path.display(),
+        b.dpr
+    );
+    let colours: std::collections::HashSet<[u8; 3]> =
+        shot.pixels().step_by(7).map(|p| p.0).collect();
+    assert!(
+        colours.len() > 16,
+        "{}: a blank screenshot ({} colours)",
+        path.display(),
+        colours.len()
+    );
+
+    // The badge's pixels (inset from its rounded corners): mostly its background colour.
+    assert!(
+        b.w > 8.0
+            && b.h > 8.0
+            && b.x >= 0.0
+            && b.y >= 0.0
+            && b.x + b.w <= b.vw
+            && b.y + b.h <= b.vh,
+        "{state}: the badge is not on screen: {b:?}"
+    );
+    let inset = 3.0;
+    let mut counts = std::collections::HashMap::<[u8; 3], usize>::new();
+    for y in px(b.y + inset)..px(b.y + b.h - inset) {
+        for x in px(b.x + inset)..px(b.x + b.w - inset) {
+            *counts.entry(shot.get_pixel(x, y).0).or_default() += 1;
+        }
+    }
+    let total: usize = counts.values().sum();
+    let (shown, n) = counts.into_iter().max_by_key(|&(_, n)| n).unwrap();
+    let shown = Rgb(shown);
+    if let Some(bg) = bg {
+        found.check(shown.distance(bg) <= 12 && n * 2 >= total, || {
+            format!(
+                "{state}: on screen the badge is mostly {shown:?} ({n} of {total} pixels), not its \
+                 colour {bg:?}"
+            )
+        });
+    }
+    shown
+}
+
+/// A message in slot 1's list of last messages.
+#[derive(Debug, serde::Deserialize)]
+struct ListedMessage {
+    out: bool,
+    text: String,
+    time: String,
+    ack: String,
+    visible: bool,
+}
+
+const LISTED_MESSAGES: &str = r#"[...document.querySelectorAll('#slot-1 .messages li')].map((li) => ({
+  out: li.classList.contains('out'),
+  text: li.textContent.replace(/\s+/g, ' ').trim(),
+  time: ((li.querySelector('time') || {}).textContent || '').trim(),
+  ack: li.dataset.ack || '',
+  visible: li.checkVisibility(),
+}))"#;
+
+/// `HH:MM`, after the day when not today.
+fn is_clock_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    let Some(b) = b.get(b.len().saturating_sub(5)..).filter(|b| b.len() == 5) else {
+        return false;
+    };
+    b[2] == b':' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit())
+}
+
+/// A pairing code's letters and digits, as entered on the phone.
+fn code_letters(code: &str) -> String {
+    code.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+async fn post_json(t: &TestApp, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let res = reqwest::Client::new()
+        .post(t.url(path))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let json: serde_json::Value = res.json().await.unwrap();
+    assert!(status == 201 || status == 202, "{path}: {status} {json}");
+    json
+}
+
+const SLOT_STATE: &str = "document.querySelector('#slot-1').dataset.state || ''";
+
+/// The finish a user expects, in a real Chromium and on real screenshots: through every state a
+/// slot goes through (nothing started, waiting for a scan, a pairing code, connected with its last
+/// messages, stopped) the badge says the state in words and shows it in a colour of its own,
+/// no image is ever shown broken, the pairing code is large and grouped, the last messages
+/// readable. The screenshots stay in `target/console-screenshots/` for a human to look at.
+#[actix_web::test]
+async fn the_console_reads_at_a_glance_in_every_state() {
+    const CONTACT: &str = "4917600000042";
+    const INCOMING: &str = "Hello, is slot one there?";
+    const OUTGOING: &str = "Yes, answering from slot one";
+    // Slow rotation: the screenshots show one QR code and one pairing code.
+    let t = spawn_app(
+        StandInOptions {
+            rotation: Duration::from_secs(20),
+            rotations: 6,
+        },
+        &[],
+    )
+    .await;
+    let user = uuid_like(0xc2);
+    std::fs::create_dir_all(screenshot_dir()).unwrap();
+    let mut found = Findings::default();
+    let mut colours = Vec::new();
+
+    let operator = Operator::launch_with(
+        false,
+        Viewport {
+            width: 1280,
+            height: 900,
+            device_scale_factor: Some(2.0),
+            ..Viewport::default()
+        },
+    )
+    .await;
+    let page = within("open /", STEP, operator.browser.new_page(t.url("/")))
+        .await
+        .unwrap();
+    wait_page(
+        &page,
+        "document.body.dataset.ready === 'true' && document.querySelectorAll('.slot').length",
+        STEP,
+        "the console's slots",
+        |n: &serde_json::Value| n == 10,
+    )
+    .await;
+    within("type", STEP, async {
+        page.find_element("#token")
+            .await?
+            .click()
+            .await?
+            .type_str(SERVICE_TOKEN)
+            .await?;
+        page.find_element("#user")
+            .await?
+            .click()
+            .await?
+            .type_str(&user)
+            .await?;
+        page.find_element("#open").await?.click().await?;
+        Ok::<_, CdpError>(())
+    })
+    .await
+    .unwrap();
+    wait_page(
+        &page,
+        "document.querySelector('#status').textContent",
+        STEP,
+        "the user's slots loaded",
+        |s: &String| s.starts_with("Live") || s.starts_with("Loaded"),
+    )
+    .await;
+
+    // Nothing started: no QR code yet, and no broken image in its place.
+    colours.push(("none", look(&page, "none", "Not started", &mut found).await));
+
+    // Waiting for a scan: the QR code, loaded.
+    within("generate a QR", STEP, async {
+        page.find_element("#slot-1 .start").await?.click().await?;
+        Ok::<_, CdpError>(())
+    })
+    .await
+    .unwrap();
+    page_shows_current_qr(&t, &page, &user, None).await;
+    wait_page(&page, SLOT_STATE, STEP, "state qr", |s: &String| s == "qr").await;
+    let (loaded, visible): (bool, bool) = poll_page(
+        &page,
+        "(() => { const i = document.querySelector('#slot-1 img.qr'); \
+         return [i.complete && i.naturalWidth > 0, i.checkVisibility()]; })()",
+        STEP / 4,
+        |&(loaded, visible)| loaded && visible,
+    )
+    .await
+    .unwrap_or_else(|v| v);
+    found.check(loaded && visible, || {
+        format!("qr: the QR image is not shown loaded (loaded {loaded}, visible {visible})")
+    });
+    colours.push((
+        "qr",
+        look(&page, "qr", "Waiting for scan", &mut found).await,
+    ));
+
+    // Linking by phone number instead: the code WhatsApp gave, as the phone expects it.
+    let paired = post_json(
+        &t,
+        &format!("/api/pair/{user}/1"),
+        serde_json::json!({ "phoneNumber": PHONE }),
+    )
+    .await;
+    let code = match paired["pairingCode"].as_str() {
+        Some(code) => code.to_owned(),
+        None => t
+            .wait_json(
+                &format!("/api/status/{user}/1"),
+                SERVICE_TOKEN,
+                STEP,
+                "a pairing code",
+                |s| s["pairingCode"].is_string(),
+            )
+            .await["pairingCode"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    };
+    let shown: String = wait_page(
+        &page,
+        "document.querySelector('#slot-1').dataset.state === 'pairing' \
+         ? document.querySelector('#slot-1 .code').textContent.trim() : ''",
+        STEP,
+        "the pairing code on the page",
+        |s: &String| code_letters(s) == code_letters(&code),
+    )
+    .await;
+    let letters = code_letters(&code);
+    let grouped = format!("{}-{}", &letters[..4], &letters[4..]);
+    found.check(shown == grouped, || {
+        format!("pairing: the code reads {shown:?}, not {grouped:?}")
+    });
+    let (font, size, select): (String, f64, String) = eval(
+        &page,
+        "(() => { const s = getComputedStyle(document.querySelector('#slot-1 .code')); \
+         return [s.fontFamily, parseFloat(s.fontSize), s.userSelect]; })()",
+    )
+    .await;
+    found.check(font.contains("monospace") && size >= 24.0, || {
+        format!("pairing: the code is set in {size}px {font}, not large and monospace")
+    });
+    found.check(select != "none", || {
+        "pairing: the code cannot be selected".into()
+    });
+    colours.push((
+        "pairing",
+        look(&page, "pairing", "Enter code on the phone", &mut found).await,
+    ));
+
+    // Linked with the code; a contact writes, the session answers, the contact reads it.
+    t.standin.enter_code(&code, PHONE).await.unwrap();
+    wait_page(
+        &page,
+        SLOT_STATE,
+        LAUNCH,
+        "state connected",
+        |s: &String| s == "connected",
+    )
+    .await;
+    t.standin.incoming(PHONE, CONTACT, INCOMING).unwrap();
+    let sent = post_json(
+        &t,
+        &format!("/api/messages/{user}/1"),
+        serde_json::json!({ "to": CONTACT, "text": OUTGOING }),
+    )
+    .await;
+    t.standin.read(PHONE, sent["id"].as_str().unwrap());
+    wait_page(
+        &page,
+        "document.querySelector('#slot-1 .messages').textContent",
+        STEP,
+        "both messages in the slot",
+        |s: &String| s.contains(INCOMING) && s.contains(OUTGOING),
+    )
+    .await;
+    let listed = poll_page(
+        &page,
+        LISTED_MESSAGES,
+        STEP / 2,
+        |l: &Vec<ListedMessage>| l.iter().any(|m| m.out && m.ack == "read"),
+    )
+    .await
+    .unwrap_or_else(|l| l);
+    let incoming = listed.iter().find(|m| m.text.contains(INCOMING));
+    found.check(
+        incoming.is_some_and(|m| {
+            !m.out && m.visible && m.text.contains(&format!("+{CONTACT}")) && is_clock_time(&m.time)
+        }),
+        || format!("connected: the incoming message does not read as such: {incoming:?}"),
+    );
+    let outgoing = listed.iter().find(|m| m.text.contains(OUTGOING));
+    found.check(
+        outgoing.is_some_and(|m| m.out && m.visible && is_clock_time(&m.time) && m.ack == "read"),
+        || format!("connected: the sent message does not read as sent and read: {outgoing:?}"),
+    );
+    colours.push((
+        "connected",
+        look(
+            &page,
+            "connected",
+            &format!("Connected as +{PHONE}"),
+            &mut found,
+        )
+        .await,
+    ));
+
+    // Stopped (still linked).
+    assert_eq!(t.stop(&user, 1).await, 200);
+    wait_page(&page, SLOT_STATE, STEP, "state stopped", |s: &String| {
+        s == "stopped"
+    })
+    .await;
+    colours.push((
+        "stopped",
+        look(&page, "stopped", "Stopped", &mut found).await,
+    ));
+
+    // Opened again: the last messages (and how far the sent one got) come from the stored events.
+    within("reload", STEP, page.reload()).await.unwrap();
+    wait_page(
+        &page,
+        "document.body.dataset.ready === 'true'",
+        STEP,
+        "the console again",
+        |ready: &bool| *ready,
+    )
+    .await;
+    within("show the user again", STEP, async {
+        page.find_element("#user")
+            .await?
+            .click()
+            .await?
+            .type_str(&user)
+            .await?;
+        page.find_element("#open").await?.click().await?;
+        Ok::<_, CdpError>(())
+    })
+    .await
+    .unwrap();
+    let reread = poll_page(
+        &page,
+        LISTED_MESSAGES,
+        STEP / 2,
+        |l: &Vec<ListedMessage>| {
+            l.iter().any(|m| !m.out && m.text.contains(INCOMING))
+                && l.iter()
+                    .any(|m| m.out && m.text.contains(OUTGOING) && m.ack == "read")
+        },
+    )
+    .await;
+    found.check(reread.is_ok(), || {
+        format!("reopened: the last messages are not listed as before: {reread:?}")
+    });
+
+    // A colour of its own for every state.
+    for (i, (a, ca)) in colours.iter().enumerate() {
+        for (b, cb) in &colours[i + 1..] {
+            found.check(ca.distance(*cb) >= 60, || {
+                format!("the badges of {a} ({ca:?}) and {b} ({cb:?}) look alike")
+            });
+        }
+    }
+
+    operator.close().await;
+    t.assert_no_browsers_left().await;
+    assert!(
+        found.0.is_empty(),
+        "the console does not read at a glance (screenshots in {}):\n- {}",
+        screenshot_dir().display(),
+        found.0.join("\n- ")
+    );
 }
