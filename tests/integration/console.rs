@@ -129,6 +129,36 @@ async fn wait_page<T: serde::de::DeserializeOwned + std::fmt::Debug>(
 }
 
 /// What a `data:image/png;base64,…` URL's QR code says.
+/// Waits for the console's slots, types the service token and `user`, then clicks `then`.
+async fn sign_in(page: &Page, user: &str, then: &str) {
+    wait_page(
+        page,
+        "document.body.dataset.ready === 'true' && document.querySelectorAll('.slot').length",
+        STEP,
+        "the console's slots",
+        |n: &serde_json::Value| n == 10,
+    )
+    .await;
+    within("type", STEP, async {
+        page.find_element("#token")
+            .await?
+            .click()
+            .await?
+            .type_str(SERVICE_TOKEN)
+            .await?;
+        page.find_element("#user")
+            .await?
+            .click()
+            .await?
+            .type_str(user)
+            .await?;
+        page.find_element(then).await?.click().await?;
+        Ok::<_, CdpError>(())
+    })
+    .await
+    .unwrap();
+}
+
 fn decode_data_url(url: &str) -> String {
     let b64 = url
         .strip_prefix("data:image/png;base64,")
@@ -222,33 +252,7 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
     )
     .await
     .unwrap();
-    wait_page(
-        &page,
-        "document.body.dataset.ready === 'true' && document.querySelectorAll('.slot').length",
-        STEP,
-        "the console's slots",
-        |n: &serde_json::Value| n == 10,
-    )
-    .await;
-
-    within("type", STEP, async {
-        page.find_element("#token")
-            .await?
-            .click()
-            .await?
-            .type_str(SERVICE_TOKEN)
-            .await?;
-        page.find_element("#user")
-            .await?
-            .click()
-            .await?
-            .type_str(&user)
-            .await?;
-        page.find_element("#slot-1 .start").await?.click().await?;
-        Ok::<_, CdpError>(())
-    })
-    .await
-    .unwrap();
+    sign_in(&page, &user, "#slot-1 .start").await;
 
     // The QR appears, and follows the rotation.
     let first = page_shows_current_qr(t, &page, &user, None).await;
@@ -690,32 +694,7 @@ async fn the_console_reads_at_a_glance_in_every_state() {
     let page = within("open /", STEP, operator.browser.new_page(t.url("/")))
         .await
         .unwrap();
-    wait_page(
-        &page,
-        "document.body.dataset.ready === 'true' && document.querySelectorAll('.slot').length",
-        STEP,
-        "the console's slots",
-        |n: &serde_json::Value| n == 10,
-    )
-    .await;
-    within("type", STEP, async {
-        page.find_element("#token")
-            .await?
-            .click()
-            .await?
-            .type_str(SERVICE_TOKEN)
-            .await?;
-        page.find_element("#user")
-            .await?
-            .click()
-            .await?
-            .type_str(&user)
-            .await?;
-        page.find_element("#open").await?.click().await?;
-        Ok::<_, CdpError>(())
-    })
-    .await
-    .unwrap();
+    sign_in(&page, &user, "#open").await;
     wait_page(
         &page,
         "document.querySelector('#status').textContent",
