@@ -144,7 +144,6 @@ impl Registry {
             .count()
     }
 
-    /// Starting `key` would come back linked: its profile holds a login (a known number).
     /// The cached sessions of `user`, by slot.
     fn views_of(
         &self,
@@ -156,6 +155,7 @@ impl Registry {
         self.views.range(first..=last)
     }
 
+    /// Starting `key` would come back linked: its profile holds a login (a known number).
     fn would_be_linked(&self, key: &SessionKey) -> bool {
         self.views
             .get(key)
