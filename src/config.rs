@@ -252,6 +252,31 @@ pub struct Settings {
     )]
     pub wid_keys: Vec<String>,
 
+    /// This node's name in a cluster (several daemons on one PostgreSQL); default: the host
+    /// name. docs/several-hosts.md.
+    #[arg(long, env = "NODE_ID", value_name = "NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// How the other nodes reach this one (`http://host:port`); default: the bound address.
+    #[arg(long, env = "NODE_URL", value_name = "NODE_URL", value_parser = parse_http_url)]
+    pub node_url: Option<String>,
+
+    /// Turns cluster mode on: the secret every node-to-node call carries (16+ characters, the
+    /// same on every node). Needs a PostgreSQL `DATABASE_URL`.
+    #[arg(long, env = "CLUSTER_TOKEN", value_name = "CLUSTER_TOKEN", hide_env_values = true,
+          value_parser = parse_cluster_token)]
+    pub cluster_token: Option<Token>,
+
+    /// Seconds a node's lease on a session lasts without renewal (renewed every third of it).
+    #[arg(long, env = "LEASE_TTL_SECS", value_name = "LEASE_TTL_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub lease_ttl_secs: u64,
+
+    /// Seconds between snapshots of a linked session's login (cluster mode).
+    #[arg(long, env = "SNAPSHOT_INTERVAL_SECS", value_name = "SNAPSHOT_INTERVAL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(10..=604_800))]
+    pub snapshot_interval_secs: u64,
+
     /// Log filter (env_logger syntax). chromiumoxide's handler logs every closed DevTools socket
     /// (each browser crash) at ERROR; the daemon reports crashes itself, so it is off by default.
     #[arg(
@@ -346,8 +371,9 @@ impl std::str::FromStr for Token {
 
 /// Settings whose values are secret (or may carry one, like a URL with a password): a
 /// refusal names the variable but never echoes the value.
-const SECRET_VALUES: [&str; 5] = [
+const SECRET_VALUES: [&str; 6] = [
     "DATABASE_URL",
+    "CLUSTER_TOKEN",
     "API_TOKEN",
     "ADMIN_TOKEN",
     "WEBHOOK_SECRET",
@@ -399,6 +425,28 @@ fn parse_origin(raw: &str) -> Result<String, String> {
             "{origin:?} is not an origin (scheme://host[:port], no path or trailing slash)"
         ))
     }
+}
+
+/// A node name: 1–64 of `A-Z a-z 0-9 . _ -`.
+fn parse_node_id(raw: &str) -> Result<String, String> {
+    let id = raw.trim();
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        Err("1 to 64 letters, digits, '.', '_' or '-'".to_owned())
+    }
+}
+
+fn parse_cluster_token(raw: &str) -> Result<Token, String> {
+    let token = raw.trim();
+    if token.len() < 16 {
+        return Err("at least 16 characters".to_owned());
+    }
+    Ok(Token(token.to_owned()))
 }
 
 fn parse_webhook_secret(raw: &str) -> Result<Token, String> {

@@ -142,6 +142,7 @@ impl Outbox {
         key: &SessionKey,
         kind: &'static str,
         data: &impl Serialize,
+        fence: Option<crate::store::Fence>,
     ) -> Result<StoredEvent, StoreError> {
         let payload = serde_json::to_string(data).expect("events serialize");
         let stored = self
@@ -154,6 +155,7 @@ impl Outbox {
                     created_ms: now_ms(),
                 },
                 self.service,
+                fence,
             )
             .await?;
         let _ = self.bus.send(stored.clone());
@@ -173,6 +175,19 @@ impl Outbox {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Another node wrote event `id` (cluster mode: its `NOTIFY`): streamed here too, and the
+    /// dispatcher woken for its deliveries.
+    pub async fn relay(&self, id: i64) {
+        match self.store.event_by_id(id).await {
+            Ok(Some(event)) => {
+                let _ = self.bus.send(event);
+                self.wake.notify_one();
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("event {id} from another node: {}", crate::chain(&e)),
+        }
     }
 }
 

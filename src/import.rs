@@ -81,26 +81,32 @@ pub async fn import_sessions(
         if !dry_run {
             let now = now_ms();
             store
-                .save_session(SessionRow {
-                    key: key.clone(),
-                    state: SessionState::Stopped,
-                    intent: Intent::Running,
-                    is_connected: false,
-                    connected_number: None,
-                    restarts: 0,
-                    last_error: None,
-                    created_ms: now,
-                    updated_ms: now,
-                })
+                .save_session(
+                    SessionRow {
+                        key: key.clone(),
+                        state: SessionState::Stopped,
+                        intent: Intent::Running,
+                        is_connected: false,
+                        connected_number: None,
+                        restarts: 0,
+                        last_error: None,
+                        created_ms: now,
+                        updated_ms: now,
+                    },
+                    None,
+                )
                 .await?;
             store
-                .record_event(NewEvent {
-                    key: key.clone(),
-                    at_ms: now,
-                    kind: "imported".to_owned(),
-                    detail: Some(path.display().to_string()),
-                    actor: "import-sessions".to_owned(),
-                })
+                .record_event(
+                    NewEvent {
+                        key: key.clone(),
+                        at_ms: now,
+                        kind: "imported".to_owned(),
+                        detail: Some(path.display().to_string()),
+                        actor: "import-sessions".to_owned(),
+                    },
+                    None,
+                )
                 .await?;
         }
         report.adopted.push(key);

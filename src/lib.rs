@@ -25,6 +25,7 @@
 pub mod actors;
 pub mod auth;
 pub mod browser;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod events;

@@ -45,6 +45,8 @@ pub enum StartupError {
     Auth(AuthSetupError),
     #[error("WA-JS")]
     WaJs(#[from] crate::browser::wajs::WaJsError),
+    #[error("CLUSTER_TOKEN is set (cluster mode) but DATABASE_URL is not PostgreSQL: nodes share one PostgreSQL; SQLite stays single-node")]
+    ClusterNeedsPostgres,
     #[error("BIND_ADDR {addr}")]
     Bind {
         addr: String,
@@ -72,6 +74,31 @@ impl Application {
             daemon_lock,
             store,
         } = Ground::prepare(&settings).await?;
+        let cluster = match &settings.cluster_token {
+            None => None,
+            Some(_) if store.backend() != "postgres" => {
+                return Err(StartupError::ClusterNeedsPostgres)
+            }
+            Some(token) => {
+                let node = settings.node_id.clone().unwrap_or_else(host_name);
+                log::info!(
+                    "cluster mode: node {node}, lease TTL {} s",
+                    settings.lease_ttl_secs
+                );
+                Some(Arc::new(crate::cluster::Cluster::new(
+                    node,
+                    token.clone(),
+                    Duration::from_secs(settings.lease_ttl_secs),
+                    Duration::from_secs(settings.snapshot_interval_secs),
+                    store.clone(),
+                    settings.max_sessions,
+                )))
+            }
+        };
+        let store = match &cluster {
+            Some(c) => store.for_node(&c.node),
+            None => store,
+        };
         let auth = web::Data::new(Auth::from_settings(&settings).map_err(StartupError::Auth)?);
         let orphans = reap_orphans(sessions.path()).await;
         if orphans > 0 {
@@ -152,16 +179,20 @@ impl Application {
             outbox,
             events,
             send_per_minute: settings.send_per_minute,
+            cluster: cluster.clone(),
         });
 
         // No browser survived the last run: rows left in running states are reset (intent kept,
-        // so the sessions that should run are restored).
-        let rows = reset_transient_rows(&store)
-            .await
-            .map_err(|source| StartupError::Database {
-                url: db.to_string(),
-                source,
-            })?;
+        // so the sessions that should run are restored). In a cluster the rows are the other
+        // nodes' too: read only, and the sweeper starts what this node can claim.
+        let rows = match &cluster {
+            None => reset_transient_rows(&store).await,
+            Some(_) => store.list_sessions(None).await,
+        }
+        .map_err(|source| StartupError::Database {
+            url: db.to_string(),
+            source,
+        })?;
         let arbiter = Arbiter::new();
         let registry_arbiter = Arbiter::new();
         let registry = {
@@ -192,17 +223,41 @@ impl Application {
                 source,
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        if let Some(c) = &cluster {
+            let url = settings.node_url.clone().unwrap_or_else(|| {
+                let ip = settings.bind_addr.ip();
+                let host = if ip.is_unspecified() {
+                    host_name()
+                } else {
+                    ip.to_string()
+                };
+                format!("http://{host}:{port}")
+            });
+            log::info!("cluster: this node answers at {url}");
+            c.set_url(url);
+            let registry = registry.clone();
+            let starter: crate::cluster::Starter = Arc::new(move |key| {
+                let registry = registry.clone();
+                Box::pin(async move { registry.adopt(key).await })
+            });
+            crate::cluster::spawn(c.clone(), starter, env.outbox.clone());
+        }
+        let cluster_data = web::Data::new(cluster.clone());
         let data = state.clone();
         let registry_data = web::Data::new(registry.clone());
         let origins = settings.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    crate::cluster::forward::route,
+                ))
                 .wrap(crate::http::default_headers())
                 .wrap(actix_web::middleware::from_fn(crate::http::count_requests))
                 .wrap(crate::http::cors(&origins))
                 .app_data(data.clone())
                 .app_data(registry_data.clone())
                 .app_data(auth.clone())
+                .app_data(cluster_data.clone())
                 .configure(crate::http::routes)
         })
         .workers(2)
@@ -345,7 +400,7 @@ async fn reset_transient_rows(store: &Store) -> Result<Vec<SessionRow>, StoreErr
         );
         row.state = row.state.at_boot();
         row.is_connected = false;
-        store.save_session(row.clone()).await?;
+        store.save_session(row.clone(), None).await?;
     }
     Ok(rows)
 }
@@ -365,6 +420,18 @@ fn spawn_retention(store: Store, days: u32) {
             tokio::time::sleep(EVERY).await;
         }
     });
+}
+
+/// This machine's host name (the default `NODE_ID`).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if ok && !name.is_empty() => name.to_owned(),
+        _ => "node".to_owned(),
+    }
 }
 
 /// Creates the folder (0700) and proves we can write in it.

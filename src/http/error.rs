@@ -50,6 +50,12 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("the daemon is busy or shutting down; retry shortly")]
     Unavailable { retry_after_secs: u64 },
+    #[error("cluster mode is off on this daemon (CLUSTER_TOKEN is not set)")]
+    NotClustered,
+    #[error("no live node of the cluster is called that")]
+    UnknownNode,
+    #[error("the node that runs this session did not answer; retry shortly (its sessions move to other nodes when its leases expire)")]
+    OwnerUnreachable,
     /// The cause is logged (its whole chain, once, here), never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -144,7 +150,8 @@ pub struct ErrorBody {
     /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
     /// not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
     /// bridge_unavailable, not_connected, send_in_progress, send_failed, invalid_webhook_url,
-    /// too_many_sessions, too_many_pending, rate_limited, unavailable, internal.
+    /// too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
+    /// unknown_node, owner_unreachable, internal.
     #[schema(example = "unknown_session")]
     pub error: &'static str,
     /// A human sentence; never internals.
@@ -175,6 +182,9 @@ impl ApiError {
             ApiError::TooManyPending { .. } => "too_many_pending",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::NotClustered => "not_clustered",
+            ApiError::UnknownNode => "unknown_node",
+            ApiError::OwnerUnreachable => "owner_unreachable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -204,7 +214,11 @@ impl ResponseError for ApiError {
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::NotFound | ApiError::UnknownSession => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::UnknownSession | ApiError::UnknownNode => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::NotClustered => StatusCode::CONFLICT,
+            ApiError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             ApiError::NoQr
             | ApiError::AlreadyConnected
             | ApiError::BridgeUnavailable

@@ -11,7 +11,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::routes::sessions::{self, QrFormat};
-use super::routes::{admin, events, messages, webhooks};
+use super::routes::{admin, events, messages, nodes, webhooks};
 use super::{console, health};
 use crate::actors::registry::RegistryInfo;
 use crate::actors::session::{ActorInfo, QrView, Session};
@@ -50,6 +50,8 @@ Errors are `{error, message}` with a stable `error` code."
         events::events,
         admin::actors,
         admin::metrics,
+        nodes::nodes,
+        nodes::drain,
         openapi_json,
         console::page,
         console::script,
@@ -60,7 +62,9 @@ Errors are `{error, message}` with a stable `error` code."
         sessions::PairRequest, crate::browser::wajs::WaJsInfo, messages::SendRequest,
         messages::EventPage, messages::StoredEventView, crate::actors::session::SentMessage,
         crate::events::MessageEvent, crate::events::AckEvent, crate::events::Ack,
-        webhooks::WebhookRequest, webhooks::WebhookView, webhooks::DeliveryView
+        webhooks::WebhookRequest, webhooks::WebhookView, webhooks::DeliveryView,
+        nodes::ClusterView, nodes::LeaseView, crate::store::NodeRow,
+        crate::cluster::drain::DrainReport, crate::cluster::drain::Moved
     )),
     modifiers(&SecuritySchemes),
     tags(

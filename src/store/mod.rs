@@ -6,6 +6,7 @@
 //! migrations differ per backend. Async methods run the blocking diesel work on
 //! `tokio::task::spawn_blocking`, never on the async threads.
 
+mod cluster;
 mod connection;
 mod outbox;
 mod schema;
@@ -19,9 +20,11 @@ use diesel::r2d2::Pool;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::domain::{Intent, SessionKey, SessionState, Slot, UserId};
+use cluster::{fenced, FencedError};
 use connection::{DbConnection, Manager, Settings};
 use schema::{session_events, whatsapp_bots};
 
+pub use cluster::{Fence, Lease, NodeRow, Snapshot};
 pub use outbox::{
     DeliveryRow, DueDelivery, NewOutboxEvent, Outcome, Reservation, StoredEvent, Target, WebhookRow,
 };
@@ -76,6 +79,11 @@ pub enum StoreError {
         column: &'static str,
         value: String,
     },
+    /// A write of a session this node no longer owns (another node took it over).
+    #[error("the lease on {key} (epoch {epoch}) is lost: another node owns the session")]
+    LeaseLost { key: String, epoch: i64 },
+    #[error("this store is not a cluster node's (no NODE_ID)")]
+    NotClustered,
     #[error("{backend} store task did not finish")]
     Task {
         backend: &'static str,
@@ -133,6 +141,10 @@ pub struct Store {
     pool: Pool<Manager>,
     backend: &'static str,
     max_slots: u16,
+    /// The cluster node this store writes for (`None`: a single node).
+    node: Option<std::sync::Arc<str>>,
+    /// The PostgreSQL URL (a cluster node's listener opens its own connection); never shown.
+    postgres_url: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,6 +152,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("backend", &self.backend)
             .field("max_slots", &self.max_slots)
+            .field("node", &self.node)
             .finish_non_exhaustive()
     }
 }
@@ -217,7 +230,17 @@ impl Store {
             pool,
             backend,
             max_slots,
+            node: None,
+            postgres_url: match url {
+                DatabaseUrl::Postgres(u) => Some(std::sync::Arc::from(u.as_str())),
+                DatabaseUrl::Sqlite(_) => None,
+            },
         })
+    }
+
+    /// The PostgreSQL URL, for a connection of its own (`LISTEN`); `None` on SQLite.
+    pub fn postgres_url(&self) -> Option<String> {
+        self.postgres_url.as_deref().map(str::to_owned)
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -235,6 +258,7 @@ impl Store {
         let ctx = Ctx {
             backend: self.backend,
             max_slots: self.max_slots,
+            node: self.node.clone(),
         };
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|source| StoreError::Pool {
@@ -257,18 +281,24 @@ impl Store {
     }
 
     /// Upserts the row of `row.key`: update, else insert, in one transaction. `created_ms` of an
-    /// existing row is kept.
-    pub async fn save_session(&self, row: SessionRow) -> Result<(), StoreError> {
+    /// existing row is kept. With a fence, only while this node holds the session's lease.
+    pub async fn save_session(
+        &self,
+        row: SessionRow,
+        fence: Option<Fence>,
+    ) -> Result<(), StoreError> {
         self.run(move |conn, ctx| {
-            match upsert(conn, &row) {
-                // Two writers inserting the same new key at once: the loser's insert hits the
-                // unique index; by now the row exists, so the retry updates it.
-                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-                    upsert(conn, &row)
+            fenced(conn, ctx, &row.key.clone(), fence, |conn| {
+                match upsert(conn, &row) {
+                    // Two writers inserting the same new key at once: the loser's insert hits
+                    // the unique index; by now the row exists, so the retry updates it.
+                    Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                        upsert(conn, &row)
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-            .map_err(|e| ctx.query(e))
+                .map_err(FencedError::from)
+            })
         })
         .await
     }
@@ -318,21 +348,23 @@ impl Store {
         .await
     }
 
-    /// Appends an audit event.
-    pub async fn record_event(&self, ev: NewEvent) -> Result<(), StoreError> {
+    /// Appends an audit event (with a fence: only while this node holds the lease).
+    pub async fn record_event(&self, ev: NewEvent, fence: Option<Fence>) -> Result<(), StoreError> {
         self.run(move |conn, ctx| {
-            diesel::insert_into(session_events::table)
-                .values((
-                    session_events::user_id.eq(ev.key.user_id().as_str()),
-                    session_events::slot.eq(slot_value(&ev.key)),
-                    session_events::at_ms.eq(ev.at_ms),
-                    session_events::kind.eq(&ev.kind),
-                    session_events::detail.eq(ev.detail.as_deref()),
-                    session_events::actor.eq(&ev.actor),
-                ))
-                .execute(conn)
-                .map(drop)
-                .map_err(|e| ctx.query(e))
+            fenced(conn, ctx, &ev.key.clone(), fence, |conn| {
+                diesel::insert_into(session_events::table)
+                    .values((
+                        session_events::user_id.eq(ev.key.user_id().as_str()),
+                        session_events::slot.eq(slot_value(&ev.key)),
+                        session_events::at_ms.eq(ev.at_ms),
+                        session_events::kind.eq(&ev.kind),
+                        session_events::detail.eq(ev.detail.as_deref()),
+                        session_events::actor.eq(&ev.actor),
+                    ))
+                    .execute(conn)
+                    .map(drop)
+                    .map_err(FencedError::from)
+            })
         })
         .await
     }
@@ -406,6 +438,7 @@ fn upsert(conn: &mut DbConnection, row: &SessionRow) -> QueryResult<()> {
 struct Ctx {
     backend: &'static str,
     max_slots: u16,
+    node: Option<std::sync::Arc<str>>,
 }
 
 impl Ctx {

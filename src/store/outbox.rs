@@ -13,7 +13,7 @@ use diesel::sql_types::BigInt;
 
 use super::connection::DbConnection;
 use super::schema::{deliveries, outbox_events, sent_messages, webhooks};
-use super::{slot_value, Ctx, Store, StoreError};
+use super::{fenced, slot_value, Ctx, Fence, FencedError, Store, StoreError};
 use crate::domain::{SessionKey, UserId};
 
 /// Where a delivery goes.
@@ -249,51 +249,63 @@ fn event_of(ctx: &Ctx, r: EventRecord) -> Option<StoredEvent> {
 impl Store {
     /// Writes the event and the deliveries it owes (to the service webhook when `service` is
     /// set, to the user's webhook when it is active and wants this type), in one transaction.
+    ///
+    /// With a fence, only while this node holds the session's lease; in a cluster the other
+    /// nodes are told (`NOTIFY wa_outbox, '<node> <id>'`) when the transaction commits.
     pub async fn append_event(
         &self,
         ev: NewOutboxEvent,
         service: bool,
+        fence: Option<Fence>,
     ) -> Result<StoredEvent, StoreError> {
         self.run(move |conn, ctx| {
             let user = ev.key.user_id().as_str().to_owned();
             let slot = slot_value(&ev.key);
-            conn.transaction(|conn| {
-                let id: i64 = diesel::insert_into(outbox_events::table)
-                    .values((
-                        outbox_events::user_id.eq(&user),
-                        outbox_events::slot.eq(slot),
-                        outbox_events::kind.eq(ev.kind),
-                        outbox_events::payload.eq(&ev.payload),
-                        outbox_events::created_ms.eq(ev.created_ms),
-                    ))
-                    .returning(outbox_events::id)
-                    .get_result(conn)?;
-                let hook: Option<WebhookRecord> = webhooks::table
-                    .filter(webhooks::user_id.eq(&user))
-                    .filter(webhooks::disabled_reason.is_null())
-                    .select(WebhookRecord::as_select())
-                    .first(conn)
-                    .optional()?;
-                let wants = hook.and_then(webhook_row).is_some_and(|h| h.wants(ev.kind));
-                let targets = [(Target::Service, service), (Target::User, wants)];
-                for (target, _) in targets.iter().filter(|(_, on)| *on) {
-                    diesel::insert_into(deliveries::table)
+            let notify = ctx.node.clone();
+            fenced(conn, ctx, &ev.key.clone(), fence, |conn| {
+                conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                    let id: i64 = diesel::insert_into(outbox_events::table)
                         .values((
-                            deliveries::event_id.eq(id),
-                            deliveries::target.eq(target.as_str()),
-                            deliveries::user_id.eq(&user),
-                            deliveries::slot.eq(slot),
-                            deliveries::status.eq("pending"),
-                            deliveries::attempts.eq(0),
-                            deliveries::next_attempt_ms.eq(ev.created_ms),
-                            deliveries::created_ms.eq(ev.created_ms),
-                            deliveries::updated_ms.eq(ev.created_ms),
+                            outbox_events::user_id.eq(&user),
+                            outbox_events::slot.eq(slot),
+                            outbox_events::kind.eq(ev.kind),
+                            outbox_events::payload.eq(&ev.payload),
+                            outbox_events::created_ms.eq(ev.created_ms),
                         ))
-                        .execute(conn)?;
-                }
-                Ok(id)
+                        .returning(outbox_events::id)
+                        .get_result(conn)?;
+                    let hook: Option<WebhookRecord> = webhooks::table
+                        .filter(webhooks::user_id.eq(&user))
+                        .filter(webhooks::disabled_reason.is_null())
+                        .select(WebhookRecord::as_select())
+                        .first(conn)
+                        .optional()?;
+                    let wants = hook.and_then(webhook_row).is_some_and(|h| h.wants(ev.kind));
+                    let targets = [(Target::Service, service), (Target::User, wants)];
+                    for (target, _) in targets.iter().filter(|(_, on)| *on) {
+                        diesel::insert_into(deliveries::table)
+                            .values((
+                                deliveries::event_id.eq(id),
+                                deliveries::target.eq(target.as_str()),
+                                deliveries::user_id.eq(&user),
+                                deliveries::slot.eq(slot),
+                                deliveries::status.eq("pending"),
+                                deliveries::attempts.eq(0),
+                                deliveries::next_attempt_ms.eq(ev.created_ms),
+                                deliveries::created_ms.eq(ev.created_ms),
+                                deliveries::updated_ms.eq(ev.created_ms),
+                            ))
+                            .execute(conn)?;
+                    }
+                    if let Some(node) = &notify {
+                        diesel::sql_query("SELECT pg_notify('wa_outbox', $1)")
+                            .bind::<diesel::sql_types::Text, _>(format!("{node} {id}"))
+                            .execute(conn)?;
+                    }
+                    Ok(id)
+                })
+                .map_err(FencedError::from)
             })
-            .map_err(|e| ctx.query(e))
             .map(|id| StoredEvent {
                 id,
                 key: ev.key.clone(),
@@ -301,6 +313,20 @@ impl Store {
                 payload: ev.payload.clone(),
                 created_ms: ev.created_ms,
             })
+        })
+        .await
+    }
+
+    /// The event `id`, if it is still stored.
+    pub async fn event_by_id(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+        self.run(move |conn, ctx| {
+            let record: Option<EventRecord> = outbox_events::table
+                .filter(outbox_events::id.eq(id))
+                .select(EventRecord::as_select())
+                .first(conn)
+                .optional()
+                .map_err(|e| ctx.query(e))?;
+            Ok(record.and_then(|r| event_of(ctx, r)))
         })
         .await
     }
@@ -644,37 +670,40 @@ impl Store {
         idem: String,
         now: i64,
         window_ms: i64,
+        fence: Option<Fence>,
     ) -> Result<Reservation, StoreError> {
         let key = key.clone();
         self.run(move |conn, ctx| {
             let user = key.user_id().as_str().to_owned();
             let slot = slot_value(&key);
-            conn.transaction(|conn| {
-                let this = sent_messages::table
-                    .filter(sent_messages::user_id.eq(&user))
-                    .filter(sent_messages::slot.eq(slot))
-                    .filter(sent_messages::idem_key.eq(&idem));
-                diesel::delete(this.filter(sent_messages::created_ms.lt(now - window_ms)))
-                    .execute(conn)?;
-                let found: Option<Option<String>> =
-                    this.select(sent_messages::result).first(conn).optional()?;
-                Ok(match found {
-                    Some(Some(result)) => Reservation::Done(result),
-                    Some(None) => Reservation::InFlight,
-                    None => {
-                        diesel::insert_into(sent_messages::table)
-                            .values((
-                                sent_messages::user_id.eq(&user),
-                                sent_messages::slot.eq(slot),
-                                sent_messages::idem_key.eq(&idem),
-                                sent_messages::created_ms.eq(now),
-                            ))
-                            .execute(conn)?;
-                        Reservation::Reserved
-                    }
+            fenced(conn, ctx, &key, fence, |conn| {
+                conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                    let this = sent_messages::table
+                        .filter(sent_messages::user_id.eq(&user))
+                        .filter(sent_messages::slot.eq(slot))
+                        .filter(sent_messages::idem_key.eq(&idem));
+                    diesel::delete(this.filter(sent_messages::created_ms.lt(now - window_ms)))
+                        .execute(conn)?;
+                    let found: Option<Option<String>> =
+                        this.select(sent_messages::result).first(conn).optional()?;
+                    Ok(match found {
+                        Some(Some(result)) => Reservation::Done(result),
+                        Some(None) => Reservation::InFlight,
+                        None => {
+                            diesel::insert_into(sent_messages::table)
+                                .values((
+                                    sent_messages::user_id.eq(&user),
+                                    sent_messages::slot.eq(slot),
+                                    sent_messages::idem_key.eq(&idem),
+                                    sent_messages::created_ms.eq(now),
+                                ))
+                                .execute(conn)?;
+                            Reservation::Reserved
+                        }
+                    })
                 })
+                .map_err(FencedError::from)
             })
-            .map_err(|e| ctx.query(e))
         })
         .await
     }
@@ -685,21 +714,24 @@ impl Store {
         key: &SessionKey,
         idem: String,
         result: Option<String>,
+        fence: Option<Fence>,
     ) -> Result<(), StoreError> {
         let key = key.clone();
         self.run(move |conn, ctx| {
-            let this = sent_messages::table
-                .filter(sent_messages::user_id.eq(key.user_id().as_str()))
-                .filter(sent_messages::slot.eq(slot_value(&key)))
-                .filter(sent_messages::idem_key.eq(&idem));
-            match result {
-                Some(result) => diesel::update(this)
-                    .set(sent_messages::result.eq(Some(result)))
-                    .execute(conn),
-                None => diesel::delete(this).execute(conn),
-            }
-            .map(drop)
-            .map_err(|e| ctx.query(e))
+            fenced(conn, ctx, &key.clone(), fence, |conn| {
+                let this = sent_messages::table
+                    .filter(sent_messages::user_id.eq(key.user_id().as_str()))
+                    .filter(sent_messages::slot.eq(slot_value(&key)))
+                    .filter(sent_messages::idem_key.eq(&idem));
+                match result {
+                    Some(result) => diesel::update(this)
+                        .set(sent_messages::result.eq(Some(result)))
+                        .execute(conn),
+                    None => diesel::delete(this).execute(conn),
+                }
+                .map(drop)
+                .map_err(FencedError::from)
+            })
         })
         .await
     }

@@ -86,13 +86,48 @@ impl RegistryHandle {
         text: MessageText,
         idempotency_key: Option<String>,
     ) -> Result<SentMessage, RegistryError> {
-        let send = crate::actors::session::Send {
-            key,
-            to,
-            text,
-            idempotency_key,
-        };
-        self.addr.send(SendText(send)).await?
+        self.known(&key, || {
+            let send = crate::actors::session::Send {
+                key: key.clone(),
+                to: to.clone(),
+                text: text.clone(),
+                idempotency_key: idempotency_key.clone(),
+            };
+            async move { self.addr.send(SendText(send)).await? }
+        })
+        .await
+    }
+
+    /// Cluster mode: starts `key` on this node if it should run and no node holds it (the
+    /// sweeper's call).
+    pub async fn adopt(&self, key: SessionKey) {
+        match self.env.store.load_session(&key).await {
+            Ok(Some(row)) => self.addr.do_send(Adopt { row }),
+            Ok(None) => {}
+            Err(e) => log::warn!("{key} not adopted: {}", crate::chain(&e)),
+        }
+    }
+
+    /// `call`, and in a cluster once more after learning the stored row of a session this
+    /// node never ran (another node created it).
+    async fn known<T, F, Fut>(&self, key: &SessionKey, call: F) -> Result<T, RegistryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        match call().await {
+            Err(RegistryError::Unknown) if self.env.cluster.is_some() => {
+                match self.env.store.load_session(key).await {
+                    Ok(Some(row)) => {
+                        self.addr.send(Learn { row }).await?;
+                        call().await
+                    }
+                    Ok(None) => Err(RegistryError::Unknown),
+                    Err(e) => Err(RegistryError::store(e)),
+                }
+            }
+            other => other,
+        }
     }
 
     /// `key`'s stored events after the cursor, oldest first (messages, acks, state changes).
@@ -130,30 +165,69 @@ impl RegistryHandle {
 
     /// One session from the registry's cache; [`RegistryError::Unknown`] if never started.
     pub async fn status(&self, key: SessionKey) -> Result<Session, RegistryError> {
-        self.addr
-            .send(Status { key })
-            .await?
-            .ok_or(RegistryError::Unknown)
+        self.known(&key, || async {
+            self.addr
+                .send(Status { key: key.clone() })
+                .await?
+                .ok_or(RegistryError::Unknown)
+        })
+        .await
     }
 
-    /// Every session of `user`, by slot.
+    /// Every session of `user`, by slot. In a cluster: the stored rows, with this node's own
+    /// view of the sessions it runs (the other nodes write every change of theirs to the rows).
     pub async fn list(&self, user: UserId) -> Result<Vec<Session>, RegistryError> {
-        Ok(self.addr.send(ListUser { user }).await?)
+        let local = self.addr.send(ListUser { user: user.clone() }).await?;
+        let Some(cluster) = &self.env.cluster else {
+            return Ok(local);
+        };
+        let rows = self
+            .env
+            .store
+            .list_sessions(Some(&user))
+            .await
+            .map_err(RegistryError::store)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                local
+                    .iter()
+                    .find(|s| s.key == row.key && cluster.holds(&row.key).is_some())
+                    .cloned()
+                    .unwrap_or_else(|| Session::from_row(row))
+            })
+            .collect())
+    }
+
+    /// Cluster mode: hands `key` (running here) over to another node.
+    pub async fn hand_over(&self, key: SessionKey) -> Result<Session, RegistryError> {
+        self.addr.send(HandOver { key }).await?
     }
 
     /// The QR code the session shows now.
     pub async fn qr(&self, key: SessionKey) -> Result<Arc<QrView>, RegistryError> {
-        self.addr.send(Qr { key }).await?
+        self.known(&key, || async {
+            self.addr.send(Qr { key: key.clone() }).await?
+        })
+        .await
     }
 
     /// Closes the browser, keeps the profile; replies once the browser is gone.
     pub async fn stop(&self, key: SessionKey, by: Initiator) -> Result<Session, RegistryError> {
-        self.addr.send(Stop { key, by }).await?
+        self.known(&key, || async {
+            let (key, by) = (key.clone(), by.clone());
+            self.addr.send(Stop { key, by }).await?
+        })
+        .await
     }
 
     /// Unlinks: closes the browser and deletes the profile; replies once the folder is gone.
     pub async fn logout(&self, key: SessionKey, by: Initiator) -> Result<Session, RegistryError> {
-        self.addr.send(Logout { key, by }).await?
+        self.known(&key, || async {
+            let (key, by) = (key.clone(), by.clone());
+            self.addr.send(Logout { key, by }).await?
+        })
+        .await
     }
 
     /// Closes every session for a daemon shutdown; returns how many actors were asked.

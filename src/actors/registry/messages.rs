@@ -10,6 +10,7 @@ use crate::actors::session::{
     self, ActorInfo, GetQr, Initiator, QrView, SentMessage, Session, SessionActor, SessionError,
 };
 use crate::domain::{PhoneNumber, SessionKey, SessionState, UserId};
+use crate::store::SessionRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -117,6 +118,50 @@ impl Registry {
     }
 }
 
+/// Cluster mode: a session that should run and that no node holds; started here (its lease
+/// is claimed as it launches), within `MAX_SESSIONS`, without the per-user limits (like a boot
+/// restore). `row` is its stored row.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Adopt {
+    pub row: SessionRow,
+}
+
+impl Handler<Adopt> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) {
+        let key = msg.row.key.clone();
+        if self.shutting_down
+            || self.views.get(&key).is_some_and(|v| v.state.is_running())
+            || self.running_count(&key) >= self.max_sessions as usize
+        {
+            return;
+        }
+        self.learn(msg.row);
+        self.pending_starts.insert(key.clone());
+        self.actor(&key).do_send(session::Start {
+            key,
+            by: "system:takeover".to_owned(),
+        });
+    }
+}
+
+/// Cluster mode: a session another node created, now known here too (its stored row).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Learn {
+    pub row: SessionRow,
+}
+
+impl Handler<Learn> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Learn, _: &mut Context<Self>) {
+        self.learn(msg.row);
+    }
+}
+
 /// One session from the cache; `None` if never started.
 #[derive(Message)]
 #[rtype(result = "Option<Session>")]
@@ -207,6 +252,23 @@ impl Handler<Stop> for Registry {
                 by: msg.by,
             },
         )
+    }
+}
+
+/// Cluster mode: hands a session this node runs over to another node (see
+/// [`session::HandOver`]).
+#[derive(Message)]
+#[rtype(result = "Result<Session, RegistryError>")]
+pub struct HandOver {
+    pub key: SessionKey,
+}
+
+impl Handler<HandOver> for Registry {
+    type Result = ResponseFuture<Result<Session, RegistryError>>;
+
+    fn handle(&mut self, msg: HandOver, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.actors.get(&msg.key).filter(|a| a.connected()).cloned();
+        forward(addr, session::HandOver { key: msg.key })
     }
 }
 

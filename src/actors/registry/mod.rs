@@ -63,9 +63,16 @@ impl Registry {
     pub fn new(
         env: Arc<SessionEnv>,
         sessions_arbiter: ArbiterHandle,
-        rows: Vec<SessionRow>,
+        mut rows: Vec<SessionRow>,
         limits: Limits,
     ) -> Registry {
+        if env.cluster.is_some() {
+            // The rows of the whole cluster: none of them runs here yet.
+            for row in &mut rows {
+                row.state = row.state.at_boot();
+                row.is_connected = false;
+            }
+        }
         let views = rows
             .iter()
             .map(|r| (r.key.clone(), Session::from_row(r)))
@@ -98,6 +105,18 @@ impl Registry {
         );
         self.actors.insert(key.clone(), addr.clone());
         addr
+    }
+
+    /// Takes a stored row of a session this node has no actor for (cluster mode: another node
+    /// created or ran it). Not running here, whatever the row says.
+    fn learn(&mut self, mut row: SessionRow) {
+        if self.actors.contains_key(&row.key) {
+            return;
+        }
+        row.state = row.state.at_boot();
+        row.is_connected = false;
+        self.views.insert(row.key.clone(), Session::from_row(&row));
+        self.rows.insert(row.key.clone(), row);
     }
 
     /// The actor of a known session (started at least once), without creating unknown ones.
@@ -212,6 +231,10 @@ impl Registry {
     /// bounded by the sessions' shared semaphore. The rest stay `stopped`, intent kept (the next
     /// boot tries again), with a `lastError` that says why.
     fn restore(&mut self) {
+        if self.env.cluster.is_some() {
+            // Each node's sweeper starts what it can claim (cluster/mod.rs).
+            return;
+        }
         let mut keys: Vec<SessionKey> = self
             .rows
             .values()
@@ -231,7 +254,7 @@ impl Registry {
                 self.views.insert(key.clone(), Session::from_row(row));
                 let (store, row, key) = (self.env.store.clone(), row.clone(), key.clone());
                 actix::spawn(async move {
-                    if let Err(e) = store.save_session(row).await {
+                    if let Err(e) = store.save_session(row, None).await {
                         log::error!(
                             "{key} could not write to the database: {}",
                             crate::chain(&e)

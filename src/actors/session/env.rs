@@ -40,4 +40,6 @@ pub struct SessionEnv {
     pub events: broadcast::Sender<Session>,
     /// Sends a session may make per minute (`SEND_PER_MINUTE`; WhatsApp bans bursts).
     pub send_per_minute: u32,
+    /// This node in a cluster (docs/several-hosts.md); `None` for a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }

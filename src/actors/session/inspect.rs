@@ -18,6 +18,8 @@ pub struct ActorInfo {
     pub uptime_secs: u64,
     /// Milliseconds until the next relaunch while `restarting`.
     pub restart_in_ms: Option<u64>,
+    /// Cluster mode: the epoch of this node's lease on the session, while it holds one.
+    pub lease_epoch: Option<i64>,
 }
 
 /// The actor's own description for `/actors`.
@@ -35,6 +37,7 @@ impl Handler<Inspect> for SessionActor {
             browser_pid: self.run.as_ref().and_then(|r| r.browser.pid()),
             profile_path: self.env.sessions.profile_dir(&self.key),
             uptime_secs: self.born.elapsed().as_secs(),
+            lease_epoch: self.fence.map(|f| f.epoch),
             restart_in_ms: self
                 .relaunch_at
                 .filter(|_| self.machine.state == crate::domain::SessionState::Restarting)

@@ -51,6 +51,13 @@ pub enum StopKind {
     QrTimeout,
     /// The daemon is stopping: the intent is kept so the next boot restores the session.
     Shutdown,
+    /// Cluster: closed to snapshot the login of a closed browser; relaunched at once.
+    Snapshot,
+    /// Cluster: handed to another node (a drain); the intent is kept, the new owner runs it.
+    HandOver,
+    /// Cluster: this node's lease is gone (not renewed in time, or taken over); the browser
+    /// was killed and the session runs wherever its new owner is.
+    LeaseLost,
 }
 
 impl Cause {
@@ -218,6 +225,9 @@ impl Machine {
                     ("qr_timeout", None)
                 }
                 StopKind::Shutdown => ("shutdown", None),
+                StopKind::Snapshot => ("snapshot", None),
+                StopKind::HandOver => ("handed_over", None),
+                StopKind::LeaseLost => ("lease_lost", None),
             },
         };
         Ok(Change {

@@ -15,6 +15,7 @@
 
 mod env;
 mod error;
+mod handover;
 mod inspect;
 mod logout;
 pub mod machine;
@@ -42,11 +43,13 @@ use tokio::time::Instant;
 
 use crate::browser::{Browser, BrowserError, Command, Observation, Source};
 use crate::chain;
+use crate::cluster::LeaseLost;
 use crate::domain::{Intent, SessionKey, SessionState};
-use crate::store::{now_ms, NewEvent, SessionRow};
+use crate::store::{now_ms, Fence, NewEvent, SessionRow};
 
 pub use env::SessionEnv;
 pub use error::SessionError;
+pub use handover::HandOver;
 pub use inspect::{ActorInfo, Inspect};
 pub use logout::Logout;
 pub use machine::{Cause, Machine, StopKind};
@@ -64,6 +67,9 @@ use writer::Writer;
 /// Who asked for a change, for the audit trail (`system`, `service`, `admin`, `user:<sub>`).
 pub type Initiator = String;
 pub const SYSTEM: &str = "system";
+
+/// Cluster mode: a fresh link is snapshotted this long after it (the page has written its keys).
+pub const LINK_SNAPSHOT_DELAY: Duration = Duration::from_secs(10);
 
 /// Which of the page's watchers the session believes (docs/ARCHITECTURE.md, "The page").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,12 +159,14 @@ pub struct SessionActor {
     born: Instant,
     /// Rows and audit events, written in order off the actor's thread.
     writer: Writer,
+    /// Cluster mode: this node's lease on the session while it holds one.
+    fence: Option<Fence>,
 }
 
 impl SessionActor {
     /// A stopped actor for `key`, continuing from its stored row when there is one.
     pub fn new(key: SessionKey, env: Arc<SessionEnv>, row: Option<SessionRow>) -> SessionActor {
-        let writer = Writer::spawn(env.outbox.clone(), key.clone());
+        let writer = Writer::spawn(env.outbox.clone(), key.clone(), env.cluster.clone());
         let now = now_ms();
         let row = row.filter(|r| r.key == key);
         let mut machine = Machine::stopped(
@@ -186,6 +194,7 @@ impl SessionActor {
             qr_since: None,
             born: Instant::now(),
             writer,
+            fence: None,
             key,
             env,
         }
@@ -215,6 +224,16 @@ impl SessionActor {
                 expected: self.key.clone(),
                 got: key.clone(),
             })
+        }
+    }
+
+    /// The fence writes name: `None` on a single node; refused in a cluster when this node
+    /// holds no lease on the session (it runs elsewhere, or nowhere).
+    fn write_fence(&self) -> Result<Option<Fence>, SessionError> {
+        match (&self.env.cluster, self.fence) {
+            (None, _) => Ok(None),
+            (Some(_), Some(fence)) => Ok(Some(fence)),
+            (Some(_), None) => Err(SessionError::NotConnected),
         }
     }
 
@@ -275,6 +294,18 @@ impl SessionActor {
         if change.to != SessionState::Pairing {
             self.pairing_phone = None;
         }
+        // Cluster mode: a fresh link is snapshotted, so the session can move without a new scan.
+        if change.to == SessionState::Connected
+            && matches!(change.from, SessionState::Qr | SessionState::Pairing)
+            && self.env.cluster.is_some()
+        {
+            let generation = self.generation;
+            ctx.run_later(LINK_SNAPSHOT_DELAY, move |act, ctx| {
+                if act.generation == generation {
+                    act.snapshot_cycle(ctx);
+                }
+            });
+        }
         if self.machine.pairing_code.is_some() || change.to != SessionState::Pairing {
             for waiter in self.pair_waiters.drain(..) {
                 let _ = waiter.send(());
@@ -294,18 +325,7 @@ impl SessionActor {
                 .map(|d| format!(" {d}"))
                 .unwrap_or_default()
         );
-        let m = &self.machine;
-        self.writer.row(SessionRow {
-            key: self.key.clone(),
-            state: m.state,
-            intent: m.intent,
-            is_connected: m.is_connected(),
-            connected_number: m.number.clone(),
-            restarts: m.restarts,
-            last_error: m.last_error.clone(),
-            created_ms: self.created_ms,
-            updated_ms: self.updated_ms,
-        });
+        self.writer.row(self.row());
         self.writer.audit(NewEvent {
             key: self.key.clone(),
             at_ms: self.updated_ms,
@@ -319,6 +339,22 @@ impl SessionActor {
         let _ = self.env.events.send(view.clone());
         self.writer.publish(view);
         true
+    }
+
+    /// The row as it should be stored now.
+    fn row(&self) -> SessionRow {
+        let m = &self.machine;
+        SessionRow {
+            key: self.key.clone(),
+            state: m.state,
+            intent: m.intent,
+            is_connected: m.is_connected(),
+            connected_number: m.number.clone(),
+            restarts: m.restarts,
+            last_error: m.last_error.clone(),
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        }
     }
 
     /// Starts a browser (`Start` or `Relaunch`, a new generation); its outcome arrives in
@@ -351,40 +387,99 @@ impl SessionActor {
                 observation,
             })
         });
+        // Cluster mode: the lease first (a node that cannot claim it launches nothing).
+        let claim = match (&self.env.cluster, self.fence) {
+            (Some(cluster), None) => Some((cluster.clone(), ctx.address().recipient())),
+            _ => None,
+        };
+        let key = self.key.clone();
         let fut = async move {
+            let fence = match claim {
+                None => None,
+                Some((cluster, actor)) => match cluster.claim(&key, actor).await {
+                    Ok(Ok(fence)) => Some(fence),
+                    Ok(Err(lease)) => return (None, Err(Launch::OwnedElsewhere(lease))),
+                    Err(e) => return (None, Err(Launch::Lease(e))),
+                },
+            };
             // The previous browser of this session must be gone before the next touches the profile.
             let gate = gate.lock_owned().await;
+            if let Some(fence) = fence {
+                handover::restore_newer(&env.store, &key, profile.clone(), fence).await;
+            }
             // Bounded launch concurrency: a boot restoring 50 sessions does not start 50 at once.
             let _permit = env
                 .launches
                 .acquire()
                 .await
                 .expect("the launch semaphore is never closed");
-            let browser = env.launcher.launch(profile, log_key, on_change).await?;
-            Ok(Running { browser, gate })
+            let launched = env.launcher.launch(profile, log_key, on_change).await;
+            (
+                fence,
+                launched
+                    .map(|browser| Running { browser, gate })
+                    .map_err(Launch::Browser),
+            )
         };
         ctx.spawn(
             fut.into_actor(self)
-                .map(move |result, act, ctx| act.launched(generation, result, ctx)),
+                .map(move |(fence, result), act, ctx| act.launched(generation, fence, result, ctx)),
         );
     }
 
     fn launched(
         &mut self,
         generation: u64,
-        result: Result<Running, BrowserError>,
+        claimed: Option<Fence>,
+        result: Result<Running, Launch>,
         ctx: &mut Context<Self>,
     ) {
         if generation != self.generation {
-            // Stopped while launching: close what came up.
-            if let Ok(run) = result {
-                let grace = self.env.close_grace;
-                actix::spawn(async move {
+            // Stopped while launching: close what came up, and give back a lease claimed for it.
+            let run = result.ok();
+            let grace = self.env.close_grace;
+            let release = claimed
+                .filter(|_| self.fence.is_none() && !self.machine.state.is_running())
+                .zip(self.env.cluster.clone());
+            let key = self.key.clone();
+            actix::spawn(async move {
+                if let Some(run) = run {
                     run.close(grace).await;
-                });
-            }
+                }
+                if let Some((fence, cluster)) = release {
+                    cluster.release(&key, fence).await;
+                }
+            });
             return;
         }
+        if let Some(fence) = claimed {
+            // From now on this node writes for the session: the state it is in first.
+            self.fence = Some(fence);
+            self.writer.fence(Some(fence));
+            self.writer.row(self.row());
+            self.writer.publish(self.view());
+        }
+        let result = match result {
+            Ok(run) => Ok(run),
+            Err(Launch::Browser(e)) => Err(e),
+            Err(Launch::OwnedElsewhere(lease)) => {
+                let owner = lease.node.unwrap_or_else(|| "another node".to_owned());
+                log::info!(
+                    "{} runs on {owner} (epoch {}): not launched here",
+                    self.key,
+                    lease.epoch
+                );
+                self.transition(Cause::Stop(StopKind::LeaseLost), SYSTEM, ctx);
+                return;
+            }
+            Err(Launch::Lease(e)) => {
+                self.crash(
+                    format!("could not claim the session's lease: {}", chain(&e)),
+                    ctx,
+                );
+                return;
+            }
+        };
         match result {
             Ok(run) => {
                 if let Some(pid) = run.browser.pid() {
@@ -626,8 +721,8 @@ impl SessionActor {
         }
     }
 
-    /// Closes the browser (if any) and settles in `stopped`; resolves when the browser is gone,
-    /// holding the profile gate.
+    /// Closes the browser (if any) and settles in `stopped`; resolves when the browser is gone
+    /// (and, in a cluster, its login handed over), holding the profile gate.
     fn shut_down(
         &mut self,
         kind: StopKind,
@@ -638,12 +733,77 @@ impl SessionActor {
         let run = self.run.take();
         let grace = self.env.close_grace;
         let gate = self.gate.clone();
+        let hand_over = self.hand_over(kind);
         async move {
-            match run {
+            let gate = match run {
                 Some(run) => run.close(grace).await,
                 None => gate.lock_owned().await,
+            };
+            if let Some(hand_over) = hand_over {
+                hand_over.await;
             }
+            gate
         }
+    }
+
+    /// Cluster mode, after a close: snapshot the login (or forget it, on logout), flush the last
+    /// writes, then release the lease (not for a snapshot cycle: the browser comes back at once).
+    fn hand_over(
+        &mut self,
+        kind: StopKind,
+    ) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        let cluster = self.env.cluster.clone()?;
+        let fence = self.fence?;
+        let release = kind != StopKind::Snapshot;
+        let linked = self.machine.number.is_some();
+        let flushed = self.writer.flushed();
+        if release {
+            self.fence = None;
+            self.writer.fence(None);
+        }
+        let (store, key) = (self.env.store.clone(), self.key.clone());
+        let profile = self.env.sessions.profile_dir(&self.key);
+        Some(async move {
+            match kind {
+                StopKind::LoggedOut => {
+                    if let Err(e) = store.delete_snapshot(&key, fence).await {
+                        log::warn!("{key} snapshot not deleted: {}", chain(&e));
+                    }
+                }
+                StopKind::QrTimeout | StopKind::LeaseLost => {}
+                _ if linked => handover::take(&store, &key, profile, fence).await,
+                _ => {}
+            }
+            flushed.await;
+            if release {
+                cluster.release(&key, fence).await;
+            }
+        })
+    }
+
+    /// Cluster mode: stop, snapshot the closed browser's login, start again (on a fresh link
+    /// and every `SNAPSHOT_INTERVAL_SECS` while linked).
+    fn snapshot_cycle(&mut self, ctx: &mut Context<Self>) {
+        if !(self.machine.is_connected() && self.fence.is_some() && self.run.is_some()) {
+            return;
+        }
+        let closing = self.shut_down(StopKind::Snapshot, SYSTEM, ctx);
+        let generation = self.generation;
+        ctx.spawn(
+            async move {
+                drop(closing.await);
+            }
+            .into_actor(self)
+            .map(move |(), act, ctx| {
+                // Unless something else happened meanwhile (a stop, a lost lease).
+                if act.generation == generation
+                    && act.machine.state == SessionState::Stopped
+                    && act.fence.is_some()
+                {
+                    act.launch(Cause::Relaunch, SYSTEM, ctx);
+                }
+            }),
+        );
     }
 
     fn browser_exited(&mut self, generation: u64, report: String, ctx: &mut Context<Self>) {
@@ -708,6 +868,9 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.env.poll_every, |act, ctx| act.poll(ctx));
+        if let Some(cluster) = &self.env.cluster {
+            ctx.run_interval(cluster.snapshot_every, |act, ctx| act.snapshot_cycle(ctx));
+        }
     }
 }
 
@@ -730,6 +893,34 @@ impl Supervised for SessionActor {
                 act.launch(Cause::Relaunch, SYSTEM, ctx);
             }
         });
+    }
+}
+
+/// Why a launch did not give a browser.
+enum Launch {
+    Browser(BrowserError),
+    /// Cluster mode: another node holds the session's lease.
+    OwnedElsewhere(crate::store::Lease),
+    /// Cluster mode: the lease could not be claimed (the database failed).
+    Lease(crate::store::StoreError),
+}
+
+impl Handler<LeaseLost> for SessionActor {
+    type Result = ();
+
+    /// The lease is gone: kill the browser now (another node may launch it once the lease
+    /// expires) and write nothing more; the session runs wherever its new owner is.
+    fn handle(&mut self, msg: LeaseLost, ctx: &mut Context<Self>) {
+        if msg.key != self.key || self.fence.map(|f| f.epoch) != Some(msg.epoch) {
+            return;
+        }
+        self.fence = None;
+        self.writer.fence(None);
+        if let Some(run) = self.run.take() {
+            log::warn!("{} browser killed: {}", self.key, msg.why);
+            actix::spawn(run.discard());
+        }
+        self.transition(Cause::Stop(StopKind::LeaseLost), SYSTEM, ctx);
     }
 }
 

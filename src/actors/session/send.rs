@@ -95,6 +95,11 @@ impl Handler<Send> for SessionActor {
         };
         // A send that then does not happen (a replay) gives back what it took.
         let took = ready.is_ok() && budget.is_ok();
+        // In a cluster, writes name this node's lease; without one the session is not ours.
+        let fence = match self.write_fence() {
+            Ok(fence) => fence,
+            Err(e) => return refused(e),
+        };
         let store = self.env.store.clone();
         let key = self.key.clone();
         let to = msg.to.as_str().to_owned();
@@ -105,7 +110,7 @@ impl Handler<Send> for SessionActor {
                 if let Some(idem) = &idem {
                     let now = crate::store::now_ms();
                     let reserved = store
-                        .reserve_send(&key, idem.clone(), now, IDEMPOTENCY_WINDOW_MS)
+                        .reserve_send(&key, idem.clone(), now, IDEMPOTENCY_WINDOW_MS, fence)
                         .await
                         .map_err(SessionError::store);
                     match reserved {
@@ -137,7 +142,7 @@ impl Handler<Send> for SessionActor {
                         .as_ref()
                         .ok()
                         .map(|s| serde_json::to_string(s).expect("serializes"));
-                    if let Err(e) = store.finish_send(&key, idem, json).await {
+                    if let Err(e) = store.finish_send(&key, idem, json, fence).await {
                         log::error!("{key} idempotency key not recorded: {}", crate::chain(&e));
                     }
                 }

@@ -257,6 +257,7 @@ impl Fixture {
             store,
             events: tokio::sync::broadcast::channel(64).0,
             send_per_minute: 60,
+            cluster: None,
         });
         let key = SessionKey::new(UserId::parse("alice").unwrap(), Slot::new(1, 10).unwrap());
         let addr = SessionActor::start_supervised(key.clone(), env, None, &Arbiter::current());

@@ -1,10 +1,13 @@
 //! `/actors`: every actor as operators see it; JSON, or an HTML table for a browser.
 
+use std::sync::Arc;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::actors::registry::{RegistryHandle, RegistryInfo};
 use crate::auth::Principal;
+use crate::cluster::Cluster;
 use crate::http::openapi::{Forbidden, Unauthorized, Unavailable};
 use crate::http::ApiError;
 use crate::http::AppState;
@@ -29,13 +32,70 @@ async fn metrics(
     who: Principal,
     registry: web::Data<RegistryHandle>,
     state: web::Data<AppState>,
+    cluster: web::Data<Option<Arc<Cluster>>>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_admin()?;
     let states = registry.count_states().await?;
     let browsers = registry.browser_memory().await;
+    let mut text = state.metrics.render(&states, browsers);
+    if let Some(cluster) = cluster.get_ref() {
+        text.push_str(&cluster_metrics(cluster).await?);
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(&states, browsers)))
+        .body(text))
+}
+
+/// The cluster as this node sees it: nodes alive, its leases and their epochs.
+async fn cluster_metrics(cluster: &Cluster) -> Result<String, ApiError> {
+    use std::fmt::Write as _;
+    let nodes = cluster
+        .store
+        .nodes(cluster.ttl)
+        .await
+        .map_err(ApiError::internal)?;
+    let held = cluster.leases();
+    let node = &cluster.node;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP wa_cluster_nodes Nodes of the cluster, by heartbeat."
+    );
+    let _ = writeln!(out, "# TYPE wa_cluster_nodes gauge");
+    let alive = nodes.iter().filter(|n| n.alive).count();
+    let _ = writeln!(out, "wa_cluster_nodes{{alive=\"true\"}} {alive}");
+    let _ = writeln!(
+        out,
+        "wa_cluster_nodes{{alive=\"false\"}} {}",
+        nodes.len() - alive
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wa_cluster_node_leases Live leases each node holds."
+    );
+    let _ = writeln!(out, "# TYPE wa_cluster_node_leases gauge");
+    for n in &nodes {
+        let _ = writeln!(
+            out,
+            "wa_cluster_node_leases{{node=\"{}\"}} {}",
+            n.node, n.leases
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wa_cluster_lease_epoch The epoch of each lease this node holds."
+    );
+    let _ = writeln!(out, "# TYPE wa_cluster_lease_epoch gauge");
+    for (key, fence) in held {
+        let _ = writeln!(
+            out,
+            "wa_cluster_lease_epoch{{node=\"{node}\",user_id=\"{}\",slot=\"{}\"}} {}",
+            key.user_id(),
+            key.slot(),
+            fence.epoch
+        );
+    }
+    Ok(out)
 }
 
 /// Every actor: key, state, browser pid, profile path, restarts, uptime, last error.
@@ -56,9 +116,14 @@ async fn actors(
     req: HttpRequest,
     who: Principal,
     registry: web::Data<RegistryHandle>,
+    cluster: web::Data<Option<Arc<Cluster>>>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_admin()?;
     let info = registry.inspect().await?;
+    let cluster = match cluster.get_ref() {
+        Some(c) => Some(super::nodes::view(c).await?),
+        None => None,
+    };
     let wants_html = req
         .headers()
         .get(header::ACCEPT)
@@ -67,9 +132,11 @@ async fn actors(
     Ok(if wants_html {
         HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
-            .body(html(&info))
+            .body(html(&info, cluster.as_ref()))
     } else {
-        HttpResponse::Ok().json(info)
+        let mut json = serde_json::to_value(&info).map_err(ApiError::internal)?;
+        json["cluster"] = serde_json::to_value(&cluster).map_err(ApiError::internal)?;
+        HttpResponse::Ok().json(json)
     })
 }
 
@@ -80,7 +147,32 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn html(info: &RegistryInfo) -> String {
+fn html(info: &RegistryInfo, cluster: Option<&super::nodes::ClusterView>) -> String {
+    let nodes: String = cluster
+        .map(|c| {
+            let rows: String = c
+                .nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(&n.node),
+                        esc(&n.url),
+                        if n.alive { "alive" } else { "silent" },
+                        n.running,
+                        n.capacity,
+                        n.leases,
+                        if n.draining { "draining" } else { "" },
+                    )
+                })
+                .collect();
+            format!(
+                "<h2>Cluster (answered by {})</h2><table><tr><th>node</th><th>url</th><th>heartbeat</th>\
+<th>running/capacity</th><th>leases</th><th></th></tr>{rows}</table>",
+                esc(&c.node)
+            )
+        })
+        .unwrap_or_default();
     let rows: String = info
         .actors
         .iter()
@@ -105,7 +197,7 @@ fn html(info: &RegistryInfo) -> String {
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#f4f4f4}}</style></head><body>\
 <h1>Actors</h1><p>{} known sessions, {} live actors, {} running browsers (max {}).</p>\
 <table><tr><th>key</th><th>state</th><th>number</th><th>browser pid</th><th>profile</th><th>restarts</th>\
-<th>uptime</th><th>relaunch in</th><th>last error</th></tr>{rows}</table></body></html>",
+<th>uptime</th><th>relaunch in</th><th>last error</th></tr>{rows}</table>{nodes}</body></html>",
         info.known_sessions, info.live_actors, info.running_browsers, info.max_sessions
     )
 }

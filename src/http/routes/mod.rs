@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod events;
 pub mod messages;
+pub mod nodes;
 pub mod sessions;
 pub mod webhooks;

@@ -1,0 +1,414 @@
+//! Several nodes on one PostgreSQL (docs/several-hosts.md): who owns which session, and the
+//! node's background work that keeps it so.
+//!
+//! A session runs on the node that holds its lease ([`crate::store::Fence`]: the epoch every
+//! write of that node names). [`Cluster`] keeps this node's leases and the deadline it trusts
+//! each one until: the start of its last successful renewal + TTL − [`TRUST_MARGIN`], on this
+//! node's monotonic clock. [`spawn`] starts the tasks:
+//! - renew (every TTL/3, one statement for all leases) and heartbeat;
+//! - the watchdog: a lease past its deadline is given up at once (its session actor kills the
+//!   browser), whether or not the database answers — so two browsers never run one session;
+//! - the sweeper: sessions that should run and that nobody holds (a dead node's, a drained
+//!   node's) are started here when this node has room, shared out by free capacity;
+//! - the listener: `LISTEN wa_outbox` wakes this node's streams and webhook dispatcher for
+//!   events other nodes wrote, and `LISTEN wa_lease` wakes the sweeper when a lease is let go.
+
+pub mod drain;
+pub mod forward;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use actix::Recipient;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::domain::SessionKey;
+use crate::store::{Fence, Lease, Store};
+
+/// A lease is trusted until the start of its last renewal + TTL minus this.
+pub const TRUST_MARGIN: Duration = Duration::from_secs(2);
+
+/// Told to a session actor whose lease is gone (expired untrusted, taken over, or a fenced
+/// write failed): it kills its browser at once and writes nothing more for the session.
+#[derive(actix::Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct LeaseLost {
+    pub key: SessionKey,
+    pub epoch: i64,
+    pub why: String,
+}
+
+struct Held {
+    fence: Fence,
+    trusted_until: Instant,
+    actor: Recipient<LeaseLost>,
+}
+
+/// This node in the cluster.
+pub struct Cluster {
+    pub node: String,
+    pub token: crate::config::Token,
+    pub ttl: Duration,
+    pub snapshot_every: Duration,
+    /// `NODE_URL`, or the bound address (known once the listener is bound).
+    url: OnceLock<String>,
+    held: Mutex<HashMap<SessionKey, Held>>,
+    /// Woken when a lease is let go somewhere (the sweeper looks at once).
+    sweep: Notify,
+    pub(crate) store: Store,
+    /// Passes requests on to other nodes.
+    pub(crate) client: reqwest::Client,
+    /// `MAX_SESSIONS`.
+    pub capacity: u32,
+}
+
+impl Cluster {
+    pub fn new(
+        node: String,
+        token: crate::config::Token,
+        ttl: Duration,
+        snapshot_every: Duration,
+        store: Store,
+        capacity: u32,
+    ) -> Cluster {
+        Cluster {
+            node,
+            token,
+            ttl,
+            snapshot_every,
+            url: OnceLock::new(),
+            held: Mutex::new(HashMap::new()),
+            sweep: Notify::new(),
+            store,
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .build()
+                .expect("an HTTP client without TLS settings builds"),
+            capacity,
+        }
+    }
+
+    pub fn set_url(&self, url: String) {
+        let _ = self.url.set(url);
+    }
+
+    pub fn url(&self) -> &str {
+        self.url.get().map(String::as_str).unwrap_or_default()
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leases this node holds now, by key.
+    pub fn leases(&self) -> Vec<(SessionKey, Fence)> {
+        let mut v: Vec<_> = self
+            .held()
+            .iter()
+            .map(|(k, h)| (k.clone(), h.fence))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    pub fn holds(&self, key: &SessionKey) -> Option<Fence> {
+        self.held().get(key).map(|h| h.fence)
+    }
+
+    /// Claims `key` for this node; `actor` is told if the lease is lost later.
+    pub async fn claim(
+        &self,
+        key: &SessionKey,
+        actor: Recipient<LeaseLost>,
+    ) -> Result<Result<Fence, Lease>, crate::store::StoreError> {
+        let started = Instant::now();
+        let claimed = self.store.claim_lease(key, self.ttl).await?;
+        if let Ok(fence) = claimed {
+            log::info!(
+                "{key} lease claimed by {} (epoch {})",
+                self.node,
+                fence.epoch
+            );
+            self.held().insert(
+                key.clone(),
+                Held {
+                    fence,
+                    trusted_until: started + self.ttl.saturating_sub(TRUST_MARGIN),
+                    actor,
+                },
+            );
+        }
+        Ok(claimed)
+    }
+
+    /// Lets `key` go (after its browser is closed and its last writes are done).
+    pub async fn release(&self, key: &SessionKey, fence: Fence) {
+        let mine = {
+            let mut held = self.held();
+            match held.get(key) {
+                Some(h) if h.fence == fence => held.remove(key).is_some(),
+                _ => false,
+            }
+        };
+        if !mine {
+            return;
+        }
+        match self.store.release_lease(key, fence).await {
+            Ok(true) => log::info!(
+                "{key} lease released by {} (epoch {})",
+                self.node,
+                fence.epoch
+            ),
+            Ok(false) => log::warn!("{key} lease was no longer ours to release"),
+            Err(e) => log::warn!(
+                "{key} lease not released (it expires): {}",
+                crate::chain(&e)
+            ),
+        }
+    }
+
+    /// Gives `key`'s lease up locally and tells its actor (a fenced write failed, a renewal
+    /// did not return it, or it is past its trusted deadline).
+    pub fn lost(&self, key: &SessionKey, why: &str) {
+        let held = self.held().remove(key);
+        if let Some(h) = held {
+            log::warn!("{key} lease lost (epoch {}): {why}", h.fence.epoch);
+            h.actor.do_send(LeaseLost {
+                key: key.clone(),
+                epoch: h.fence.epoch,
+                why: why.to_owned(),
+            });
+        }
+    }
+
+    /// Wakes the sweeper (a lease was let go).
+    pub fn wake_sweeper(&self) {
+        self.sweep.notify_one();
+    }
+
+    /// One renewal of every lease held: those returned are trusted again until
+    /// `started + TTL − margin`; those not returned are lost.
+    async fn renew(&self) {
+        let started = Instant::now();
+        let held = self.leases();
+        if held.is_empty() {
+            return;
+        }
+        let renewal = tokio::time::timeout(
+            self.ttl / 3,
+            self.store.renew_leases(held.clone(), self.ttl),
+        );
+        let renewed = match renewal.await {
+            Ok(Ok(renewed)) => renewed,
+            Ok(Err(e)) => {
+                log::warn!("lease renewal failed: {}", crate::chain(&e));
+                return;
+            }
+            Err(_) => {
+                log::warn!(
+                    "lease renewal took longer than {} ms",
+                    (self.ttl / 3).as_millis()
+                );
+                return;
+            }
+        };
+        let renewed: HashMap<SessionKey, Fence> = renewed.into_iter().collect();
+        let until = started + self.ttl.saturating_sub(TRUST_MARGIN);
+        let mut gone = Vec::new();
+        {
+            let mut map = self.held();
+            for (key, fence) in held {
+                match (renewed.get(&key), map.get_mut(&key)) {
+                    (Some(f), Some(h)) if *f == fence && h.fence == fence => {
+                        h.trusted_until = until
+                    }
+                    // Claimed again since the statement started: its own claim set its deadline.
+                    (_, Some(h)) if h.fence != fence => {}
+                    (None, Some(_)) => gone.push(key),
+                    _ => {}
+                }
+            }
+        }
+        for key in gone {
+            self.lost(
+                &key,
+                "the renewal did not return it (expired, or taken over)",
+            );
+        }
+    }
+
+    /// Gives up every lease past its trusted deadline.
+    fn watch(&self) {
+        let now = Instant::now();
+        let late: Vec<SessionKey> = self
+            .held()
+            .iter()
+            .filter(|(_, h)| h.trusted_until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in late {
+            self.lost(&key, "not renewed in time (database unreachable?)");
+        }
+    }
+}
+
+/// Starts a session on this node (it claims the lease as it launches).
+pub type Starter =
+    Arc<dyn Fn(SessionKey) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Starts the renewer, watchdog, heartbeat, sweeper and listener of this node.
+pub fn spawn(cluster: Arc<Cluster>, starter: Starter, outbox: Arc<crate::events::Outbox>) {
+    let every = cluster.ttl / 3;
+    {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                cluster.renew().await;
+            }
+        });
+    }
+    {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                cluster.watch();
+            }
+        });
+    }
+    {
+        let cluster = cluster.clone();
+        let starter = starter.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = cluster.sweep.notified() => {}
+                }
+                let running = cluster.held().len();
+                let beat =
+                    cluster
+                        .store
+                        .heartbeat(cluster.url().to_owned(), cluster.capacity, running);
+                if let Err(e) = beat.await {
+                    log::warn!("heartbeat failed: {}", crate::chain(&e));
+                    continue;
+                }
+                sweep(&cluster, &starter).await;
+            }
+        });
+    }
+    listen(cluster, outbox);
+}
+
+/// Starts here the sessions nobody holds, this node's share of them by free capacity.
+async fn sweep(cluster: &Cluster, starter: &Starter) {
+    let nodes = match cluster.store.nodes(cluster.ttl).await {
+        Ok(nodes) => nodes,
+        Err(e) => return log::warn!("sweep: {}", crate::chain(&e)),
+    };
+    let free = |n: &crate::store::NodeRow| (n.capacity - n.running).max(0) as usize;
+    let Some(me) = nodes.iter().find(|n| n.node == cluster.node) else {
+        return;
+    };
+    if me.draining {
+        return;
+    }
+    let running = cluster.held().len().min(cluster.capacity as usize);
+    let mine = free(me).min(cluster.capacity as usize - running);
+    if mine == 0 {
+        return;
+    }
+    let total: usize = nodes
+        .iter()
+        .filter(|n| n.alive && !n.draining)
+        .map(free)
+        .sum();
+    let mut orphans = match cluster.store.orphans(256).await {
+        Ok(keys) => keys,
+        Err(e) => return log::warn!("sweep: {}", crate::chain(&e)),
+    };
+    orphans.retain(|k| cluster.holds(k).is_none());
+    if orphans.is_empty() {
+        return;
+    }
+    // This node's share, in a random order: nodes sweeping at once rarely race for one key.
+    let share = (orphans.len() * mine).div_ceil(total.max(1)).clamp(1, mine);
+    use rand::seq::SliceRandom;
+    orphans.shuffle(&mut rand::rng());
+    for key in orphans.into_iter().take(share) {
+        log::info!("{key} has no live owner: starting it on {}", cluster.node);
+        starter(key).await;
+    }
+}
+
+/// A dedicated PostgreSQL connection that `LISTEN`s; polled every 50 ms on a blocking thread
+/// (reading the socket only: no query unless a notification came).
+fn listen(cluster: Arc<Cluster>, outbox: Arc<crate::events::Outbox>) {
+    let Some(url) = cluster.store.postgres_url() else {
+        return;
+    };
+    let handle = tokio::runtime::Handle::current();
+    let relay = move |id| {
+        let outbox = outbox.clone();
+        handle.spawn(async move { outbox.relay(id).await });
+    };
+    std::thread::Builder::new()
+        .name("cluster-listen".into())
+        .spawn(move || loop {
+            if let Err(e) = listen_once(&url, &cluster, &relay) {
+                log::warn!("cluster listener: {e}; reconnecting in 1 s");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        })
+        .expect("a thread");
+}
+
+fn listen_once(url: &str, cluster: &Cluster, relay: &impl Fn(i64)) -> Result<(), String> {
+    use diesel::{Connection, RunQueryDsl};
+    let mut conn = diesel::pg::PgConnection::establish(url).map_err(|e| e.to_string())?;
+    diesel::sql_query("LISTEN wa_outbox")
+        .execute(&mut conn)
+        .map_err(|e| e.to_string())?;
+    diesel::sql_query("LISTEN wa_lease")
+        .execute(&mut conn)
+        .map_err(|e| e.to_string())?;
+    let mut quiet = Instant::now();
+    loop {
+        let mut got = false;
+        for n in conn.notifications_iter() {
+            let n = n.map_err(|e| e.to_string())?;
+            got = true;
+            match n.channel.as_str() {
+                "wa_outbox" => {
+                    let (node, id) = n.payload.split_once(' ').unwrap_or_default();
+                    if node != cluster.node {
+                        if let Ok(id) = id.parse() {
+                            relay(id);
+                        }
+                    }
+                }
+                "wa_lease" => cluster.wake_sweeper(),
+                _ => {}
+            }
+        }
+        if got {
+            quiet = Instant::now();
+        } else if quiet.elapsed() > Duration::from_secs(30) {
+            // A broken connection shows on a query, not on reading nothing.
+            diesel::sql_query("SELECT 1")
+                .execute(&mut conn)
+                .map_err(|e| e.to_string())?;
+            quiet = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

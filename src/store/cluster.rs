@@ -1,0 +1,535 @@
+//! The cluster's tables (PostgreSQL only; docs/several-hosts.md): nodes and their heartbeats,
+//! one lease per session with its fencing epoch, and each session's newest snapshot.
+//!
+//! Every time comes from the database (`now()`), never from a node's clock. A claim bumps the
+//! epoch; a node's writes for a session go through [`Store::fenced`], which locks the lease row
+//! (`FOR SHARE`) and checks `node` and `epoch` in the same transaction: a takeover waits for a
+//! write in flight, and a write after a takeover fails with [`StoreError::LeaseLost`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Binary, Bool, Double, Integer, Nullable, Text};
+
+use super::connection::DbConnection;
+use super::{slot_value, Ctx, Store, StoreError};
+use crate::domain::SessionKey;
+
+/// A node's claim on one session: writes carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub epoch: i64,
+}
+
+/// Who holds a session's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: SessionKey,
+    pub node: Option<String>,
+    pub epoch: i64,
+    /// Not expired (by the database's clock).
+    pub live: bool,
+    /// The holder's `NODE_URL`, when the holder is a known node.
+    pub url: Option<String>,
+}
+
+/// One node as its last heartbeat left it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRow {
+    pub node: String,
+    pub url: String,
+    pub capacity: i32,
+    pub running: i32,
+    pub draining: bool,
+    /// Its heartbeat is recent (within the lease TTL).
+    pub alive: bool,
+    /// Live leases it holds.
+    pub leases: i64,
+    /// Milliseconds since its last heartbeat.
+    pub seen_ms_ago: i64,
+}
+
+/// The newest snapshot of a session's login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub epoch: i64,
+    pub node: String,
+    pub taken_ms: i64,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(QueryableByName)]
+struct EpochRow {
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
+#[derive(QueryableByName)]
+struct LeaseRecord {
+    #[diesel(sql_type = Text, column_name = "userId")]
+    user_id: String,
+    #[diesel(sql_type = Integer)]
+    slot: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    node: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+    #[diesel(sql_type = Bool)]
+    live: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    url: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct KeyRecord {
+    #[diesel(sql_type = Text, column_name = "userId")]
+    user_id: String,
+    #[diesel(sql_type = Integer)]
+    slot: i32,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
+#[derive(QueryableByName)]
+struct NodeRecord {
+    #[diesel(sql_type = Text)]
+    node: String,
+    #[diesel(sql_type = Text)]
+    url: String,
+    #[diesel(sql_type = Integer)]
+    capacity: i32,
+    #[diesel(sql_type = Integer)]
+    running: i32,
+    #[diesel(sql_type = Bool)]
+    draining: bool,
+    #[diesel(sql_type = Bool)]
+    alive: bool,
+    #[diesel(sql_type = BigInt)]
+    leases: i64,
+    #[diesel(sql_type = BigInt)]
+    seen_ms_ago: i64,
+}
+
+#[derive(QueryableByName)]
+struct SnapshotRecord {
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+    #[diesel(sql_type = Text)]
+    node: String,
+    #[diesel(sql_type = BigInt)]
+    taken_ms: i64,
+    #[diesel(sql_type = Binary)]
+    bytes: Vec<u8>,
+}
+
+/// Claims a free or expired lease (or one left under this node's name by an earlier run),
+/// bumping the epoch; no row when another node holds it.
+const CLAIM_SQL: &str = r#"
+INSERT INTO session_leases ("userId", slot, node, epoch, expires_at)
+VALUES ($1, $2, $3, 1, now() + make_interval(secs => $4))
+ON CONFLICT ("userId", slot) DO UPDATE
+    SET node = EXCLUDED.node, epoch = session_leases.epoch + 1, expires_at = EXCLUDED.expires_at
+    WHERE session_leases.node IS NULL OR session_leases.expires_at < now()
+       OR session_leases.node = EXCLUDED.node
+RETURNING epoch"#;
+
+/// Renews the leases this node holds (a JSON list of {u, s, e}) that have not expired.
+const RENEW_SQL: &str = r#"
+UPDATE session_leases l SET expires_at = now() + make_interval(secs => $3)
+FROM jsonb_to_recordset($2::jsonb) AS h(u text, s int, e bigint)
+WHERE l."userId" = h.u AND l.slot = h.s AND l.epoch = h.e AND l.node = $1
+  AND l.expires_at >= now()
+RETURNING l."userId", l.slot, l.epoch"#;
+
+const LEASE_SQL: &str = r#"
+SELECT l."userId", l.slot, l.node, l.epoch, l.expires_at >= now() AS live, n.url
+FROM session_leases l LEFT JOIN cluster_nodes n ON n.node = l.node"#;
+
+/// Sessions that should run and that nobody holds (or that an earlier run of this node held).
+const ORPHANS_SQL: &str = r#"
+SELECT b."userId", b.slot, COALESCE(l.epoch, 0) AS epoch FROM whatsapp_bots b
+LEFT JOIN session_leases l ON l."userId" = b."userId" AND l.slot = b.slot
+WHERE b.intent = 'running' AND b."userId" IS NOT NULL AND b.slot IS NOT NULL
+  AND (l.node IS NULL OR l.expires_at < now() OR l.node = $1)
+ORDER BY b.updated_ms
+LIMIT $2"#;
+
+const HEARTBEAT_SQL: &str = r#"
+INSERT INTO cluster_nodes (node, url, capacity, running, seen_at)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (node) DO UPDATE
+    SET url = EXCLUDED.url, capacity = EXCLUDED.capacity, running = EXCLUDED.running,
+        seen_at = now()"#;
+
+const NODES_SQL: &str = r#"
+SELECT n.node, n.url, n.capacity, n.running, n.draining,
+       n.seen_at >= now() - make_interval(secs => $1) AS alive,
+       (SELECT count(*) FROM session_leases l WHERE l.node = n.node AND l.expires_at >= now())
+           AS leases,
+       (extract(epoch FROM now() - n.seen_at) * 1000)::bigint AS seen_ms_ago
+FROM cluster_nodes n ORDER BY n.node"#;
+
+/// The fence check of a write: locks the lease row until the write's transaction ends.
+const FENCE_SQL: &str = r#"
+SELECT epoch FROM session_leases
+WHERE "userId" = $1 AND slot = $2 AND node = $3 AND epoch = $4
+FOR SHARE"#;
+
+/// An error inside a fenced transaction: the database's, or the fence's.
+pub(super) enum FencedError {
+    Db(diesel::result::Error),
+    Lost,
+}
+
+impl From<diesel::result::Error> for FencedError {
+    fn from(e: diesel::result::Error) -> FencedError {
+        FencedError::Db(e)
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Ctx {
+    fn lost(&self, key: &SessionKey, fence: Fence) -> StoreError {
+        StoreError::LeaseLost {
+            key: key.to_string(),
+            epoch: fence.epoch,
+        }
+    }
+
+    fn node(&self) -> Result<Arc<str>, StoreError> {
+        self.node.clone().ok_or(StoreError::NotClustered)
+    }
+}
+
+/// Runs `work` in a transaction that first checks (and share-locks) `key`'s lease under
+/// `fence`; without a fence, `work` runs as it is (a single node).
+pub(super) fn fenced<T>(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    key: &SessionKey,
+    fence: Option<Fence>,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, FencedError>,
+) -> Result<T, StoreError> {
+    let result = match fence {
+        None => work(conn),
+        Some(fence) => {
+            let node = ctx.node()?;
+            conn.transaction(|conn| {
+                let held: Vec<EpochRow> = diesel::sql_query(FENCE_SQL)
+                    .bind::<Text, _>(key.user_id().as_str())
+                    .bind::<Integer, _>(slot_value(key))
+                    .bind::<Text, _>(&*node)
+                    .bind::<BigInt, _>(fence.epoch)
+                    .load(conn)?;
+                if held.is_empty() {
+                    return Err(FencedError::Lost);
+                }
+                work(conn)
+            })
+        }
+    };
+    result.map_err(|e| match e {
+        FencedError::Db(e) => ctx.query(e),
+        FencedError::Lost => ctx.lost(key, fence.unwrap_or(Fence { epoch: 0 })),
+    })
+}
+
+impl Store {
+    /// This store writes for the cluster node `node` (fences name it; events notify the others).
+    pub fn for_node(mut self, node: &str) -> Store {
+        self.node = Some(Arc::from(node));
+        self
+    }
+
+    /// The node this store writes for, in a cluster.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// Claims `key` for this node for `ttl`: the new epoch, or the lease as another node holds it.
+    pub async fn claim_lease(
+        &self,
+        key: &SessionKey,
+        ttl: Duration,
+    ) -> Result<Result<Fence, Lease>, StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            let node = ctx.node()?;
+            let won: Vec<EpochRow> = diesel::sql_query(CLAIM_SQL)
+                .bind::<Text, _>(key.user_id().as_str())
+                .bind::<Integer, _>(slot_value(&key))
+                .bind::<Text, _>(&*node)
+                .bind::<Double, _>(secs(ttl))
+                .load(conn)
+                .map_err(|e| ctx.query(e))?;
+            if let Some(row) = won.first() {
+                return Ok(Ok(Fence { epoch: row.epoch }));
+            }
+            let held = lease_of(conn, ctx, &key)?;
+            Ok(Err(held.unwrap_or(Lease {
+                key,
+                node: None,
+                epoch: 0,
+                live: false,
+                url: None,
+            })))
+        })
+        .await
+    }
+
+    /// Renews this node's unexpired leases among `held`; returns the ones renewed.
+    pub async fn renew_leases(
+        &self,
+        held: Vec<(SessionKey, Fence)>,
+        ttl: Duration,
+    ) -> Result<Vec<(SessionKey, Fence)>, StoreError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<serde_json::Value> = held
+            .iter()
+            .map(|(k, f)| {
+                serde_json::json!({"u": k.user_id().as_str(), "s": slot_value(k), "e": f.epoch})
+            })
+            .collect();
+        let list = serde_json::Value::Array(list).to_string();
+        self.run(move |conn, ctx| {
+            let node = ctx.node()?;
+            let rows: Vec<KeyRecord> = diesel::sql_query(RENEW_SQL)
+                .bind::<Text, _>(&*node)
+                .bind::<Text, _>(&list)
+                .bind::<Double, _>(secs(ttl))
+                .load(conn)
+                .map_err(|e| ctx.query(e))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|r| {
+                    let key = ctx.key_of(Some(&r.user_id), Some(r.slot))?;
+                    Some((key, Fence { epoch: r.epoch }))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Gives `key`'s lease up (it may be claimed at once); false when it was no longer ours.
+    pub async fn release_lease(&self, key: &SessionKey, fence: Fence) -> Result<bool, StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            let node = ctx.node()?;
+            let released = diesel::sql_query(
+                r#"UPDATE session_leases SET node = NULL, expires_at = now()
+                   WHERE "userId" = $1 AND slot = $2 AND node = $3 AND epoch = $4"#,
+            )
+            .bind::<Text, _>(key.user_id().as_str())
+            .bind::<Integer, _>(slot_value(&key))
+            .bind::<Text, _>(&*node)
+            .bind::<BigInt, _>(fence.epoch)
+            .execute(conn)
+            .map_err(|e| ctx.query(e))?;
+            // Wakes the other nodes' sweepers: the session is theirs to take.
+            diesel::sql_query("SELECT pg_notify('wa_lease', '')")
+                .execute(conn)
+                .map_err(|e| ctx.query(e))?;
+            Ok(released > 0)
+        })
+        .await
+    }
+
+    /// Who holds `key`, if anyone ever did.
+    pub async fn lease(&self, key: &SessionKey) -> Result<Option<Lease>, StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| lease_of(conn, ctx, &key)).await
+    }
+
+    /// Every lease (for `/actors`), by key.
+    pub async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.run(move |conn, ctx| {
+            let rows: Vec<LeaseRecord> = diesel::sql_query(LEASE_SQL)
+                .load(conn)
+                .map_err(|e| ctx.query(e))?;
+            let mut leases: Vec<Lease> = rows.into_iter().filter_map(|r| lease(ctx, r)).collect();
+            leases.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(leases)
+        })
+        .await
+    }
+
+    /// Sessions whose intent is `running` and whose lease is free, expired or left by an earlier
+    /// run of this node, least recently updated first.
+    pub async fn orphans(&self, limit: i64) -> Result<Vec<SessionKey>, StoreError> {
+        self.run(move |conn, ctx| {
+            let node = ctx.node()?;
+            let rows: Vec<KeyRecord> = diesel::sql_query(ORPHANS_SQL)
+                .bind::<Text, _>(&*node)
+                .bind::<BigInt, _>(limit)
+                .load(conn)
+                .map_err(|e| ctx.query(e))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|r| ctx.key_of(Some(&r.user_id), Some(r.slot)))
+                .collect())
+        })
+        .await
+    }
+
+    /// This node is alive, reachable at `url`, runs `running` of `capacity` browsers.
+    pub async fn heartbeat(
+        &self,
+        url: String,
+        capacity: u32,
+        running: usize,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn, ctx| {
+            let node = ctx.node()?;
+            diesel::sql_query(HEARTBEAT_SQL)
+                .bind::<Text, _>(&*node)
+                .bind::<Text, _>(&url)
+                .bind::<Integer, _>(i32::try_from(capacity).unwrap_or(i32::MAX))
+                .bind::<Integer, _>(i32::try_from(running).unwrap_or(i32::MAX))
+                .execute(conn)
+                .map(drop)
+                .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Every node that ever joined; `alive` when its heartbeat is younger than `ttl`.
+    pub async fn nodes(&self, ttl: Duration) -> Result<Vec<NodeRow>, StoreError> {
+        self.run(move |conn, ctx| {
+            let rows: Vec<NodeRecord> = diesel::sql_query(NODES_SQL)
+                .bind::<Double, _>(secs(ttl))
+                .load(conn)
+                .map_err(|e| ctx.query(e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| NodeRow {
+                    node: r.node,
+                    url: r.url,
+                    capacity: r.capacity,
+                    running: r.running,
+                    draining: r.draining,
+                    alive: r.alive,
+                    leases: r.leases,
+                    seen_ms_ago: r.seen_ms_ago,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Marks `node` draining (no new sessions) or not; false when the node is unknown.
+    pub async fn set_draining(&self, node: &str, draining: bool) -> Result<bool, StoreError> {
+        let node = node.to_owned();
+        self.run(move |conn, ctx| {
+            diesel::sql_query("UPDATE cluster_nodes SET draining = $2 WHERE node = $1")
+                .bind::<Text, _>(&node)
+                .bind::<Bool, _>(draining)
+                .execute(conn)
+                .map(|n| n > 0)
+                .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Stores the snapshot of `key`'s closed browser under `fence` (replacing the older one).
+    pub async fn put_snapshot(
+        &self,
+        key: &SessionKey,
+        fence: Fence,
+        taken_ms: i64,
+        bytes: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            let node = ctx.node()?;
+            fenced(conn, ctx, &key, Some(fence), |conn| {
+                diesel::sql_query(
+                    r#"INSERT INTO session_snapshots ("userId", slot, epoch, node, taken_ms, bytes)
+                       VALUES ($1, $2, $3, $4, $5, $6)
+                       ON CONFLICT ("userId", slot) DO UPDATE
+                       SET epoch = EXCLUDED.epoch, node = EXCLUDED.node,
+                           taken_ms = EXCLUDED.taken_ms, bytes = EXCLUDED.bytes"#,
+                )
+                .bind::<Text, _>(key.user_id().as_str())
+                .bind::<Integer, _>(slot_value(&key))
+                .bind::<BigInt, _>(fence.epoch)
+                .bind::<Text, _>(&*node)
+                .bind::<BigInt, _>(taken_ms)
+                .bind::<Binary, _>(&bytes)
+                .execute(conn)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The newest snapshot of `key`.
+    pub async fn snapshot(&self, key: &SessionKey) -> Result<Option<Snapshot>, StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            let rows: Vec<SnapshotRecord> = diesel::sql_query(
+                r#"SELECT epoch, node, taken_ms, bytes FROM session_snapshots
+                   WHERE "userId" = $1 AND slot = $2"#,
+            )
+            .bind::<Text, _>(key.user_id().as_str())
+            .bind::<Integer, _>(slot_value(&key))
+            .load(conn)
+            .map_err(|e| ctx.query(e))?;
+            Ok(rows.into_iter().next().map(|r| Snapshot {
+                epoch: r.epoch,
+                node: r.node,
+                taken_ms: r.taken_ms,
+                bytes: r.bytes,
+            }))
+        })
+        .await
+    }
+
+    /// Forgets `key`'s snapshot (logout: the login is gone everywhere).
+    pub async fn delete_snapshot(&self, key: &SessionKey, fence: Fence) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            fenced(conn, ctx, &key, Some(fence), |conn| {
+                diesel::sql_query(
+                    r#"DELETE FROM session_snapshots WHERE "userId" = $1 AND slot = $2"#,
+                )
+                .bind::<Text, _>(key.user_id().as_str())
+                .bind::<Integer, _>(slot_value(&key))
+                .execute(conn)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+fn lease_of(
+    conn: &mut DbConnection,
+    ctx: &Ctx,
+    key: &SessionKey,
+) -> Result<Option<Lease>, StoreError> {
+    let rows: Vec<LeaseRecord> = diesel::sql_query(format!(
+        r#"{LEASE_SQL} WHERE l."userId" = $1 AND l.slot = $2"#
+    ))
+    .bind::<Text, _>(key.user_id().as_str())
+    .bind::<Integer, _>(slot_value(key))
+    .load(conn)
+    .map_err(|e| ctx.query(e))?;
+    Ok(rows.into_iter().next().and_then(|r| lease(ctx, r)))
+}
+
+fn lease(ctx: &Ctx, r: LeaseRecord) -> Option<Lease> {
+    Some(Lease {
+        key: ctx.key_of(Some(&r.user_id), Some(r.slot))?,
+        node: r.node,
+        epoch: r.epoch,
+        live: r.live,
+        url: r.url,
+    })
+}
