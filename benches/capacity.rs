@@ -95,17 +95,20 @@ async fn register(root: &Path, name: &str, users: &[String], slots: u16) {
     for u in users {
         for slot in 1..=slots {
             store
-                .save_session(SessionRow {
-                    key: key(u, slot),
-                    state: SessionState::Stopped,
-                    intent: Intent::Stopped,
-                    is_connected: false,
-                    connected_number: None,
-                    restarts: 0,
-                    last_error: None,
-                    created_ms: now_ms(),
-                    updated_ms: now_ms(),
-                })
+                .save_session(
+                    SessionRow {
+                        key: key(u, slot),
+                        state: SessionState::Stopped,
+                        intent: Intent::Stopped,
+                        is_connected: false,
+                        connected_number: None,
+                        restarts: 0,
+                        last_error: None,
+                        created_ms: now_ms(),
+                        updated_ms: now_ms(),
+                    },
+                    None,
+                )
                 .await
                 .unwrap();
         }

@@ -116,6 +116,7 @@ async fn throughput() {
                 &key(i as u32 % 50),
                 "message",
                 &serde_json::json!({"n": i, "body": "hello"}),
+                None,
             )
             .await
             .unwrap();
@@ -149,7 +150,7 @@ async fn backlog() {
     const N: usize = 10_000;
     for i in 0..N {
         outbox
-            .append(&key(i as u32 % 100), "message", &serde_json::json!({"n": i, "body": "a message of ordinary length, about sixty characters"}))
+            .append(&key(i as u32 % 100), "message", &serde_json::json!({"n": i, "body": "a message of ordinary length, about sixty characters"}), None)
             .await
             .unwrap();
     }

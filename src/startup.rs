@@ -86,11 +86,11 @@ impl Application {
                     settings.lease_ttl_secs
                 );
                 Some(Arc::new(crate::cluster::Cluster::new(
-                    node,
+                    node.clone(),
                     token.clone(),
                     Duration::from_secs(settings.lease_ttl_secs),
                     Duration::from_secs(settings.snapshot_interval_secs),
-                    store.clone(),
+                    store.clone().for_node(&node),
                     settings.max_sessions,
                 )))
             }

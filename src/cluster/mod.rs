@@ -74,6 +74,7 @@ impl Cluster {
         store: Store,
         capacity: u32,
     ) -> Cluster {
+        crate::auth::install_crypto_provider();
         Cluster {
             node,
             token,
@@ -288,6 +289,7 @@ pub fn spawn(cluster: Arc<Cluster>, starter: Starter, outbox: Arc<crate::events:
         let starter = starter.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            let mut joined = false;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -301,6 +303,15 @@ pub fn spawn(cluster: Arc<Cluster>, starter: Starter, outbox: Arc<crate::events:
                 if let Err(e) = beat.await {
                     log::warn!("heartbeat failed: {}", crate::chain(&e));
                     continue;
+                }
+                // A (re)started node takes sessions again, even if it was drained before.
+                if !joined {
+                    joined = cluster
+                        .store
+                        .set_draining(&cluster.node, false)
+                        .await
+                        .is_ok();
+                    log::info!("cluster: {} joined at {}", cluster.node, cluster.url());
                 }
                 sweep(&cluster, &starter).await;
             }

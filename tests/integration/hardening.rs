@@ -643,17 +643,20 @@ async fn boot_restores_up_to_max_sessions_and_counts_them() {
         for user in &users {
             let now = wa_supervisor::store::now_ms();
             store
-                .save_session(wa_supervisor::store::SessionRow {
-                    key: key(user, 1),
-                    state: SessionState::Stopped,
-                    intent: Intent::Running,
-                    is_connected: false,
-                    connected_number: None,
-                    restarts: 0,
-                    last_error: None,
-                    created_ms: now,
-                    updated_ms: now,
-                })
+                .save_session(
+                    wa_supervisor::store::SessionRow {
+                        key: key(user, 1),
+                        state: SessionState::Stopped,
+                        intent: Intent::Running,
+                        is_connected: false,
+                        connected_number: None,
+                        restarts: 0,
+                        last_error: None,
+                        created_ms: now,
+                        updated_ms: now,
+                    },
+                    None,
+                )
                 .await
                 .unwrap();
         }

@@ -9,6 +9,7 @@ mod support;
 mod api;
 mod auth;
 mod bridge;
+mod cluster;
 mod config;
 mod console;
 mod examples;

@@ -172,7 +172,7 @@ async fn insert_then_load(db: &TestDb) {
     let mut r = row(ALICE, 1);
     r.restarts = 3;
     r.last_error = Some("qr_timeout".into());
-    store.save_session(r.clone()).await.unwrap();
+    store.save_session(r.clone(), None).await.unwrap();
     assert_eq!(store.load_session(&r.key).await.unwrap(), Some(r));
     assert_eq!(store.load_session(&key(ALICE, 2)).await.unwrap(), None);
 }
@@ -180,7 +180,7 @@ async fn insert_then_load(db: &TestDb) {
 async fn upsert_updates_in_place_and_keeps_created_ms(db: &TestDb) {
     let store = db.open();
     let first = row(ALICE, 1);
-    store.save_session(first.clone()).await.unwrap();
+    store.save_session(first.clone(), None).await.unwrap();
     let mut second = first.clone();
     second.state = SessionState::Connected;
     second.is_connected = true;
@@ -188,7 +188,7 @@ async fn upsert_updates_in_place_and_keeps_created_ms(db: &TestDb) {
     second.restarts = 1;
     second.created_ms = 1_800_000_000_000; // must be ignored on update
     second.updated_ms = 1_700_000_009_000;
-    store.save_session(second.clone()).await.unwrap();
+    store.save_session(second.clone(), None).await.unwrap();
 
     let all = store.list_sessions(None).await.unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
@@ -206,7 +206,7 @@ async fn upsert_updates_in_place_and_keeps_created_ms(db: &TestDb) {
 async fn list_per_user_returns_only_that_user_by_slot(db: &TestDb) {
     let store = db.open();
     for (user, slot) in [(ALICE, 3), (BOB, 1), (ALICE, 10), (ALICE, 1), (BOB, 2)] {
-        store.save_session(row(user, slot)).await.unwrap();
+        store.save_session(row(user, slot), None).await.unwrap();
     }
     let alice = UserId::parse(ALICE).unwrap();
     let slots: Vec<(String, u16)> = store
@@ -254,22 +254,25 @@ async fn same_slot_of_two_users_never_mix(db: &TestDb) {
     a.connected_number = Some("111".into());
     let mut b = row(BOB, 1);
     b.state = SessionState::Qr;
-    store.save_session(a.clone()).await.unwrap();
-    store.save_session(b.clone()).await.unwrap();
+    store.save_session(a.clone(), None).await.unwrap();
+    store.save_session(b.clone(), None).await.unwrap();
     // B's update (the old bug: B's QR request disconnected A) leaves A untouched.
     b.state = SessionState::Stopped;
     b.intent = Intent::Stopped;
-    store.save_session(b.clone()).await.unwrap();
+    store.save_session(b.clone(), None).await.unwrap();
     assert_eq!(store.load_session(&a.key).await.unwrap(), Some(a.clone()));
     assert_eq!(store.load_session(&b.key).await.unwrap(), Some(b.clone()));
     store
-        .record_event(NewEvent {
-            key: a.key.clone(),
-            at_ms: 1,
-            kind: "connected".into(),
-            detail: None,
-            actor: "system".into(),
-        })
+        .record_event(
+            NewEvent {
+                key: a.key.clone(),
+                at_ms: 1,
+                kind: "connected".into(),
+                detail: None,
+                actor: "system".into(),
+            },
+            None,
+        )
         .await
         .unwrap();
     assert!(store.events(&b.key).await.unwrap().is_empty());
@@ -289,28 +292,34 @@ async fn events_append_and_list_oldest_first(db: &TestDb) {
     ];
     for (i, kind) in kinds.iter().enumerate() {
         store
-            .record_event(NewEvent {
-                key: k.clone(),
-                at_ms: 1_000 + i as i64,
-                kind: (*kind).to_owned(),
-                detail: (i % 2 == 0).then(|| format!("detail {i}")),
-                actor: if i == 5 {
-                    "api".into()
-                } else {
-                    "system".into()
+            .record_event(
+                NewEvent {
+                    key: k.clone(),
+                    at_ms: 1_000 + i as i64,
+                    kind: (*kind).to_owned(),
+                    detail: (i % 2 == 0).then(|| format!("detail {i}")),
+                    actor: if i == 5 {
+                        "api".into()
+                    } else {
+                        "system".into()
+                    },
                 },
-            })
+                None,
+            )
             .await
             .unwrap();
     }
     store
-        .record_event(NewEvent {
-            key: key(ALICE, 3),
-            at_ms: 5,
-            kind: "started".into(),
-            detail: None,
-            actor: "system".into(),
-        })
+        .record_event(
+            NewEvent {
+                key: key(ALICE, 3),
+                at_ms: 5,
+                kind: "started".into(),
+                detail: None,
+                actor: "system".into(),
+            },
+            None,
+        )
         .await
         .unwrap();
     let events = store.events(&k).await.unwrap();
@@ -332,14 +341,14 @@ async fn connection_fields_round_trip_including_null(db: &TestDb) {
     r.state = SessionState::Connected;
     r.is_connected = true;
     r.connected_number = Some("15550001111".into());
-    store.save_session(r.clone()).await.unwrap();
+    store.save_session(r.clone(), None).await.unwrap();
     assert_eq!(store.load_session(&r.key).await.unwrap(), Some(r.clone()));
     // Unlinked: number cleared to NULL (not skipped by the update).
     r.state = SessionState::Stopped;
     r.is_connected = false;
     r.connected_number = None;
     r.last_error = None;
-    store.save_session(r.clone()).await.unwrap();
+    store.save_session(r.clone(), None).await.unwrap();
     assert_eq!(store.load_session(&r.key).await.unwrap(), Some(r));
 }
 
@@ -347,15 +356,18 @@ async fn reopening_keeps_data(db: &TestDb) {
     let r = row(ALICE, 5);
     {
         let store = db.open();
-        store.save_session(r.clone()).await.unwrap();
+        store.save_session(r.clone(), None).await.unwrap();
         store
-            .record_event(NewEvent {
-                key: r.key.clone(),
-                at_ms: now_ms(),
-                kind: "started".into(),
-                detail: None,
-                actor: "system".into(),
-            })
+            .record_event(
+                NewEvent {
+                    key: r.key.clone(),
+                    at_ms: now_ms(),
+                    kind: "started".into(),
+                    detail: None,
+                    actor: "system".into(),
+                },
+                None,
+            )
             .await
             .unwrap();
     }
@@ -367,7 +379,7 @@ async fn reopening_keeps_data(db: &TestDb) {
 
 async fn rows_with_invalid_keys_are_skipped_by_list(db: &TestDb) {
     let store = db.open();
-    store.save_session(row(ALICE, 1)).await.unwrap();
+    store.save_session(row(ALICE, 1), None).await.unwrap();
     // Written by another program: a user id the daemon refuses, and slots out of range.
     db.exec(
         r#"INSERT INTO whatsapp_bots ("userId", slot) VALUES ('not a valid id!', 1);
@@ -425,7 +437,9 @@ async fn concurrent_saves_of_one_new_key_leave_one_row(db: &TestDb) {
         let store = store.clone();
         let mut r = row(ALICE, 7);
         r.restarts = i;
-        tasks.push(tokio::spawn(async move { store.save_session(r).await }));
+        tasks.push(tokio::spawn(
+            async move { store.save_session(r, None).await },
+        ));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
@@ -510,8 +524,8 @@ async fn postgres_adopts_legacy_whatsapp_bots_table() {
     let mut adopted = rows[1].clone();
     adopted.state = SessionState::Connected;
     adopted.updated_ms = now_ms();
-    store.save_session(adopted.clone()).await.unwrap();
-    store.save_session(row(u1, 3)).await.unwrap();
+    store.save_session(adopted.clone(), None).await.unwrap();
+    store.save_session(row(u1, 3), None).await.unwrap();
     assert_eq!(
         store.load_session(&adopted.key).await.unwrap(),
         Some(adopted)
@@ -575,7 +589,7 @@ async fn postgres_refuses_to_adopt_duplicate_keys() {
 async fn sqlite_connections_use_wal() {
     let db = TestDb::sqlite();
     let store = db.open();
-    store.save_session(row(ALICE, 1)).await.unwrap();
+    store.save_session(row(ALICE, 1), None).await.unwrap();
     let DatabaseUrl::Sqlite(path) = &db.url else {
         unreachable!()
     };
@@ -724,7 +738,7 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
     for (n, k) in [&a1, &a1, &a2, &b1].into_iter().enumerate() {
         ids.push(
             store
-                .append_event(append(k, "message", n as i64), true)
+                .append_event(append(k, "message", n as i64), true, None)
                 .await
                 .unwrap()
                 .id,
@@ -732,7 +746,7 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
     }
     // A type Alice's webhook does not want: the service webhook only.
     store
-        .append_event(append(&a1, "session.status", 9), true)
+        .append_event(append(&a1, "session.status", 9), true, None)
         .await
         .unwrap();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
@@ -821,14 +835,14 @@ async fn idempotency_keys_answer_the_first_send(db: &TestDb) {
     let window = 24 * 3600 * 1000;
     assert_eq!(
         store
-            .reserve_send(&k, "x".into(), 1_000, window)
+            .reserve_send(&k, "x".into(), 1_000, window, None)
             .await
             .unwrap(),
         Reservation::Reserved
     );
     assert_eq!(
         store
-            .reserve_send(&k, "x".into(), 1_001, window)
+            .reserve_send(&k, "x".into(), 1_001, window, None)
             .await
             .unwrap(),
         Reservation::InFlight
@@ -836,38 +850,38 @@ async fn idempotency_keys_answer_the_first_send(db: &TestDb) {
     // Per session: the same key elsewhere is another key.
     assert_eq!(
         store
-            .reserve_send(&key(BOB, 1), "x".into(), 1_001, window)
+            .reserve_send(&key(BOB, 1), "x".into(), 1_001, window, None)
             .await
             .unwrap(),
         Reservation::Reserved
     );
     store
-        .finish_send(&k, "x".into(), Some("{\"id\":\"m1\"}".into()))
+        .finish_send(&k, "x".into(), Some("{\"id\":\"m1\"}".into()), None)
         .await
         .unwrap();
     assert_eq!(
         store
-            .reserve_send(&k, "x".into(), 1_002, window)
+            .reserve_send(&k, "x".into(), 1_002, window, None)
             .await
             .unwrap(),
         Reservation::Done("{\"id\":\"m1\"}".into())
     );
     // A send that did not happen frees its key; keys expire after the window.
     store
-        .reserve_send(&k, "y".into(), 1_000, window)
+        .reserve_send(&k, "y".into(), 1_000, window, None)
         .await
         .unwrap();
-    store.finish_send(&k, "y".into(), None).await.unwrap();
+    store.finish_send(&k, "y".into(), None, None).await.unwrap();
     assert_eq!(
         store
-            .reserve_send(&k, "y".into(), 1_003, window)
+            .reserve_send(&k, "y".into(), 1_003, window, None)
             .await
             .unwrap(),
         Reservation::Reserved
     );
     assert_eq!(
         store
-            .reserve_send(&k, "x".into(), 1_000 + window + 1, window)
+            .reserve_send(&k, "x".into(), 1_000 + window + 1, window, None)
             .await
             .unwrap(),
         Reservation::Reserved
@@ -885,9 +899,18 @@ async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
         created_ms: at,
     };
     // Two old events: the first delivered, the second still owed; one recent.
-    store.append_event(event(0, 1_000), true).await.unwrap();
-    store.append_event(event(1, 1_001), true).await.unwrap();
-    store.append_event(event(2, 90_000), false).await.unwrap();
+    store
+        .append_event(event(0, 1_000), true, None)
+        .await
+        .unwrap();
+    store
+        .append_event(event(1, 1_001), true, None)
+        .await
+        .unwrap();
+    store
+        .append_event(event(2, 90_000), false, None)
+        .await
+        .unwrap();
     let due = store.claim_due(2_000, 60_000, 10).await.unwrap();
     store
         .record_attempt(due[0].id, 1, Outcome::Delivered { status: 200 }, 2_000)
@@ -906,4 +929,124 @@ async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
         .map(|e| e.created_ms)
         .collect();
     assert_eq!(left, [1_001, 90_000]);
+}
+
+/// Several hosts, item 1: a lease per session, claimed and renewed on the database's clock; a
+/// takeover bumps the epoch; a node that lost its lease cannot change the row, an audit event,
+/// an outbox event, an idempotency key or a snapshot.
+#[tokio::test]
+#[cfg_attr(skip_postgres, ignore = "WA_TEST_SKIP_POSTGRES=1")]
+async fn postgres_a_node_that_lost_its_lease_cannot_write_for_the_session() {
+    use std::time::Duration;
+    use wa_supervisor::store::NewOutboxEvent;
+    let db = TestDb::postgres();
+    let a = db.open().for_node("node-a");
+    let b = db.open().for_node("node-b");
+    let k = key(ALICE, 1);
+    let short = Duration::from_millis(1500);
+
+    let fa = a
+        .claim_lease(&k, short)
+        .await
+        .unwrap()
+        .expect("free: node-a gets it");
+    // Held and not expired: node-b cannot take it, and learns who holds it.
+    let held = b
+        .claim_lease(&k, short)
+        .await
+        .unwrap()
+        .expect_err("held by node-a");
+    assert_eq!(held.node.as_deref(), Some("node-a"));
+    assert_eq!(held.epoch, fa.epoch);
+    a.save_session(row(ALICE, 1), Some(fa)).await.unwrap();
+    // Renewal keeps it alive; it is one statement for all of a node's leases.
+    assert_eq!(
+        a.renew_leases(vec![(k.clone(), fa)], short)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // node-a stops renewing; once expired (by the database's clock) node-b takes over.
+    tokio::time::sleep(short + Duration::from_millis(300)).await;
+    let fb = b
+        .claim_lease(&k, short)
+        .await
+        .unwrap()
+        .expect("expired: node-b takes over");
+    assert_eq!(fb.epoch, fa.epoch + 1, "a takeover bumps the epoch");
+    assert!(a
+        .renew_leases(vec![(k.clone(), fa)], short)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Every write node-a makes under its old epoch is refused and changes nothing.
+    let lost = |r: Result<(), StoreError>| {
+        assert!(matches!(r, Err(StoreError::LeaseLost { .. })), "{r:?}");
+    };
+    let mut stale = row(ALICE, 1);
+    stale.state = SessionState::Connected;
+    stale.connected_number = Some("4915112345678".into());
+    lost(a.save_session(stale, Some(fa)).await);
+    let audit = NewEvent {
+        key: k.clone(),
+        at_ms: 1,
+        kind: "connected".into(),
+        detail: None,
+        actor: "system".into(),
+    };
+    lost(a.record_event(audit.clone(), Some(fa)).await);
+    let event = NewOutboxEvent {
+        key: k.clone(),
+        kind: "message",
+        payload: "{}".into(),
+        created_ms: 1,
+    };
+    lost(
+        a.append_event(event.clone(), false, Some(fa))
+            .await
+            .map(drop),
+    );
+    lost(
+        a.reserve_send(&k, "idem-1".into(), 1, 1000, Some(fa))
+            .await
+            .map(drop),
+    );
+    lost(a.put_snapshot(&k, fa, 1, b"old login".to_vec()).await);
+    assert!(
+        !a.release_lease(&k, fa).await.unwrap(),
+        "not node-a's to release"
+    );
+
+    let now = a.load_session(&k).await.unwrap().unwrap();
+    assert_eq!(
+        now.state,
+        SessionState::Qr,
+        "the row is as node-a left it before"
+    );
+    assert!(a.events(&k).await.unwrap().is_empty());
+    assert!(a.events_after(&k, 0, 10).await.unwrap().is_empty());
+    assert!(a.snapshot(&k).await.unwrap().is_none());
+
+    // The new owner writes under its epoch; its snapshot is the one kept.
+    b.record_event(audit, Some(fb)).await.unwrap();
+    b.append_event(event, false, Some(fb)).await.unwrap();
+    b.put_snapshot(&k, fb, 2, b"new login".to_vec())
+        .await
+        .unwrap();
+    let snap = a.snapshot(&k).await.unwrap().unwrap();
+    assert_eq!(
+        (snap.epoch, snap.node.as_str(), &snap.bytes[..]),
+        (fb.epoch, "node-b", &b"new login"[..])
+    );
+    // Released, it is free at once; the next claim bumps the epoch again.
+    assert!(b.release_lease(&k, fb).await.unwrap());
+    let again = a
+        .claim_lease(&k, short)
+        .await
+        .unwrap()
+        .expect("released: free");
+    assert_eq!(again.epoch, fb.epoch + 1);
 }

@@ -194,7 +194,7 @@ impl RegistryHandle {
                     .iter()
                     .find(|s| s.key == row.key && cluster.holds(&row.key).is_some())
                     .cloned()
-                    .unwrap_or_else(|| Session::from_row(row))
+                    .unwrap_or_else(|| Session::as_written(row))
             })
             .collect())
     }

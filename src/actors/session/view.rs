@@ -49,7 +49,15 @@ pub struct Session {
 impl Session {
     /// A session as its stored row describes it, after a daemon restart (no browser yet).
     pub fn from_row(row: &SessionRow) -> Session {
-        let state = row.state.at_boot();
+        Session::stored(row, row.state.at_boot())
+    }
+
+    /// A session another node runs, as that node last wrote it (cluster mode).
+    pub fn as_written(row: &SessionRow) -> Session {
+        Session::stored(row, row.state)
+    }
+
+    fn stored(row: &SessionRow, state: SessionState) -> Session {
         Session {
             key: row.key.clone(),
             user_id: row.key.user_id().clone(),

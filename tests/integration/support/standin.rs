@@ -11,7 +11,9 @@
 //!
 //! Each browser profile is a "device": the page keeps a random device id in IndexedDB (committed
 //! with `durability: "strict"`, so it survives a SIGKILL shortly after the first load), and the
-//! server keeps device → phone. The page polls `GET /api/state` every 150 ms.
+//! server keeps device → phone. The page polls `GET /api/state` every 150 ms. Each page load
+//! also sends a random instance id, so a test can check that no device (no WhatsApp link) was
+//! ever live in two browsers at once ([`StandIn::max_live_instances`]).
 //!
 //! Control endpoints: `POST /control/scan` `{"payload","phone"}`, `POST /control/unlink`
 //! `{"phone","reason"?}`, `POST /control/enter-code` `{"code","phone"}` (a pairing code typed on
@@ -26,9 +28,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServerHandle, Service as _};
 use actix_web::{http::header, web, App, HttpResponse, HttpServer};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -69,6 +71,42 @@ struct Device {
     acks: Vec<serde_json::Value>,
 }
 
+/// How recently a page instance must have been seen to count as live.
+const LIVE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The page instances (one per page load) of one device: when each was first and last seen,
+/// and the most that were ever live at once.
+///
+/// An instance is live when it was seen within [`LIVE_WINDOW`] and no other instance of the
+/// device first appeared after its last request. The second condition tells a reload (or a
+/// browser closed and another opened) from two browsers at once: an old page stops polling
+/// before the new one loads, while two live browsers each keep polling after the other's first
+/// request — within one poll (150 ms) both count.
+#[derive(Default)]
+struct Instances {
+    seen: HashMap<String, (Instant, Instant)>,
+    max_live: usize,
+}
+
+impl Instances {
+    /// Records a request of `instance` at `now`; how many instances are live now.
+    fn see(&mut self, instance: &str, now: Instant) -> usize {
+        self.seen
+            .retain(|_, (_, last)| now.saturating_duration_since(*last) <= LIVE_WINDOW);
+        self.seen
+            .entry(instance.to_owned())
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now));
+        let live = self
+            .seen
+            .values()
+            .filter(|(_, last)| !self.seen.values().any(|(first, _)| first > last))
+            .count();
+        self.max_live = self.max_live.max(live);
+        live
+    }
+}
+
 /// A message a device sent (as the stand-in "phone" of its recipient received it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentMessage {
@@ -98,6 +136,10 @@ struct State {
     needs_update: bool,
     /// Every message the devices sent.
     sent: Vec<SentMessage>,
+    /// device → its page instances.
+    instances: HashMap<String, Instances>,
+    /// How many times a device got linked by a scan or an entered pairing code.
+    links: usize,
 }
 
 impl State {
@@ -119,6 +161,7 @@ impl State {
         }
         dev.current = None;
         dev.phone = Some(phone.to_string());
+        self.links += 1;
         Ok(())
     }
 
@@ -180,6 +223,7 @@ impl State {
         dev.pairing = None;
         dev.current = None;
         dev.phone = Some(phone.to_owned());
+        self.links += 1;
         Ok(())
     }
 
@@ -223,9 +267,21 @@ impl StandIn {
             ..State::default()
         }));
         let data = web::Data::from(state.clone());
+        let shared = state.clone();
         let server = HttpServer::new(move || {
+            let seen = shared.clone();
             App::new()
                 .app_data(data.clone())
+                .wrap_fn(move |req, srv| {
+                    if let Ok(q) = web::Query::<InstanceQuery>::from_query(req.query_string()) {
+                        if valid_device(&q.device) && valid_device(&q.instance) {
+                            let mut s = seen.lock().unwrap();
+                            let instances = s.instances.entry(q.device.clone()).or_default();
+                            instances.see(&q.instance, Instant::now());
+                        }
+                    }
+                    srv.call(req)
+                })
                 .route("/", web::get().to(page))
                 .route("/api/state", web::get().to(api_state))
                 .route("/api/qr", web::get().to(api_qr))
@@ -411,6 +467,27 @@ impl StandIn {
         v
     }
 
+    /// The most page instances of one device ever live at once (see `Instances`): above 1, two
+    /// browsers were linked to one device at the same time.
+    pub fn max_live_instances(&self) -> usize {
+        let st = self.state.lock().unwrap();
+        st.instances.values().map(|i| i.max_live).max().unwrap_or(0)
+    }
+
+    /// Forgets the maxima so far; live instances keep being tracked.
+    pub fn reset_max_live_instances(&self) {
+        let mut st = self.state.lock().unwrap();
+        for i in st.instances.values_mut() {
+            i.max_live = 0;
+        }
+    }
+
+    /// How many times a device got linked by a QR scan or a pairing code entered on the phone
+    /// (a session that comes back linked from its profile does not count).
+    pub fn links(&self) -> usize {
+        self.state.lock().unwrap().links
+    }
+
     /// Number of devices (browser profiles) that have loaded the page at least once.
     pub fn device_count(&self) -> usize {
         self.state.lock().unwrap().devices.len()
@@ -432,6 +509,13 @@ impl Drop for StandIn {
 #[derive(Deserialize)]
 struct DeviceQuery {
     device: String,
+}
+
+/// Sent by the page with every request that names its device.
+#[derive(Deserialize)]
+struct InstanceQuery {
+    device: String,
+    instance: String,
 }
 
 #[derive(Deserialize)]
@@ -679,6 +763,8 @@ div[data-ref] button{position:absolute;top:92px;left:32px;width:200px;height:80p
 const ROTATION_MS = __ROTATION_MS__, ROTATIONS = __ROTATIONS__;
 const app = document.getElementById("app");
 let device = null, phone = null, cycle = 0, timer = null;
+// One per page load: the server tells a reload from two browsers at once by it.
+const instance = randomId();
 
 function randomId() {
   const b = new Uint8Array(16); crypto.getRandomValues(b);
@@ -705,7 +791,7 @@ function deviceFromIdb() {
   });
 }
 async function api(method, path) {
-  const r = await fetch(path + "?device=" + encodeURIComponent(device), {method, cache: "no-store"});
+  const r = await fetch(path + "?device=" + encodeURIComponent(device) + "&instance=" + instance, {method, cache: "no-store"});
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
   return r.json();
 }
@@ -713,7 +799,7 @@ function clearTimer() { if (timer) { clearTimeout(timer); timer = null; } }
 // Each change, for the WA-JS stand-in (support/wpp.rs).
 function announce(detail) { window.dispatchEvent(new CustomEvent("standin", { detail })); }
 async function post(path, body) {
-  const r = await fetch(path + "?device=" + encodeURIComponent(device), {
+  const r = await fetch(path + "?device=" + encodeURIComponent(device) + "&instance=" + instance, {
     method: "POST", cache: "no-store", headers: {"content-type": "application/json"},
     body: JSON.stringify(body || {}) });
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
@@ -856,3 +942,80 @@ async function poll() {
 })();
 </script></body></html>
 "##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `(instance, ms)` requests; the live counts they return.
+    fn live(requests: &[(&str, u64)]) -> (Vec<usize>, usize) {
+        let t0 = Instant::now();
+        let mut i = Instances::default();
+        let counts = requests
+            .iter()
+            .map(|&(id, ms)| i.see(id, t0 + Duration::from_millis(ms)))
+            .collect();
+        (counts, i.max_live)
+    }
+
+    #[test]
+    fn one_page_polling_is_one_instance() {
+        let polls: Vec<(&str, u64)> = (0..20).map(|n| ("a", n * 150)).collect();
+        assert_eq!(live(&polls).1, 1);
+    }
+
+    #[test]
+    fn a_reload_is_one_browser() {
+        // "a" polls until 300 ms, reloads; "b" starts 200 ms later and polls on.
+        let (counts, max) = live(&[
+            ("a", 0),
+            ("a", 150),
+            ("a", 300),
+            ("b", 500),
+            ("b", 520),
+            ("b", 670),
+            ("b", 820),
+        ]);
+        assert_eq!(counts, [1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(max, 1);
+    }
+
+    #[test]
+    fn two_browsers_polling_are_two() {
+        let (counts, max) = live(&[("a", 0), ("a", 150), ("b", 200), ("a", 300), ("b", 350)]);
+        assert_eq!(counts, [1, 1, 1, 2, 2]);
+        assert_eq!(max, 2);
+    }
+
+    #[test]
+    fn an_instance_silent_for_a_second_is_gone() {
+        // "a" went quiet (killed) and "b" started only later: never two.
+        let (counts, _) = live(&[("a", 0), ("b", 1500), ("b", 1650)]);
+        assert_eq!(counts, [1, 1, 1]);
+        // "a" comes back after 1.2 s of silence while "b" polls: two once "b" polls again.
+        let (counts, _) = live(&[("a", 0), ("b", 100), ("b", 1100), ("a", 1200), ("b", 1250)]);
+        assert_eq!(counts, [1, 1, 1, 1, 2]);
+    }
+
+    /// With real Chromium: a scan is one link; a restart (the browser closed, another one on
+    /// the same profile) is one live instance at a time and no new link.
+    #[actix_web::test]
+    async fn a_restart_is_no_second_browser_and_no_link() {
+        use crate::support::harness::{spawn_app, uuid_like, LAUNCH};
+        let t = spawn_app(StandInOptions::default(), &[]).await;
+        let user = uuid_like(900);
+        assert_eq!(t.start(&user, 1).await, 202);
+        t.scan(&user, 1, "4915100000001").await;
+        assert_eq!((t.standin.links(), t.standin.max_live_instances()), (1, 1));
+
+        assert_eq!(t.stop(&user, 1).await, 200);
+        assert_eq!(t.start(&user, 1).await, 202);
+        t.wait_state(&user, 1, "connected", LAUNCH).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!((t.standin.links(), t.standin.max_live_instances()), (1, 1));
+        t.standin.reset_max_live_instances();
+        assert_eq!(t.standin.max_live_instances(), 0);
+
+        assert_eq!(t.stop(&user, 1).await, 200);
+    }
+}

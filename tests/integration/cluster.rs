@@ -1,0 +1,485 @@
+//! Several hosts (docs/several-hosts.md): three real daemon processes on one fresh PostgreSQL
+//! database, each with its own port, folder and `NODE_ID`, on the stand-in page. The stand-in
+//! counts new links (scans) and the live page instances of each device (a device is a profile's
+//! login: two live instances of one would be two browsers linked for one session).
+
+use std::time::{Duration, Instant};
+
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use serde_json::Value;
+
+use crate::support::cluster::{start_node, NodeOptions, PgDatabase};
+use crate::support::daemon::Daemon;
+use crate::support::harness::{pids_on_root, ADMIN_TOKEN, SERVICE_TOKEN};
+use crate::support::pgproxy::PgProxy;
+use crate::support::standin::{StandIn, StandInOptions};
+
+const TTL_SECS: u64 = 6;
+
+struct Node {
+    name: String,
+    daemon: Daemon,
+    proxy: Option<PgProxy>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(standin: &StandIn, db: &PgDatabase, name: &str, proxy: bool) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = NodeOptions {
+            lease_ttl_secs: TTL_SECS,
+            through_proxy: proxy,
+            ..NodeOptions::default()
+        };
+        let (daemon, proxy) = start_node(dir.path(), &standin.url(), db, name, &opts).await;
+        Node {
+            name: name.to_owned(),
+            daemon,
+            proxy,
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        self.daemon.call(method, path, SERVICE_TOKEN).await
+    }
+
+    fn browsers(&self) -> Vec<u32> {
+        pids_on_root(&self.daemon.sessions())
+    }
+}
+
+/// The three nodes, each seen alive by the others (heartbeats in `cluster_nodes`).
+async fn cluster(standin: &StandIn, db: &PgDatabase, proxied: &[&str]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        nodes.push(Node::start(standin, db, name, proxied.contains(&name)).await);
+    }
+    let first = &nodes[0];
+    eventually(Duration::from_secs(15), "three nodes alive", || async {
+        let (status, body) = first.daemon.call("GET", "/admin/nodes", ADMIN_TOKEN).await;
+        let alive = body["nodes"]
+            .as_array()
+            .map_or(0, |n| n.iter().filter(|n| n["alive"] == true).count());
+        (status == 200 && alive == 3).then_some(())
+    })
+    .await;
+    nodes
+}
+
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(QueryableByName)]
+struct LeaseRow {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    node: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    epoch: i64,
+}
+
+/// `(node, epoch)` of a live lease on `user:slot`, straight from the database.
+async fn lease(db: &PgDatabase, user: &str, slot: u16) -> Option<(String, i64)> {
+    let url = db.url();
+    let sql = format!(
+        "SELECT node, epoch FROM session_leases WHERE \"userId\" = '{user}' AND slot = {slot} \
+         AND expires_at >= now() AND node IS NOT NULL"
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        let rows: Vec<LeaseRow> = diesel::sql_query(sql).load(&mut conn).unwrap();
+        rows.into_iter()
+            .next()
+            .and_then(|r| Some((r.node?, r.epoch)))
+    })
+    .await
+    .unwrap()
+}
+
+/// The epoch of `user:slot`'s stored snapshot.
+async fn snapshot_epoch(db: &PgDatabase, user: &str, slot: u16) -> Option<i64> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        epoch: i64,
+    }
+    let url = db.url();
+    let sql = format!(
+        "SELECT epoch FROM session_snapshots WHERE \"userId\" = '{user}' AND slot = {slot}"
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        let rows: Vec<Row> = diesel::sql_query(sql).load(&mut conn).unwrap();
+        rows.into_iter().next().map(|r| r.epoch)
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts `user:slot` through `via`, scans its QR code for `phone`, and waits until the fresh
+/// link has been snapshotted (stop, copy, start: the session is connected again after it).
+async fn link(standin: &StandIn, db: &PgDatabase, via: &Node, user: &str, slot: u16, phone: &str) {
+    let (status, body) = via.call("POST", &format!("/api/start/{user}/{slot}")).await;
+    assert!(status == 200 || status == 202, "start: {status} {body}");
+    eventually(
+        Duration::from_secs(40),
+        &format!("{user}:{slot} linked"),
+        || async {
+            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
+            if status == 200 && s["isConnected"] == true {
+                return Some(());
+            }
+            if let Some(payload) = s["qr"]["payload"].as_str() {
+                let _ = standin.scan(payload, phone).await;
+            }
+            None
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        &format!("{user}:{slot} snapshotted"),
+        || async {
+            let (node_epoch, snap) = (
+                lease(db, user, slot).await,
+                snapshot_epoch(db, user, slot).await,
+            );
+            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
+            let connected = status == 200 && s["isConnected"] == true;
+            (connected && snap.is_some() && node_epoch.is_some_and(|(_, e)| Some(e) == snap))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until `user:slot` is connected on a node other than `not`; how long it took from `since`.
+async fn connected_elsewhere(
+    db: &PgDatabase,
+    via: &Node,
+    user: &str,
+    slot: u16,
+    not: &str,
+    since: Instant,
+    limit: Duration,
+) -> (String, Duration) {
+    eventually(
+        limit,
+        &format!("{user}:{slot} connected off {not}"),
+        || async {
+            let owner = lease(db, user, slot).await?;
+            if owner.0 == not {
+                return None;
+            }
+            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
+            (status == 200 && s["isConnected"] == true).then(|| (owner.0, since.elapsed()))
+        },
+    )
+    .await
+}
+
+/// Every node's log, for a failure's message.
+fn logs(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("--- {} ---\n{}", n.name, n.daemon.log_text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test]
+async fn a_killed_node_s_sessions_come_back_connected_on_the_others_from_their_snapshots() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let mut nodes = cluster(&standin, &db, &[]).await;
+    let users = ["kim", "lee", "max"];
+    for (i, user) in users.iter().enumerate() {
+        link(&standin, &db, &nodes[0], user, 1, &format!("4915100000{i}")).await;
+    }
+    let links = standin.links();
+    standin.reset_max_live_instances();
+
+    let mut takeovers = Vec::new();
+    // Twice: kill -9 the node that holds the most, then start a fresh one in its place.
+    for round in 0..2 {
+        let mut held = std::collections::HashMap::<String, usize>::new();
+        for user in users {
+            *held
+                .entry(lease(&db, user, 1).await.unwrap().0)
+                .or_default() += 1;
+        }
+        let victim = held.into_iter().max_by_key(|(_, n)| *n).unwrap().0;
+        let at = nodes.iter().position(|n| n.name == victim).unwrap();
+        let mut dead = nodes.remove(at);
+        let moving: Vec<&str> = {
+            let mut v = Vec::new();
+            for user in users {
+                if lease(&db, user, 1).await.unwrap().0 == victim {
+                    v.push(user);
+                }
+            }
+            v
+        };
+        let killed = Instant::now();
+        dead.daemon.signal(libc::SIGKILL);
+        dead.daemon.wait_exit(Duration::from_secs(5)).await;
+        for user in &moving {
+            let (to, took) = connected_elsewhere(
+                &db,
+                &nodes[0],
+                user,
+                1,
+                &victim,
+                killed,
+                Duration::from_secs(TTL_SECS * 2 + 40),
+            )
+            .await;
+            eprintln!(
+                "round {round}: {user}:1 {victim} -> {to} in {} ms",
+                took.as_millis()
+            );
+            takeovers.push(took);
+        }
+        let name = format!("n{}", 4 + round);
+        nodes.push(Node::start(&standin, &db, &name, false).await);
+    }
+    eprintln!(
+        "takeover after kill -9 (TTL {TTL_SECS} s): median {} ms over {} sessions",
+        median(takeovers.clone()).as_millis(),
+        takeovers.len()
+    );
+    // No new scan: every login came back from its snapshot; never two live browsers per login.
+    assert_eq!(standin.links(), links, "a takeover needed a new scan");
+    assert!(
+        standin.max_live_instances() <= 1,
+        "two browsers ran one login at once"
+    );
+    for t in &takeovers {
+        assert!(*t < Duration::from_secs(TTL_SECS + 30), "{t:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_postgres_kills_its_browsers_before_another_node_launches_them() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let nodes = cluster(&standin, &db, &["n1"]).await;
+    let cut = &nodes[0];
+    for (i, user) in ["ana", "bea"].iter().enumerate() {
+        link(&standin, &db, cut, user, 1, &format!("4917700000{i}")).await;
+        assert_eq!(
+            lease(&db, user, 1).await.unwrap().0,
+            "n1",
+            "placed on the node it was started on"
+        );
+    }
+    let links = standin.links();
+    standin.reset_max_live_instances();
+    assert_eq!(cut.browsers().is_empty(), false);
+
+    let t0 = Instant::now();
+    cut.proxy.as_ref().unwrap().cut();
+    // Until the other nodes hold both sessions: when n1's browsers were all gone, and when the
+    // first lease was taken by another node.
+    let mut gone_at = None;
+    let mut taken_at = None;
+    let deadline = t0 + Duration::from_secs(TTL_SECS * 2 + 40);
+    loop {
+        if gone_at.is_none() && cut.browsers().is_empty() {
+            gone_at = Some(t0.elapsed());
+        }
+        let mut taken = 0;
+        for user in ["ana", "bea"] {
+            if lease(&db, user, 1).await.is_some_and(|(n, _)| n != "n1") {
+                taken += 1;
+            }
+        }
+        if taken > 0 && taken_at.is_none() {
+            taken_at = Some(t0.elapsed());
+        }
+        if taken == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not taken over\n{}",
+            nodes[1].daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (gone, taken) = (gone_at.expect("n1 kept its browsers"), taken_at.unwrap());
+    eprintln!(
+        "cut off: n1's browsers gone after {} ms; first lease taken after {} ms",
+        gone.as_millis(),
+        taken.as_millis()
+    );
+    assert!(
+        gone < taken,
+        "n1's browsers outlived its leases: gone {gone:?}, taken {taken:?}"
+    );
+    for user in ["ana", "bea"] {
+        connected_elsewhere(&db, &nodes[1], user, 1, "n1", t0, Duration::from_secs(40)).await;
+    }
+    // Back on the network, n1 does not fight for them.
+    cut.proxy.as_ref().unwrap().heal();
+    tokio::time::sleep(Duration::from_secs(TTL_SECS)).await;
+    assert!(cut.browsers().is_empty(), "n1 launched again after healing");
+    for user in ["ana", "bea"] {
+        assert_ne!(lease(&db, user, 1).await.unwrap().0, "n1");
+    }
+    assert_eq!(standin.links(), links, "a takeover needed a new scan");
+    assert!(
+        standin.max_live_instances() <= 1,
+        "two browsers ran one login at once"
+    );
+}
+
+#[tokio::test]
+async fn draining_a_node_moves_each_session_without_a_new_scan_and_the_node_keeps_answering() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let nodes = cluster(&standin, &db, &[]).await;
+    let users = ["dan", "eve"];
+    for (i, user) in users.iter().enumerate() {
+        link(&standin, &db, &nodes[0], user, 1, &format!("4916000000{i}")).await;
+    }
+    let holder = lease(&db, "dan", 1).await.unwrap().0;
+    let links = standin.links();
+    standin.reset_max_live_instances();
+
+    // Asked of another node: passed on to the node being drained.
+    let other = nodes.iter().find(|n| n.name != holder).unwrap();
+    let (status, report) = other
+        .daemon
+        .call("POST", &format!("/admin/nodes/{holder}/drain"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let moved = report["moved"].as_array().unwrap();
+    assert!(!moved.is_empty(), "{report}");
+    for m in moved {
+        assert!(m["error"].is_null() && m["to"].is_string(), "{report}");
+        assert_ne!(m["to"], holder.as_str());
+        eprintln!(
+            "drain: {}:{} -> {} in {} ms",
+            m["userId"], m["slot"], m["to"], m["ms"]
+        );
+    }
+    // The drained node holds nothing, takes nothing, and still answers for every session.
+    let drained = nodes.iter().find(|n| n.name == holder).unwrap();
+    for user in users {
+        assert_ne!(lease(&db, user, 1).await.unwrap().0, holder);
+        let (status, s) = drained.call("GET", &format!("/api/status/{user}/1")).await;
+        assert_eq!(
+            (status, &s["isConnected"]),
+            (200, &Value::Bool(true)),
+            "{s}"
+        );
+        let (status, e) = drained.call("GET", &format!("/api/qr/{user}/1")).await;
+        assert_eq!(status, 409, "a linked session shows no QR code: {e}");
+    }
+    assert!(drained.browsers().is_empty());
+    assert_eq!(standin.links(), links, "a move needed a new scan");
+    assert!(
+        standin.max_live_instances() <= 1,
+        "two browsers ran one login at once"
+    );
+}
+
+#[tokio::test]
+async fn two_users_and_concurrent_starts_spread_over_three_nodes_never_cross() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let nodes = cluster(&standin, &db, &[]).await;
+    // The platform's old bug: one user asking for a QR code disconnected another user's bot.
+    link(&standin, &db, &nodes[0], "alice", 1, "4915111111111").await;
+    for node in &nodes {
+        let (status, body) = node.call("POST", "/api/start/bob/1").await;
+        assert!(status == 200 || status == 202, "{status} {body}");
+        let (status, s) = node.call("GET", "/api/status/alice/1").await;
+        assert_eq!(
+            (status, &s["isConnected"]),
+            (200, &Value::Bool(true)),
+            "{s}"
+        );
+    }
+    let bob = eventually(Duration::from_secs(30), "bob's QR code", || async {
+        let (status, qr) = nodes[2].call("GET", "/api/qr/bob/1?format=json").await;
+        (status == 200).then_some(qr)
+    })
+    .await;
+    assert!(bob["payload"].is_string());
+    for node in &nodes {
+        let (status, _) = node.call("GET", "/api/qr/alice/1").await;
+        assert_eq!(status, 409, "alice is linked: no QR code");
+        let (status, list) = node.call("GET", "/api/status/alice").await;
+        assert_eq!(status, 200);
+        let sessions = list["sessions"].as_array().unwrap();
+        assert_eq!(sessions.len(), 1, "only alice's own sessions: {list}");
+        assert_eq!(
+            sessions[0]["isConnected"],
+            true,
+            "{list}\n{}",
+            logs(&nodes)
+        );
+    }
+
+    // Twelve concurrent starts of one session, four through each node: one lease, one browser.
+    let devices = standin.device_count();
+    let starts = (0..12).map(|i| {
+        let node = &nodes[i % 3];
+        async move { node.call("POST", "/api/start/carol/2").await }
+    });
+    for (status, body) in futures_util::future::join_all(starts).await {
+        assert!(status == 200 || status == 202, "{status} {body}");
+    }
+    let owner = eventually(Duration::from_secs(30), "carol's QR code", || async {
+        let (status, _) = nodes[1].call("GET", "/api/qr/carol/2?format=json").await;
+        if status != 200 {
+            return None;
+        }
+        lease(&db, "carol", 2).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        standin.device_count(),
+        devices + 1,
+        "one browser for carol:2"
+    );
+    let running: usize = nodes
+        .iter()
+        .map(|n| {
+            n.browsers()
+                .iter()
+                .filter(|pid| cmdline_has(**pid, "carol"))
+                .count()
+                .min(1)
+        })
+        .sum();
+    assert_eq!(running, 1, "carol:2 runs on exactly one node ({})", owner.0);
+    assert!(standin.max_live_instances() <= 1);
+}
+
+/// Whether process `pid`'s command line mentions `needle` (a profile path names its user).
+fn cmdline_has(pid: u32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+        .unwrap_or(false)
+}
