@@ -47,11 +47,10 @@ fn session_of(method: &Method, path: &str, max_slots: u16) -> Option<SessionKey>
     if parts.next().is_some() {
         return None;
     }
-    let ours = match (method.as_str(), verb) {
-        ("POST", "start" | "pair" | "stop" | "logout" | "messages") => true,
-        ("GET", "status" | "qr") => true,
-        _ => false,
-    };
+    let ours = matches!(
+        (method.as_str(), verb),
+        ("POST", "start" | "pair" | "stop" | "logout" | "messages") | ("GET", "status" | "qr")
+    );
     if !ours {
         return None;
     }

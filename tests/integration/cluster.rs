@@ -5,204 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::Value;
 
-use crate::support::cluster::{start_node, NodeOptions, PgDatabase};
-use crate::support::daemon::Daemon;
-use crate::support::harness::{pids_on_root, ADMIN_TOKEN, SERVICE_TOKEN};
-use crate::support::pgproxy::PgProxy;
+use crate::support::cluster::{
+    cluster, connected_elsewhere, eventually, lease, link, logs, median, Node, PgDatabase, TTL_SECS,
+};
+use crate::support::harness::ADMIN_TOKEN;
 use crate::support::standin::{StandIn, StandInOptions};
-
-const TTL_SECS: u64 = 6;
-
-struct Node {
-    name: String,
-    daemon: Daemon,
-    proxy: Option<PgProxy>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start(standin: &StandIn, db: &PgDatabase, name: &str, proxy: bool) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = NodeOptions {
-            lease_ttl_secs: TTL_SECS,
-            through_proxy: proxy,
-            ..NodeOptions::default()
-        };
-        let (daemon, proxy) = start_node(dir.path(), &standin.url(), db, name, &opts).await;
-        Node {
-            name: name.to_owned(),
-            daemon,
-            proxy,
-            _dir: dir,
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str) -> (u16, Value) {
-        self.daemon.call(method, path, SERVICE_TOKEN).await
-    }
-
-    fn browsers(&self) -> Vec<u32> {
-        pids_on_root(&self.daemon.sessions())
-    }
-}
-
-/// The three nodes, each seen alive by the others (heartbeats in `cluster_nodes`).
-async fn cluster(standin: &StandIn, db: &PgDatabase, proxied: &[&str]) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for name in ["n1", "n2", "n3"] {
-        nodes.push(Node::start(standin, db, name, proxied.contains(&name)).await);
-    }
-    let first = &nodes[0];
-    eventually(Duration::from_secs(15), "three nodes alive", || async {
-        let (status, body) = first.daemon.call("GET", "/admin/nodes", ADMIN_TOKEN).await;
-        let alive = body["nodes"]
-            .as_array()
-            .map_or(0, |n| n.iter().filter(|n| n["alive"] == true).count());
-        (status == 200 && alive == 3).then_some(())
-    })
-    .await;
-    nodes
-}
-
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[derive(QueryableByName)]
-struct LeaseRow {
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    node: Option<String>,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    epoch: i64,
-}
-
-/// `(node, epoch)` of a live lease on `user:slot`, straight from the database.
-async fn lease(db: &PgDatabase, user: &str, slot: u16) -> Option<(String, i64)> {
-    let url = db.url();
-    let sql = format!(
-        "SELECT node, epoch FROM session_leases WHERE \"userId\" = '{user}' AND slot = {slot} \
-         AND expires_at >= now() AND node IS NOT NULL"
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).unwrap();
-        let rows: Vec<LeaseRow> = diesel::sql_query(sql).load(&mut conn).unwrap();
-        rows.into_iter()
-            .next()
-            .and_then(|r| Some((r.node?, r.epoch)))
-    })
-    .await
-    .unwrap()
-}
-
-/// The epoch of `user:slot`'s stored snapshot.
-async fn snapshot_epoch(db: &PgDatabase, user: &str, slot: u16) -> Option<i64> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        epoch: i64,
-    }
-    let url = db.url();
-    let sql = format!(
-        "SELECT epoch FROM session_snapshots WHERE \"userId\" = '{user}' AND slot = {slot}"
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).unwrap();
-        let rows: Vec<Row> = diesel::sql_query(sql).load(&mut conn).unwrap();
-        rows.into_iter().next().map(|r| r.epoch)
-    })
-    .await
-    .unwrap()
-}
-
-/// Starts `user:slot` through `via`, scans its QR code for `phone`, and waits until the fresh
-/// link has been snapshotted (stop, copy, start: the session is connected again after it).
-async fn link(standin: &StandIn, db: &PgDatabase, via: &Node, user: &str, slot: u16, phone: &str) {
-    let (status, body) = via.call("POST", &format!("/api/start/{user}/{slot}")).await;
-    assert!(status == 200 || status == 202, "start: {status} {body}");
-    eventually(
-        Duration::from_secs(40),
-        &format!("{user}:{slot} linked"),
-        || async {
-            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
-            if status == 200 && s["isConnected"] == true {
-                return Some(());
-            }
-            if let Some(payload) = s["qr"]["payload"].as_str() {
-                let _ = standin.scan(payload, phone).await;
-            }
-            None
-        },
-    )
-    .await;
-    eventually(
-        Duration::from_secs(40),
-        &format!("{user}:{slot} snapshotted"),
-        || async {
-            let (node_epoch, snap) = (
-                lease(db, user, slot).await,
-                snapshot_epoch(db, user, slot).await,
-            );
-            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
-            let connected = status == 200 && s["isConnected"] == true;
-            (connected && snap.is_some() && node_epoch.is_some_and(|(_, e)| Some(e) == snap))
-                .then_some(())
-        },
-    )
-    .await;
-}
-
-/// Waits until `user:slot` is connected on a node other than `not`; how long it took from `since`.
-async fn connected_elsewhere(
-    db: &PgDatabase,
-    via: &Node,
-    user: &str,
-    slot: u16,
-    not: &str,
-    since: Instant,
-    limit: Duration,
-) -> (String, Duration) {
-    eventually(
-        limit,
-        &format!("{user}:{slot} connected off {not}"),
-        || async {
-            let owner = lease(db, user, slot).await?;
-            if owner.0 == not {
-                return None;
-            }
-            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
-            (status == 200 && s["isConnected"] == true).then(|| (owner.0, since.elapsed()))
-        },
-    )
-    .await
-}
-
-/// Every node's log, for a failure's message.
-fn logs(nodes: &[Node]) -> String {
-    nodes
-        .iter()
-        .map(|n| format!("--- {} ---\n{}", n.name, n.daemon.log_text()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 #[tokio::test]
 async fn a_killed_node_s_sessions_come_back_connected_on_the_others_from_their_snapshots() {
@@ -480,6 +289,28 @@ async fn two_users_and_concurrent_starts_spread_over_three_nodes_never_cross() {
         .sum();
     assert_eq!(running, 1, "carol:2 runs on exactly one node ({})", owner.0);
     assert!(standin.max_live_instances() <= 1);
+
+    // A user's stream works on any node: alice's events, written by the node that runs her
+    // session, reach a stream opened on another node (NOTIFY), here for a stop sent to a third.
+    let alice_on = lease(&db, "alice", 1).await.unwrap().0;
+    let mut others = nodes.iter().filter(|n| n.name != alice_on);
+    let (watch, ask) = (others.next().unwrap(), others.next().unwrap());
+    let (status, ticket) = watch.call("POST", "/api/events/alice/ticket").await;
+    assert_eq!(status, 200, "{ticket}");
+    let url = watch.daemon.url(ticket["url"].as_str().unwrap());
+    let mut stream = reqwest::Client::new().get(url).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let (status, stopped) = ask.call("POST", "/api/stop/alice/1").await;
+    assert_eq!(status, 200, "{stopped}");
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !text.contains("\"state\":\"stopped\"") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no stopped event on {}: {text}", watch.name));
+        text.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+    }
+    assert!(!text.contains("carol") && !text.contains("bob"), "{text}");
 }
 
 /// Whether process `pid`'s command line mentions `needle` (a profile path names its user).

@@ -8,11 +8,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::time::{Duration, Instant};
+
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use serde_json::Value;
 
 use super::daemon::{self, Daemon};
+use super::harness::{pids_on_root, ADMIN_TOKEN, SERVICE_TOKEN};
 use super::pgproxy::{self, PgProxy};
+use super::standin::StandIn;
 
 /// The secret every node of a test cluster shares.
 pub const CLUSTER_TOKEN: &str = "cluster-test-token-0123456789abcdef";
@@ -130,4 +135,202 @@ pub async fn start_node(
     }
     let node = daemon::start_with(dir, standin_url, &[], &envs, None).await;
     (node, proxy)
+}
+
+/// The lease TTL of test clusters.
+pub const TTL_SECS: u64 = 6;
+
+pub struct Node {
+    pub name: String,
+    pub daemon: Daemon,
+    pub proxy: Option<PgProxy>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub async fn start(standin: &StandIn, db: &PgDatabase, name: &str, proxy: bool) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = NodeOptions {
+            lease_ttl_secs: TTL_SECS,
+            through_proxy: proxy,
+            ..NodeOptions::default()
+        };
+        let (daemon, proxy) = start_node(dir.path(), &standin.url(), db, name, &opts).await;
+        Node {
+            name: name.to_owned(),
+            daemon,
+            proxy,
+            _dir: dir,
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        self.daemon.call(method, path, SERVICE_TOKEN).await
+    }
+
+    pub fn browsers(&self) -> Vec<u32> {
+        pids_on_root(&self.daemon.sessions())
+    }
+}
+
+/// The three nodes, each seen alive by the others (heartbeats in `cluster_nodes`).
+pub async fn cluster(standin: &StandIn, db: &PgDatabase, proxied: &[&str]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        nodes.push(Node::start(standin, db, name, proxied.contains(&name)).await);
+    }
+    let first = &nodes[0];
+    eventually(Duration::from_secs(15), "three nodes alive", || async {
+        let (status, body) = first.daemon.call("GET", "/admin/nodes", ADMIN_TOKEN).await;
+        let alive = body["nodes"]
+            .as_array()
+            .map_or(0, |n| n.iter().filter(|n| n["alive"] == true).count());
+        (status == 200 && alive == 3).then_some(())
+    })
+    .await;
+    nodes
+}
+
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(QueryableByName)]
+struct LeaseRow {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    node: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    epoch: i64,
+}
+
+/// `(node, epoch)` of a live lease on `user:slot`, straight from the database.
+pub async fn lease(db: &PgDatabase, user: &str, slot: u16) -> Option<(String, i64)> {
+    let url = db.url();
+    let sql = format!(
+        "SELECT node, epoch FROM session_leases WHERE \"userId\" = '{user}' AND slot = {slot} \
+         AND expires_at >= now() AND node IS NOT NULL"
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        let rows: Vec<LeaseRow> = diesel::sql_query(sql).load(&mut conn).unwrap();
+        rows.into_iter()
+            .next()
+            .and_then(|r| Some((r.node?, r.epoch)))
+    })
+    .await
+    .unwrap()
+}
+
+/// The epoch of `user:slot`'s stored snapshot.
+pub async fn snapshot_epoch(db: &PgDatabase, user: &str, slot: u16) -> Option<i64> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        epoch: i64,
+    }
+    let url = db.url();
+    let sql = format!(
+        "SELECT epoch FROM session_snapshots WHERE \"userId\" = '{user}' AND slot = {slot}"
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        let rows: Vec<Row> = diesel::sql_query(sql).load(&mut conn).unwrap();
+        rows.into_iter().next().map(|r| r.epoch)
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts `user:slot` through `via`, scans its QR code for `phone`, and waits until the fresh
+/// link has been snapshotted (stop, copy, start: the session is connected again after it).
+pub async fn link(
+    standin: &StandIn,
+    db: &PgDatabase,
+    via: &Node,
+    user: &str,
+    slot: u16,
+    phone: &str,
+) {
+    let (status, body) = via.call("POST", &format!("/api/start/{user}/{slot}")).await;
+    assert!(status == 200 || status == 202, "start: {status} {body}");
+    eventually(
+        Duration::from_secs(40),
+        &format!("{user}:{slot} linked"),
+        || async {
+            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
+            if status == 200 && s["isConnected"] == true {
+                return Some(());
+            }
+            if let Some(payload) = s["qr"]["payload"].as_str() {
+                let _ = standin.scan(payload, phone).await;
+            }
+            None
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        &format!("{user}:{slot} snapshotted"),
+        || async {
+            let (node_epoch, snap) = (
+                lease(db, user, slot).await,
+                snapshot_epoch(db, user, slot).await,
+            );
+            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
+            let connected = status == 200 && s["isConnected"] == true;
+            (connected && snap.is_some() && node_epoch.is_some_and(|(_, e)| Some(e) == snap))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until `user:slot` is connected on a node other than `not`; how long it took from `since`.
+pub async fn connected_elsewhere(
+    db: &PgDatabase,
+    via: &Node,
+    user: &str,
+    slot: u16,
+    not: &str,
+    since: Instant,
+    limit: Duration,
+) -> (String, Duration) {
+    eventually(
+        limit,
+        &format!("{user}:{slot} connected off {not}"),
+        || async {
+            let owner = lease(db, user, slot).await?;
+            if owner.0 == not {
+                return None;
+            }
+            let (status, s) = via.call("GET", &format!("/api/status/{user}/{slot}")).await;
+            (status == 200 && s["isConnected"] == true).then(|| (owner.0, since.elapsed()))
+        },
+    )
+    .await
+}
+
+/// Every node's log, for a failure's message.
+pub fn logs(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("--- {} ---\n{}", n.name, n.daemon.log_text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
 }
