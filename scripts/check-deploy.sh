@@ -2,8 +2,9 @@
 # Validates deploy/ without Docker or a running systemd: the systemd unit
 # (systemd-analyze verify + security, required/forbidden options), Chromium's sandbox under the
 # unit's privilege settings and the container seccomp profile, the nginx site (nginx -t, then a
-# real SSE round trip through it on loopback), compose.yaml, the Dockerfile, env.example against
-# src/config.rs, and the README. One line per check; exits non-zero if any check fails.
+# real SSE round trip through it on loopback), compose.yaml and compose.cluster.yaml, the Dockerfile,
+# env.example against src/config.rs, the README, and its nginx set-up for several nodes (nginx -t,
+# then live in front of three stand-in nodes). One line per check; exits non-zero if any check fails.
 # Runs from anywhere (works on the repository root), as root on Debian bookworm; idempotent.
 # What it changes on the machine, said up front (and printed before it happens): it installs its
 # tools with apt-get when missing (systemd, nginx, openssl, curl, util-linux, python3-yaml,
@@ -99,7 +100,7 @@ unit_values() { sed -n "s/^[[:space:]]*$1=//p" "$UNIT"; }
 files_present() {
   local f missing=0
   for f in "$UNIT" $D/Dockerfile $D/Dockerfile.dockerignore $D/chromium-seccomp.json \
-    $D/compose.yaml "$SITE" $D/env.example $D/README.md; do
+    $D/compose.yaml $D/compose.cluster.yaml "$SITE" $D/env.example $D/README.md; do
     [ -s "$f" ] || { echo "missing or empty: $f"; missing=1; }
   done
   return $missing
@@ -363,11 +364,96 @@ nginx_live() {
 }
 check "nginx: live SSE through the site is unbuffered" nginx_live
 
+# Several nodes: the README's nginx block (upstreams over three nodes, SSE hashed on the user id)
+# put into the site as the README says. nginx -t, then live in front of three stand-in nodes
+# (servers of the same nginx answering with their name): a user's ticket request and event
+# stream reach one node, users are spread, and the other routes are spread too.
+cluster_site() { # OUT: the site with the README's block in place of its upstream
+  "$PY" - "$D/README.md" "$SITE" "$1" <<'PYEOF'
+import re, sys
+readme, site = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+section = readme.split("\n## Several nodes", 1)[1].split("\n## ", 1)[0]
+blocks = re.findall(r"```nginx\n(.*?)```", section, re.S)
+if len(blocks) != 1:
+    sys.exit(f"README, Several nodes: {len(blocks)} nginx blocks, want 1")
+if "proxy_pass http://wa_supervisor_events;" not in section:
+    sys.exit("README, Several nodes: does not say proxy_pass http://wa_supervisor_events;")
+site, n = re.subn(r"upstream wa_supervisor \{[^}]*\}\n", lambda m: blocks[0], site, count=1)
+events = re.search(r"location /api/events/ \{[^}]*\}", site)
+if n != 1 or not events:
+    sys.exit("the site has no upstream wa_supervisor {} or no location /api/events/ {}")
+loc = events.group(0).replace("proxy_pass http://wa_supervisor;", "proxy_pass http://wa_supervisor_events;")
+open(sys.argv[3], "w").write(site.replace(events.group(0), loc))
+PYEOF
+}
+nginx_cluster_body() {
+  local px=$TMP/nginx-cluster out http https n1 n2 n3
+  mkdir -p "$px"
+  cluster_site "$TMP/cluster-site.conf" || return 1
+  # nginx -t on the site as the README makes it (ports as written: -t binds nothing).
+  SITE=$TMP/cluster-site.conf nginx_prepare "$px" 80 443 8080
+  sed -e "s#/etc/letsencrypt/live/wa.example.com/#$TMP/cert/#g" -e "s#/var/log/nginx/#$px/logs/#g" \
+    -e "s#/var/www/html#$px/www#g" "$TMP/cluster-site.conf" >"$px/site.conf"
+  out=$(/usr/sbin/nginx -t -q -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" 2>&1) ||
+    { echo "$out"; return 1; }
+  [ -z "$out" ] || { echo "$out"; return 1; }
+  # Live: free loopback ports for nginx and the three stand-in nodes.
+  read -r http https n1 n2 n3 < <("$PY" -c '
+import socket
+ss = [socket.socket() for _ in range(5)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+  SITE=$TMP/cluster-site.conf nginx_prepare "$px" "$http" "$https" 0
+  sed -i -e "s#server 127.0.0.1:8081;#server 127.0.0.1:$n1;#" -e "s#server 127.0.0.1:8082;#server 127.0.0.1:$n2;#" \
+    -e "s#server 127.0.0.1:8083;#server 127.0.0.1:$n3;#" "$px/site.conf"
+  local i=0 port
+  for port in "$n1" "$n2" "$n3"; do
+    i=$((i + 1))
+    printf 'server { listen 127.0.0.1:%s; location / { return 200 "wa-node-%s\\n"; } }\n' "$port" "$i" >>"$px/site.conf"
+  done
+  setsid /usr/sbin/nginx -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" -g 'daemon off;' \
+    >"$px/logs/stdout.log" 2>&1 </dev/null &
+  track "$!"
+  local base="https://wa.example.com:$https" resolve=(--resolve "wa.example.com:$https:127.0.0.1")
+  for _ in $(seq 1 50); do
+    curl -ksf "${resolve[@]}" -o /dev/null "$base/healthz" 2>/dev/null && break
+    sleep 0.1
+  done
+  local u ticket stream seen="" rest=""
+  for u in $(seq 1 12); do
+    ticket=$(curl -ksf "${resolve[@]}" -X POST "$base/api/events/user$u/ticket") ||
+      { echo "POST /api/events/user$u/ticket through nginx failed"; tail -n 5 "$px/logs/error.log"; return 1; }
+    stream=$(curl -ksf "${resolve[@]}" "$base/api/events/user$u?ticket=t$u") ||
+      { echo "GET /api/events/user$u through nginx failed"; return 1; }
+    [ "$ticket" = "$stream" ] || { echo "user$u: ticket from $ticket, stream to $stream"; return 1; }
+    seen+="$ticket"$'\n'
+    rest+="$(curl -ksf "${resolve[@]}" "$base/api/status/user$u")"$'\n'
+  done
+  local users spread
+  users=$(sort -u <<<"$seen" | grep -c .)
+  spread=$(sort -u <<<"$rest" | grep -c .)
+  [ "$users" -ge 2 ] || { echo "every user's events went to one node"; return 1; }
+  [ "$spread" = 3 ] || { echo "other routes reached $spread of 3 nodes"; return 1; }
+  echo "nginx -t ok; 12 users: ticket and stream on one node each, users on $users nodes, other routes on 3"
+}
+nginx_cluster() {
+  local rc=0
+  nginx_cluster_body || rc=$?
+  stop_tracked
+  return $rc
+}
+check "nginx: README's several-nodes upstreams keep a user's SSE ticket and stream on one node" nginx_cluster
+
 # ---- compose ------------------------------------------------------------------------------
 compose_check() {
   "$PY" "$CHECKS/compose.py" "$D/compose.yaml"
 }
 check "compose: compose.yaml parses and has the expected services and keys" compose_check
+
+compose_cluster_check() {
+  "$PY" "$CHECKS/compose_cluster.py" "$D/compose.cluster.yaml"
+}
+check "compose: compose.cluster.yaml has postgres and three distinct nodes of one image, one cluster token" compose_cluster_check
 
 secrets_ignored() {
   if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
@@ -454,13 +540,14 @@ readme_check() {
   for s in 'useradd' '/usr/local/bin/wa-supervisor' 'apt-get install' 'chromium' '/etc/wa-supervisor/env' \
     'systemctl enable' 'certbot' 'docker compose' '/var/www/whatsapp-sessions' 'pm2 stop' \
     'import-sessions' '--dry-run' 'chown' '/healthz' '/readyz' '/actors' 'journalctl' 'RUST_LOG' \
-    'backup' 'scripts/check-deploy.sh'; do
+    'backup' 'scripts/check-deploy.sh' 'compose.cluster.yaml' 'CLUSTER_TOKEN' 'NODE_URL' '/admin/nodes' \
+    '/drain' 'LEASE_TTL_SECS' 'SNAPSHOT_INTERVAL_SECS' 'ticket'; do
     grep -qiF -- "$s" $D/README.md || { echo "README does not mention: $s"; bad=1; }
   done
-  [ $bad = 0 ] && echo "install, compose, upgrade, PM2 migration, verify, backups, logs"
+  [ $bad = 0 ] && echo "install, compose, upgrade, PM2 migration, verify, backups, logs, several nodes"
   return $bad
 }
-check "README: covers install, migration, verification, backups, logs" readme_check
+check "README: covers install, migration, verification, backups, logs, several nodes" readme_check
 
 echo "check-deploy: $passed passed, $failed failed"
 [ "$failed" = 0 ]

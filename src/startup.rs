@@ -47,6 +47,8 @@ pub enum StartupError {
     WaJs(#[from] crate::browser::wajs::WaJsError),
     #[error("CLUSTER_TOKEN is set (cluster mode) but DATABASE_URL is not PostgreSQL: nodes share one PostgreSQL; SQLite stays single-node")]
     ClusterNeedsPostgres,
+    #[error("nodes of a cluster use this database ({nodes}): set CLUSTER_TOKEN (and NODE_ID) to join them; a daemon outside the cluster would run their sessions a second time")]
+    ClusterRunning { nodes: String },
     #[error("BIND_ADDR {addr}")]
     Bind {
         addr: String,
@@ -99,6 +101,20 @@ impl Application {
             Some(c) => store.for_node(&c.node),
             None => store,
         };
+        if cluster.is_none() && store.backend() == "postgres" {
+            let live = store
+                .live_nodes(Duration::from_secs(60))
+                .await
+                .map_err(|source| StartupError::Database {
+                    url: settings.database().to_string(),
+                    source,
+                })?;
+            if !live.is_empty() {
+                return Err(StartupError::ClusterRunning {
+                    nodes: live.join(", "),
+                });
+            }
+        }
         let auth = web::Data::new(Auth::from_settings(&settings).map_err(StartupError::Auth)?);
         let orphans = reap_orphans(sessions.path()).await;
         if orphans > 0 {
@@ -332,6 +348,16 @@ impl Application {
     /// connected, numbers and intent kept), then stops the server. Returns the sessions closed.
     pub async fn shutdown(&self) -> usize {
         self.server_handle.pause().await;
+        if let Some(cluster) = &self.env.cluster {
+            // No new sessions are placed here; the ones closed below are released to the others.
+            if let Err(e) = cluster.store.set_draining(&cluster.node, true).await {
+                log::warn!(
+                    "cluster: could not mark {} draining: {}",
+                    cluster.node,
+                    crate::chain(&e)
+                );
+            }
+        }
         let closed = self.registry.shutdown_all().await;
         self.server_handle.stop(false).await;
         closed

@@ -28,6 +28,8 @@ pub const TOKEN_HEADER: &str = "x-wa-cluster-token";
 pub const FROM_HEADER: &str = "x-wa-forwarded-by";
 /// How long a forwarded call may take (a stop waits for the browser to close).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// A drain answers once every session of the node has moved.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The largest body passed on (the API's bodies are small JSON).
 const MAX_BODY: usize = 256 * 1024;
 
@@ -198,7 +200,11 @@ async fn forward(
     let mut out = cluster
         .client
         .request(method, &url)
-        .timeout(FORWARD_TIMEOUT);
+        .timeout(if path.ends_with("/drain") {
+            DRAIN_TIMEOUT
+        } else {
+            FORWARD_TIMEOUT
+        });
     for (name, value) in req.headers() {
         if !is_hop_by_hop(name.as_str()) {
             out = out.header(name.as_str(), value.as_bytes());

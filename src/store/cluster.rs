@@ -423,6 +423,26 @@ impl Store {
         .await
     }
 
+    /// Nodes whose heartbeat is younger than `ttl` (a daemon outside the cluster refuses to run
+    /// on a database a cluster uses).
+    pub async fn live_nodes(&self, ttl: Duration) -> Result<Vec<String>, StoreError> {
+        #[derive(QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = Text)]
+            node: String,
+        }
+        self.run(move |conn, ctx| {
+            let rows: Vec<Name> = diesel::sql_query(
+                "SELECT node FROM cluster_nodes WHERE seen_at >= now() - make_interval(secs => $1) ORDER BY node",
+            )
+            .bind::<Double, _>(secs(ttl))
+            .load(conn)
+            .map_err(|e| ctx.query(e))?;
+            Ok(rows.into_iter().map(|r| r.node).collect())
+        })
+        .await
+    }
+
     /// Marks `node` draining (no new sessions) or not; false when the node is unknown.
     pub async fn set_draining(&self, node: &str, draining: bool) -> Result<bool, StoreError> {
         let node = node.to_owned();

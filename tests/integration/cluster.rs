@@ -319,3 +319,50 @@ fn cmdline_has(pid: u32, needle: &str) -> bool {
         .map(|c| String::from_utf8_lossy(&c).contains(needle))
         .unwrap_or(false)
 }
+
+/// A daemon started without `CLUSTER_TOKEN` on a database that live nodes use would run their
+/// sessions a second time: it refuses to start, and says how to join.
+#[tokio::test]
+async fn a_daemon_outside_the_cluster_refuses_the_cluster_s_database() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let _node = Node::start(&standin, &db, "n1", false).await;
+    let url = db.url();
+    eventually(Duration::from_secs(10), "n1's heartbeat", || async {
+        has_heartbeat(&url).await.then_some(())
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-supervisor"))
+        .current_dir(tmp.path())
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", &url)
+        .env_remove("CLUSTER_TOKEN")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("the daemon started instead of refusing")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("n1") && stderr.contains("CLUSTER_TOKEN"),
+        "{stderr}"
+    );
+}
+
+/// Whether a node has written its heartbeat to `url`'s database.
+async fn has_heartbeat(url: &str) -> bool {
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        diesel::sql_query("SELECT node FROM cluster_nodes")
+            .execute(&mut conn)
+            .unwrap()
+            > 0
+    })
+    .await
+    .unwrap()
+}

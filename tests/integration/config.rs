@@ -51,6 +51,14 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
             "CORS_ORIGINS",
         ),
         (("MAX_PENDING_PER_USER", "0"), "MAX_PENDING_PER_USER"),
+        (("CLUSTER_TOKEN", "short"), "CLUSTER_TOKEN"),
+        (("NODE_ID", "node one"), "NODE_ID"),
+        (("LEASE_TTL_SECS", "2"), "LEASE_TTL_SECS"),
+        // Cluster mode on the default SQLite database: nodes share one PostgreSQL.
+        (
+            ("CLUSTER_TOKEN", "cluster-token-0123456789"),
+            "CLUSTER_TOKEN",
+        ),
     ] {
         let (code, stderr) = run(&[], &[env]);
         assert_eq!(code, Some(2), "{env:?}: {stderr}");

@@ -149,13 +149,22 @@ pub struct Node {
 
 impl Node {
     pub async fn start(standin: &StandIn, db: &PgDatabase, name: &str, proxy: bool) -> Node {
-        let dir = tempfile::tempdir().unwrap();
         let opts = NodeOptions {
             lease_ttl_secs: TTL_SECS,
             through_proxy: proxy,
             ..NodeOptions::default()
         };
-        let (daemon, proxy) = start_node(dir.path(), &standin.url(), db, name, &opts).await;
+        Node::start_with(standin, db, name, &opts).await
+    }
+
+    pub async fn start_with(
+        standin: &StandIn,
+        db: &PgDatabase,
+        name: &str,
+        opts: &NodeOptions,
+    ) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let (daemon, proxy) = start_node(dir.path(), &standin.url(), db, name, opts).await;
         Node {
             name: name.to_owned(),
             daemon,
