@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::cluster::{
-    cluster, connected_elsewhere, eventually, lease, link, logs, median, Node, PgDatabase, TTL_SECS,
+    cluster, connected_elsewhere, eventually, lease, link, logs, median, snapshot_epoch, Node,
+    PgDatabase, TTL_SECS,
 };
 use crate::support::harness::ADMIN_TOKEN;
 use crate::support::standin::{StandIn, StandInOptions};
@@ -219,6 +220,30 @@ async fn draining_a_node_moves_each_session_without_a_new_scan_and_the_node_keep
         standin.max_live_instances() <= 1,
         "two browsers ran one login at once"
     );
+
+    // Stopped, dan's session runs nowhere; a logout through another node still forgets its
+    // login everywhere (the snapshot) and clears the number in the row.
+    let (status, s) = drained.call("POST", "/api/stop/dan/1").await;
+    assert_eq!(status, 200, "{s}");
+    assert!(snapshot_epoch(&db, "dan", 1).await.is_some());
+    assert!(lease(&db, "dan", 1).await.is_none(), "released on stop");
+    let far = nodes.iter().find(|n| n.name != holder).unwrap();
+    let (status, s) = far.call("POST", "/api/logout/dan/1").await;
+    assert_eq!(status, 200, "{s}");
+    assert!(s["connectedNumber"].is_null(), "{s}");
+    assert!(
+        snapshot_epoch(&db, "dan", 1).await.is_none(),
+        "the login outlived the logout"
+    );
+    for node in &nodes {
+        let (status, s) = node.call("GET", "/api/status/dan").await;
+        assert_eq!(status, 200);
+        assert!(
+            s["sessions"][0]["connectedNumber"].is_null(),
+            "{}: {s}",
+            node.name
+        );
+    }
 }
 
 #[tokio::test]

@@ -20,6 +20,20 @@ impl Handler<Logout> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return Box::pin(fut::ready(Err(e)));
         }
+        let by = msg.by;
+        Box::pin(
+            self.lease_for_write(ctx)
+                .then(move |(), act, ctx| act.log_out(by, ctx)),
+        )
+    }
+}
+
+impl SessionActor {
+    fn log_out(
+        &mut self,
+        by: Initiator,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Session, SessionError>> {
         let number = self.machine.number.clone();
         // Linked through WA-JS: unlink on WhatsApp's side first, so the phone's list of linked
         // devices drops this one (bounded by the command timeout; the folder goes anyway).
@@ -29,7 +43,7 @@ impl Handler<Logout> for SessionActor {
         };
         let key = self.key.clone();
         // The state changes now; the browser is closed once the unlink is done.
-        let shut = self.shut_down(StopKind::LoggedOut, &msg.by, ctx);
+        let shut = self.shut_down(StopKind::LoggedOut, &by, ctx);
         let closing = async move {
             if let Some(unlink) = unlink {
                 match unlink.await {

@@ -733,7 +733,7 @@ impl SessionActor {
         let run = self.run.take();
         let grace = self.env.close_grace;
         let gate = self.gate.clone();
-        let hand_over = self.hand_over(kind);
+        let hand_over = self.hand_over(kind, run.is_some());
         async move {
             let gate = match run {
                 Some(run) => run.close(grace).await,
@@ -748,14 +748,17 @@ impl SessionActor {
 
     /// Cluster mode, after a close: snapshot the login (or forget it, on logout), flush the last
     /// writes, then release the lease (not for a snapshot cycle: the browser comes back at once).
+    /// Only a browser this node just closed is snapshotted (`ran`): a profile that did not run
+    /// here may be older than the stored snapshot.
     fn hand_over(
         &mut self,
         kind: StopKind,
+        ran: bool,
     ) -> Option<impl std::future::Future<Output = ()> + 'static> {
         let cluster = self.env.cluster.clone()?;
         let fence = self.fence?;
         let release = kind != StopKind::Snapshot;
-        let linked = self.machine.number.is_some();
+        let linked = ran && self.machine.number.is_some();
         let flushed = self.writer.flushed();
         if release {
             self.fence = None;
@@ -777,6 +780,44 @@ impl SessionActor {
             flushed.await;
             if release {
                 cluster.release(&key, fence).await;
+            }
+        })
+    }
+
+    /// Cluster mode: before a stop or logout of a session no node runs, this node claims its
+    /// lease, so the change is written (the intent, the number) and a logout forgets the
+    /// snapshot; the lease is released after. Resolves at once otherwise.
+    fn lease_for_write(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> impl ActorFuture<Self, Output = ()> + 'static {
+        let claim = match (&self.env.cluster, self.fence, self.run.is_some()) {
+            (Some(cluster), None, false) => Some((cluster.clone(), ctx.address().recipient())),
+            _ => None,
+        };
+        let key = self.key.clone();
+        async move {
+            let (cluster, actor) = claim?;
+            match cluster.claim(&key, actor).await {
+                Ok(Ok(fence)) => Some(fence),
+                Ok(Err(lease)) => {
+                    log::warn!(
+                        "{key} is held by {:?}: this node writes nothing for it",
+                        lease.node
+                    );
+                    None
+                }
+                Err(e) => {
+                    log::warn!("{key} lease not claimed: {}", chain(&e));
+                    None
+                }
+            }
+        }
+        .into_actor(self)
+        .map(|fence, act, _| {
+            if let (Some(fence), None) = (fence, act.fence) {
+                act.fence = Some(fence);
+                act.writer.fence(Some(fence));
             }
         })
     }

@@ -19,13 +19,14 @@ impl Handler<Stop> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return Box::pin(fut::ready(Err(e)));
         }
-        let closing = self.shut_down(StopKind::Stopped, &msg.by, ctx);
-        Box::pin(
+        let by = msg.by;
+        Box::pin(self.lease_for_write(ctx).then(move |(), act, ctx| {
+            let closing = act.shut_down(StopKind::Stopped, &by, ctx);
             async move {
                 closing.await;
             }
-            .into_actor(self)
-            .map(|(), act, _| Ok(act.view())),
-        )
+            .into_actor(act)
+            .map(|(), act, _| Ok(act.view()))
+        }))
     }
 }
