@@ -71,24 +71,20 @@ async fn main() {
     let idle = rate_at_rest(&db).await;
     println!("PostgreSQL at rest, 3 nodes, no session: {idle:.2} transactions/s");
 
+    // Half, then all: what grows with the number of sessions, and what only with the nodes.
     let users: Vec<String> = (0..SESSIONS).map(|i| format!("bench{i}")).collect();
     for (i, user) in users.iter().enumerate() {
-        link(
-            &standin,
-            &db,
-            &nodes[0],
-            user,
-            1,
-            &format!("49151000{i:04}"),
-        )
-        .await;
+        let phone = format!("49151000{i:04}");
+        link(&standin, &db, &nodes[0], user, 1, &phone).await;
+        if i + 1 == SESSIONS / 2 || i + 1 == SESSIONS {
+            let busy = rate_at_rest(&db).await;
+            println!(
+                "PostgreSQL at rest, 3 nodes, {} linked sessions: {busy:.2} transactions/s ({:+.3} per session over none)",
+                i + 1,
+                (busy - idle) / (i + 1) as f64
+            );
+        }
     }
-    let busy = rate_at_rest(&db).await;
-    println!(
-        "PostgreSQL at rest, 3 nodes, {SESSIONS} linked sessions: {busy:.2} transactions/s \
-         ({:+.3} per session)",
-        (busy - idle) / SESSIONS as f64
-    );
 
     let links = standin.links();
     let mut takeovers = Vec::new();

@@ -307,6 +307,19 @@ check "nginx: site has the SSE, TLS and header settings" nginx_static
 # Live: nginx from the private prefix on free loopback ports in front of a stub upstream that
 # sends one SSE event, waits 3 s, sends another. Through a buffering or compressing proxy the
 # first event only arrives with the second; here it must arrive at once, uncompressed, over
+# Starts the prepared nginx in $1 and waits (5 s at most) until https on port $2 answers.
+nginx_up() {
+  local px=$1 https=$2
+  setsid /usr/sbin/nginx -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" -g 'daemon off;' \
+    >"$px/logs/stdout.log" 2>&1 </dev/null &
+  track "$!"
+  for _ in $(seq 1 50); do
+    curl -ksf --resolve "wa.example.com:$https:127.0.0.1" -o /dev/null \
+      "https://wa.example.com:$https/healthz" 2>/dev/null && break
+    sleep 0.1
+  done
+}
+
 # TLS, and plain HTTP must redirect.
 nginx_live_body() {
   local px=$TMP/nginx-live http https up
@@ -318,14 +331,8 @@ print(*[s.getsockname()[1] for s in ss])')
   nginx_prepare "$px" "$http" "$https" "$up"
   setsid "$PY" "$CHECKS/sse_stub.py" "$up" >"$px/logs/stub.log" 2>&1 </dev/null &
   track "$!"
-  setsid /usr/sbin/nginx -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" -g 'daemon off;' \
-    >"$px/logs/stdout.log" 2>&1 </dev/null &
-  track "$!"
+  nginx_up "$px" "$https"
   local base="https://wa.example.com:$https" resolve=(--resolve "wa.example.com:$https:127.0.0.1")
-  for _ in $(seq 1 50); do
-    curl -ksf "${resolve[@]}" -o /dev/null "$base/healthz" 2>/dev/null && break
-    sleep 0.1
-  done
   local out first code hdrs
   [[ "$(curl -ksf "${resolve[@]}" "$base/healthz" 2>&1)" == *'"ok"'* ]] ||
     { echo "GET /healthz through nginx failed"; tail -n 5 "$px/logs/error.log"; return 1; }
@@ -411,14 +418,8 @@ print(*[s.getsockname()[1] for s in ss])')
     i=$((i + 1))
     printf 'server { listen 127.0.0.1:%s; location / { return 200 "wa-node-%s\\n"; } }\n' "$port" "$i" >>"$px/site.conf"
   done
-  setsid /usr/sbin/nginx -p "$px" -e "$px/logs/error.log" -c "$px/nginx.conf" -g 'daemon off;' \
-    >"$px/logs/stdout.log" 2>&1 </dev/null &
-  track "$!"
+  nginx_up "$px" "$https"
   local base="https://wa.example.com:$https" resolve=(--resolve "wa.example.com:$https:127.0.0.1")
-  for _ in $(seq 1 50); do
-    curl -ksf "${resolve[@]}" -o /dev/null "$base/healthz" 2>/dev/null && break
-    sleep 0.1
-  done
   local u ticket stream seen="" rest=""
   for u in $(seq 1 12); do
     ticket=$(curl -ksf "${resolve[@]}" -X POST "$base/api/events/user$u/ticket") ||
