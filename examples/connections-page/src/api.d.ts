@@ -38,6 +38,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/nodes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every node (its URL, capacity, running browsers, heartbeat) and every lease. */
+        get: operations["nodes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/nodes/{node}/drain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Moves every session of `node` to the other nodes, one at a time (stop, snapshot, release;
+         *     another node restores and launches it), and keeps `node` from taking new ones until it
+         *     restarts. Answers when done, with each move's time.
+         */
+        post: operations["drain"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/events/{userId}": {
         parameters: {
             query?: never;
@@ -401,6 +439,11 @@ export interface components {
             /** Format: int32 */
             browserPid?: number | null;
             key: string;
+            /**
+             * Format: int64
+             * @description Cluster mode: the epoch of this node's lease on the session, while it holds one.
+             */
+            leaseEpoch?: number | null;
             profilePath: string;
             /**
              * Format: int64
@@ -409,6 +452,13 @@ export interface components {
             restartInMs?: number | null;
             /** Format: int64 */
             uptimeSecs: number;
+        };
+        /** @description The cluster as the database has it. */
+        ClusterView: {
+            leases: components["schemas"]["LeaseView"][];
+            /** @description The node that answered. */
+            node: string;
+            nodes: components["schemas"]["NodeRow"][];
         };
         /** @description One delivery of one event to the user's webhook. */
         DeliveryView: {
@@ -434,13 +484,19 @@ export interface components {
             type: string;
             updatedAt: string;
         };
+        /** @description What a drain did. */
+        DrainReport: {
+            moved: components["schemas"]["Moved"][];
+            node: string;
+        };
         /** @description Every refusal's body. */
         ErrorBody: {
             /**
              * @description The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
              *     not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
              *     bridge_unavailable, not_connected, send_in_progress, send_failed, invalid_webhook_url,
-             *     too_many_sessions, too_many_pending, rate_limited, unavailable, internal.
+             *     too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
+             *     unknown_node, owner_unreachable, internal.
              * @example unknown_session
              */
             error: string;
@@ -458,6 +514,20 @@ export interface components {
              * @description The `after` of the next page (the last event's id, or the request's `after`).
              */
             next: number;
+        };
+        /** @description One session's lease. */
+        LeaseView: {
+            /**
+             * Format: int64
+             * @description The fencing token: bumped by every takeover.
+             */
+            epoch: number;
+            /** @description Not expired. */
+            live: boolean;
+            /** @description The owner; absent once released. */
+            node?: string | null;
+            slot: components["schemas"]["Slot"];
+            userId: components["schemas"]["UserId"];
         };
         /** @description `{status}` of `GET /healthz`. */
         Liveness: {
@@ -486,6 +556,41 @@ export interface components {
             /** @description `chat` for text; media types carry only their caption in `body`. */
             type: string;
             userId: components["schemas"]["UserId"];
+        };
+        /** @description One session's move. */
+        Moved: {
+            error?: string | null;
+            /**
+             * Format: int64
+             * @description From the stop here to running (connected, if it was) on `to`.
+             */
+            ms: number;
+            slot: components["schemas"]["Slot"];
+            /** @description The node that runs it now (absent when nobody took it in time). */
+            to?: string | null;
+            userId: components["schemas"]["UserId"];
+        };
+        /** @description One node as its last heartbeat left it. */
+        NodeRow: {
+            /** @description Its heartbeat is recent (within the lease TTL). */
+            alive: boolean;
+            /** Format: int32 */
+            capacity: number;
+            draining: boolean;
+            /**
+             * Format: int64
+             * @description Live leases it holds.
+             */
+            leases: number;
+            node: string;
+            /** Format: int32 */
+            running: number;
+            /**
+             * Format: int64
+             * @description Milliseconds since its last heartbeat.
+             */
+            seenMsAgo: number;
+            url: string;
         };
         /** @description The body of `POST /api/pair/{userId}/{slot}`. */
         PairRequest: {
@@ -722,6 +827,174 @@ export interface operations {
                      *       "message": "these credentials do not give access to this resource"
                      *     }
                      */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    nodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The nodes and the leases */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClusterView"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_clustered`: cluster mode is off */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    drain: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The node's NODE_ID */
+                node: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every session moved (or why not) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DrainReport"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unknown_node`: no live node is called that */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_clustered`: cluster mode is off */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
