@@ -453,6 +453,17 @@ impl SessionActor {
             return;
         }
         if let Some(fence) = claimed {
+            // Lost while launching (its `LeaseLost` named a fence this actor did not hold yet):
+            // whatever came up goes at once.
+            let held = self.env.cluster.as_ref().and_then(|c| c.holds(&self.key));
+            if held != Some(fence) {
+                if let Ok(run) = result {
+                    actix::spawn(run.discard());
+                }
+                log::warn!("{} lease lost while launching: not started here", self.key);
+                self.transition(Cause::Stop(StopKind::LeaseLost), SYSTEM, ctx);
+                return;
+            }
             // From now on this node writes for the session: the state it is in first.
             self.fence = Some(fence);
             self.writer.fence(Some(fence));
@@ -815,7 +826,8 @@ impl SessionActor {
         }
         .into_actor(self)
         .map(|fence, act, _| {
-            if let (Some(fence), None) = (fence, act.fence) {
+            let held = act.env.cluster.as_ref().and_then(|c| c.holds(&act.key));
+            if let (Some(fence), None, true) = (fence, act.fence, held == fence) {
                 act.fence = Some(fence);
                 act.writer.fence(Some(fence));
             }
