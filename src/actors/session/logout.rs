@@ -21,10 +21,10 @@ impl Handler<Logout> for SessionActor {
             return Box::pin(fut::ready(Err(e)));
         }
         let by = msg.by;
-        Box::pin(
-            self.lease_for_write(ctx)
-                .then(move |(), act, ctx| act.log_out(by, ctx)),
-        )
+        match self.lease_for_write(ctx) {
+            Some(claim) => Box::pin(claim.then(move |(), act, ctx| act.log_out(by, ctx))),
+            None => self.log_out(by, ctx),
+        }
     }
 }
 

@@ -797,18 +797,18 @@ impl SessionActor {
 
     /// Cluster mode: before a stop or logout of a session no node runs, this node claims its
     /// lease, so the change is written (the intent, the number) and a logout forgets the
-    /// snapshot; the lease is released after. Resolves at once otherwise.
+    /// snapshot; the lease is released after. `None` when there is nothing to claim: the
+    /// change then happens at once, in the handler.
     fn lease_for_write(
         &mut self,
         ctx: &mut Context<Self>,
-    ) -> impl ActorFuture<Self, Output = ()> + 'static {
-        let claim = match (&self.env.cluster, self.fence, self.run.is_some()) {
-            (Some(cluster), None, false) => Some((cluster.clone(), ctx.address().recipient())),
-            _ => None,
+    ) -> Option<impl ActorFuture<Self, Output = ()> + 'static> {
+        let (cluster, actor) = match (&self.env.cluster, self.fence, self.run.is_some()) {
+            (Some(cluster), None, false) => (cluster.clone(), ctx.address().recipient()),
+            _ => return None,
         };
         let key = self.key.clone();
-        async move {
-            let (cluster, actor) = claim?;
+        let claim = async move {
             match cluster.claim(&key, actor).await {
                 Ok(Ok(fence)) => Some(fence),
                 Ok(Err(lease)) => {
@@ -823,15 +823,14 @@ impl SessionActor {
                     None
                 }
             }
-        }
-        .into_actor(self)
-        .map(|fence, act, _| {
+        };
+        Some(claim.into_actor(self).map(|fence, act, _| {
             let held = act.env.cluster.as_ref().and_then(|c| c.holds(&act.key));
             if let (Some(fence), None, true) = (fence, act.fence, held == fence) {
                 act.fence = Some(fence);
                 act.writer.fence(Some(fence));
             }
-        })
+        }))
     }
 
     /// Cluster mode: stop, snapshot the closed browser's login, start again (on a fresh link

@@ -20,13 +20,26 @@ impl Handler<Stop> for SessionActor {
             return Box::pin(fut::ready(Err(e)));
         }
         let by = msg.by;
-        Box::pin(self.lease_for_write(ctx).then(move |(), act, ctx| {
-            let closing = act.shut_down(StopKind::Stopped, &by, ctx);
+        match self.lease_for_write(ctx) {
+            Some(claim) => Box::pin(claim.then(move |(), act, ctx| act.stop(&by, ctx))),
+            None => self.stop(&by, ctx),
+        }
+    }
+}
+
+impl SessionActor {
+    fn stop(
+        &mut self,
+        by: &str,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Session, SessionError>> {
+        let closing = self.shut_down(StopKind::Stopped, by, ctx);
+        Box::pin(
             async move {
                 closing.await;
             }
-            .into_actor(act)
-            .map(|(), act, _| Ok(act.view()))
-        }))
+            .into_actor(self)
+            .map(|(), act, _| Ok(act.view())),
+        )
     }
 }
