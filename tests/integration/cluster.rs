@@ -221,6 +221,32 @@ async fn draining_a_node_moves_each_session_without_a_new_scan_and_the_node_keep
         "two browsers ran one login at once"
     );
 
+    // The audit trail says where each moved session ran, under which epoch.
+    for m in moved {
+        let user = m["userId"].as_str().unwrap();
+        let claims = audit(&db, user, "lease_claimed").await;
+        let released = audit(&db, user, "lease_released").await;
+        let to = m["to"].as_str().unwrap();
+        assert!(
+            claims
+                .iter()
+                .any(|d| d.starts_with(&format!("{holder} epoch "))),
+            "{claims:?}"
+        );
+        assert!(
+            claims
+                .iter()
+                .any(|d| d.starts_with(&format!("{to} epoch "))),
+            "{claims:?}"
+        );
+        assert!(
+            released
+                .iter()
+                .any(|d| d.starts_with(&format!("{holder} epoch "))),
+            "{released:?}"
+        );
+    }
+
     // Stopped, dan's session runs nowhere; a logout through another node still forgets its
     // login everywhere (the snapshot) and clears the number in the row.
     let (status, s) = drained.call("POST", "/api/stop/dan/1").await;
@@ -387,6 +413,27 @@ async fn has_heartbeat(url: &str) -> bool {
             .execute(&mut conn)
             .unwrap()
             > 0
+    })
+    .await
+    .unwrap()
+}
+
+/// The details of `user`:1's audit events of `kind`, oldest first.
+async fn audit(db: &PgDatabase, user: &str, kind: &str) -> Vec<String> {
+    use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        detail: Option<String>,
+    }
+    let url = db.url();
+    let sql = format!(
+        "SELECT detail FROM session_events WHERE \"userId\" = '{user}' AND slot = 1 AND kind = '{kind}' ORDER BY id"
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        let rows: Vec<Row> = diesel::sql_query(sql).load(&mut conn).unwrap();
+        rows.into_iter().filter_map(|r| r.detail).collect()
     })
     .await
     .unwrap()

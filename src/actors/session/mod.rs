@@ -341,6 +341,18 @@ impl SessionActor {
         true
     }
 
+    /// Cluster mode: which node ran the session under which epoch, in the audit trail.
+    fn lease_audit(&self, kind: &str, fence: Fence) {
+        let node = self.env.cluster.as_ref().map_or("", |c| c.node.as_str());
+        self.writer.audit(NewEvent {
+            key: self.key.clone(),
+            at_ms: now_ms(),
+            kind: kind.to_owned(),
+            detail: Some(format!("{node} epoch {}", fence.epoch)),
+            actor: SYSTEM.to_owned(),
+        });
+    }
+
     /// The row as it should be stored now.
     fn row(&self) -> SessionRow {
         let m = &self.machine;
@@ -469,6 +481,7 @@ impl SessionActor {
             self.writer.fence(Some(fence));
             self.writer.row(self.row());
             self.writer.publish(self.view());
+            self.lease_audit("lease_claimed", fence);
         }
         let result = match result {
             Ok(run) => Ok(run),
@@ -770,6 +783,9 @@ impl SessionActor {
         let fence = self.fence?;
         let release = kind != StopKind::Snapshot;
         let linked = ran && self.machine.number.is_some();
+        if release {
+            self.lease_audit("lease_released", fence);
+        }
         let flushed = self.writer.flushed();
         if release {
             self.fence = None;
