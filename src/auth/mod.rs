@@ -233,7 +233,7 @@ impl Secret {
 /// Runs in time that depends only on `presented.len()`: neither the secret's content nor its
 /// length leaks (unlike a plain `==`, or `subtle`'s slice `ct_eq`, which returns early on a
 /// length mismatch).
-fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
     if secret.is_empty() {
         return false;
     }

@@ -36,10 +36,10 @@ const MAX_BODY: usize = 256 * 1024;
 /// A request is a node's when it carries the cluster token: compared in constant time.
 pub fn from_node(cluster: &Cluster, headers: &header::HeaderMap) -> Option<bool> {
     let got = headers.get(TOKEN_HEADER)?.as_bytes();
-    let want = cluster.token.expose().as_bytes();
-    let same =
-        got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    Some(same)
+    Some(crate::auth::constant_time_eq(
+        got,
+        cluster.token.expose().as_bytes(),
+    ))
 }
 
 /// The session a path names, for the routes that act on one session's browser.

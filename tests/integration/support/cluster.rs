@@ -15,6 +15,7 @@ use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::Value;
 
 use super::daemon::{self, Daemon};
+pub use super::harness::eventually;
 use super::harness::{pids_on_root, ADMIN_TOKEN, SERVICE_TOKEN};
 use super::pgproxy::{self, PgProxy};
 use super::standin::StandIn;
@@ -198,21 +199,6 @@ pub async fn cluster(standin: &StandIn, db: &PgDatabase, proxied: &[&str]) -> Ve
     })
     .await;
     nodes
-}
-
-pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[derive(QueryableByName)]
