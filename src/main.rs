@@ -1,18 +1,28 @@
 //! `wa-supervisor`: parse settings, start logging, run the application, map failures to exit codes
 //! (2: bad configuration or environment at start; 1: the server failed later).
+//!
+//! The process ends with `_exit`, not `exit`: `exit` runs OpenSSL's clean-up while a pool thread
+//! may still be opening a TLS connection to PostgreSQL (r2d2 keeps one idle connection ready and
+//! opens it in the background), and that thread then crashes on the freed locks — a refusal at
+//! start ended with SIGSEGV about one time in six. Everything the process owes is written by then.
 
-use std::process::ExitCode;
+use std::io::Write;
 
 use clap::error::ErrorKind;
 use wa_supervisor::config::{Command, Settings};
 use wa_supervisor::startup::{Application, Ground};
 
-async fn import(settings: Settings, dry_run: bool) -> ExitCode {
+/// Bad configuration or environment at start.
+const EXIT_REFUSED: i32 = 2;
+/// The server (or the import) failed later.
+const EXIT_FAILED: i32 = 1;
+
+async fn import(settings: Settings, dry_run: bool) -> i32 {
     let ground = match Ground::prepare(&settings).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {}", wa_supervisor::chain(&e));
-            return ExitCode::from(2);
+            return EXIT_REFUSED;
         }
     };
     match wa_supervisor::import::import_sessions(
@@ -25,26 +35,34 @@ async fn import(settings: Settings, dry_run: bool) -> ExitCode {
     {
         Ok(report) => {
             print!("{}", report.render(dry_run));
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
             eprintln!("error: {}", wa_supervisor::chain(&e));
-            ExitCode::FAILURE
+            EXIT_FAILED
         }
     }
 }
 
-fn main() -> ExitCode {
+fn main() {
+    let code = run();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` ends the process at once; nothing runs after it (see the module doc).
+    unsafe { libc::_exit(code) }
+}
+
+fn run() -> i32 {
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Err(e) => {
             // One line naming the variable (value names are the env var names), no secret.
             eprintln!("{}", wa_supervisor::config::refusal_line(&e));
-            return ExitCode::from(2);
+            return EXIT_REFUSED;
         }
     };
     env_logger::Builder::new()
@@ -61,14 +79,14 @@ fn main() -> ExitCode {
             Ok(app) => app,
             Err(e) => {
                 eprintln!("error: {}", wa_supervisor::chain(&e));
-                return ExitCode::from(2);
+                return EXIT_REFUSED;
             }
         };
         match app.run_until_stopped().await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => 0,
             Err(e) => {
                 log::error!("server failed: {e}");
-                ExitCode::FAILURE
+                EXIT_FAILED
             }
         }
     })
