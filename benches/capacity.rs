@@ -44,6 +44,7 @@ fn main() {
         let standin = StandIn::start(StandInOptions {
             rotation: Duration::from_secs(60),
             rotations: 6,
+            ..Default::default()
         })
         .await;
         let tmp = tempfile::tempdir().unwrap();

@@ -1,10 +1,12 @@
-//! What each of the daemon's Chromium memory savers saves, one change at a time: `cargo bench
-//! --bench memory`.
+//! What each of the daemon's Chromium memory savers saves, one change at a time, on each engine
+//! (`chromium-headless-shell` first, the default; then `chromium`): `cargo bench --bench memory`.
 //!
-//! Step 0 launches sessions through the daemon's own launcher with none of
-//! `MEMORY_SAVERS`; each next step adds one more. Each step holds `SESSIONS` browsers side by
-//! side on the stand-in WhatsApp page (the stand-in `WPP` injected, as the daemon does) until
-//! they show a QR code, lets them settle, and sums the PSS of every process of every tree.
+//! Step 0 launches sessions through the daemon's own launcher with none of `MEMORY_SAVERS`;
+//! each next step adds one more. Each step holds `SESSIONS` browsers side by side on the
+//! stand-in WhatsApp page (the stand-in `WPP` injected, as the daemon does) until they show a QR
+//! code, lets them settle, and sums the PSS of every process of every tree. Then each switch of
+//! `MEMORY_CANDIDATES` (comma-separated, e.g. `--in-process-gpu,--renderer-process-limit=1`) is
+//! measured alone on top of all the savers. `MEMORY_ENGINES=shell` measures one engine only.
 
 #[path = "../tests/integration/support/mod.rs"]
 mod support;
@@ -13,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::standin::{StandIn, StandInOptions};
+use wa_supervisor::browser::engine::{resolve, EngineChoice};
 use wa_supervisor::browser::{
-    find_chromium, Browser, ChromiumLauncher, Launcher, MemorySaver, Observation, PageConfig,
+    Browser, BrowserBinary, ChromiumLauncher, Launcher, MemorySaver, Observation, PageConfig,
     MEMORY_SAVERS,
 };
 use wa_supervisor::config::Settings;
@@ -24,6 +27,7 @@ const SESSIONS: usize = 4;
 const SETTLE: Duration = Duration::from_secs(8);
 
 fn launcher(
+    binary: &BrowserBinary,
     url: &str,
     wa_js: &std::path::Path,
     sha: &str,
@@ -31,13 +35,14 @@ fn launcher(
 ) -> ChromiumLauncher {
     let s = Settings::from_args(["wa-supervisor", "--whatsapp-url", url]).unwrap();
     ChromiumLauncher {
-        executable: find_chromium(None).map_err(|e| e.to_string()),
+        binary: Ok(binary.clone()),
         page: PageConfig {
             url: url.to_owned(),
             qr_selector: s.qr_selector,
             reload_selector: s.qr_reload_selector,
             linked_selector: s.linked_selector,
             wid_keys: s.wid_keys,
+            unsupported_text: s.unsupported_text,
         },
         wa_js: wa_supervisor::browser::wajs::load(wa_js, Some(sha)).unwrap(),
         startup_timeout: Duration::from_secs(30),
@@ -136,38 +141,89 @@ fn describe(s: &MemorySaver) -> String {
     }
 }
 
+/// `--x=y` → the saver it is (`--disable-features=` / `--enable-features=` merge into one).
+fn candidate(raw: &str) -> MemorySaver {
+    let raw: &'static str = Box::leak(raw.trim().to_owned().into_boxed_str());
+    if let Some(f) = raw.strip_prefix("--disable-features=") {
+        MemorySaver::DisableFeature(f)
+    } else if let Some(f) = raw.strip_prefix("--enable-features=") {
+        MemorySaver::EnableFeature(f)
+    } else {
+        MemorySaver::Switch(raw)
+    }
+}
+
 fn main() {
     actix_web::rt::System::new().block_on(async {
         let standin = StandIn::start(StandInOptions {
             rotation: Duration::from_secs(60),
             rotations: 6,
+            ..Default::default()
         })
         .await;
         let tmp = tempfile::tempdir().unwrap();
         let (wpp, sha) = support::wpp::install(tmp.path());
-        println!("{SESSIONS} sessions side by side on the QR page, PSS per session (whole tree):");
-        let mut previous = None;
-        for i in 0..=MEMORY_SAVERS.len() {
-            let l = launcher(&standin.url(), &wpp, &sha, &MEMORY_SAVERS[..i]);
-            let (pss, procs, kinds) = measure(&l, &tmp.path().join(format!("step{i}"))).await;
-            let what = if i == 0 {
-                "none of the savers".to_owned()
-            } else {
-                format!("+ {}", describe(&MEMORY_SAVERS[i - 1]))
+        let engines = std::env::var("MEMORY_ENGINES").unwrap_or_else(|_| "shell,chromium".into());
+        let candidates: Vec<MemorySaver> = std::env::var("MEMORY_CANDIDATES")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|c| !c.trim().is_empty())
+            .map(candidate)
+            .collect();
+        for engine in engines.split(',') {
+            let choice = match engine.trim() {
+                "shell" => EngineChoice::Shell,
+                _ => EngineChoice::Chromium,
             };
-            match previous {
-                None => println!("  {what:55} {pss:6.1} MiB, {procs:.0} processes"),
-                Some(p) => println!(
-                    "  {what:55} {pss:6.1} MiB, {procs:.0} processes ({:+.1} MiB)",
-                    pss - p
-                ),
+            let (binary, _) = resolve(choice, None).await.unwrap().unwrap();
+            println!(
+                "{}: {SESSIONS} sessions side by side on the QR page, PSS per session (whole tree):",
+                binary.describe()
+            );
+            let dir = tmp.path().join(engine.trim());
+            let mut previous = None;
+            let mut all = 0.0;
+            for i in 0..=MEMORY_SAVERS.len() {
+                let l = launcher(&binary, &standin.url(), &wpp, &sha, &MEMORY_SAVERS[..i]);
+                let (pss, procs, kinds) = measure(&l, &dir.join(format!("step{i}"))).await;
+                let what = if i == 0 {
+                    "none of the savers".to_owned()
+                } else {
+                    format!("+ {}", describe(&MEMORY_SAVERS[i - 1]))
+                };
+                match previous {
+                    None => println!("  {what:55} {pss:6.1} MiB, {procs:.0} processes"),
+                    Some(p) => println!(
+                        "  {what:55} {pss:6.1} MiB, {procs:.0} processes ({:+.1} MiB)",
+                        pss - p
+                    ),
+                }
+                previous = Some(pss);
+                all = pss;
+                if i == 0 || i == MEMORY_SAVERS.len() {
+                    let parts: Vec<String> =
+                        kinds.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+                    println!(
+                        "      by process kind (MiB per session): {}",
+                        parts.join(", ")
+                    );
+                }
             }
-            previous = Some(pss);
-            if i == 0 || i == MEMORY_SAVERS.len() {
-                let parts: Vec<String> = kinds.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+            for (n, c) in candidates.iter().enumerate() {
+                let savers: &'static [MemorySaver] = Box::leak(
+                    MEMORY_SAVERS
+                        .iter()
+                        .copied()
+                        .chain(std::iter::once(*c))
+                        .collect::<Vec<_>>()
+                        .into_boxed_slice(),
+                );
+                let l = launcher(&binary, &standin.url(), &wpp, &sha, savers);
+                let (pss, procs, _) = measure(&l, &dir.join(format!("candidate{n}"))).await;
                 println!(
-                    "      by process kind (MiB per session): {}",
-                    parts.join(", ")
+                    "  candidate {:45} {pss:6.1} MiB, {procs:.0} processes ({:+.1} MiB against all the savers)",
+                    describe(c),
+                    pss - all
                 );
             }
         }

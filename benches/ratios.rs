@@ -167,6 +167,7 @@ fn main() {
         let opts = || StandInOptions {
             rotation: Duration::from_secs(60),
             rotations: 6,
+            ..Default::default()
         };
         let bridge = spawn_app(opts(), &["--start-burst", "1000", "--max-pending-per-user", "100"]).await;
         let dom = spawn_app(
@@ -205,6 +206,7 @@ fn main() {
             StandInOptions {
                 rotation: Duration::from_secs(1),
                 rotations: 1000,
+                ..Default::default()
             },
             &[],
         )

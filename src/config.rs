@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::actors::session::Supervision;
+use crate::browser::EngineChoice;
 use crate::domain::{DEFAULT_MAX_SLOTS, SLOT_CEILING};
 use crate::store::DatabaseUrl;
 
@@ -50,9 +51,27 @@ pub struct Settings {
     )]
     pub sessions_dir: PathBuf,
 
-    /// Chromium binary (default: `chromium` / `chromium-browser` / `google-chrome` on PATH).
+    /// Which browser runs the sessions: `auto` (chromium-headless-shell where installed, else
+    /// chromium), `shell` or `chromium` (docs/browser-engines.md).
+    #[arg(long, env = "BROWSER", value_name = "BROWSER", value_enum, default_value_t = EngineChoice::Auto)]
+    pub browser: EngineChoice,
+
+    /// The browser binary, explicitly (wins over BROWSER's search; its engine is BROWSER's, or
+    /// guessed from the file name under `auto`).
     #[arg(long, env = "CHROMIUM_PATH", value_name = "CHROMIUM_PATH")]
     pub chromium_path: Option<PathBuf>,
+
+    /// The most memory one session's browser may use (PSS of its whole process tree, e.g.
+    /// `1GiB`, `768MiB`); above it the browser is recycled on its profile, no new scan. At least
+    /// 128 MiB.
+    #[arg(long, env = "SESSION_MEMORY_MAX", value_name = "SESSION_MEMORY_MAX", default_value = "1GiB",
+          value_parser = parse_memory_max)]
+    pub session_memory_max: ByteSize,
+
+    /// Seconds between two readings of every browser's memory (one pass over /proc for all).
+    #[arg(long, env = "SESSION_MEMORY_CHECK_SECS", value_name = "SESSION_MEMORY_CHECK_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub session_memory_check_secs: u64,
 
     /// The page each session's browser opens.
     #[arg(long, env = "WHATSAPP_URL", value_name = "WHATSAPP_URL", default_value = DEFAULT_WHATSAPP_URL, value_parser = parse_http_url)]
@@ -242,6 +261,16 @@ pub struct Settings {
     )]
     pub linked_selector: String,
 
+    /// Text of the page WhatsApp Web shows a browser it refuses (no QR, no app); seen, the
+    /// session stops with `lastError: unsupported_browser: …`.
+    #[arg(
+        long,
+        env = "WA_UNSUPPORTED_TEXT",
+        value_name = "WA_UNSUPPORTED_TEXT",
+        default_value = "WhatsApp works with Google Chrome"
+    )]
+    pub unsupported_text: String,
+
     /// localStorage keys holding the linked id, first match wins.
     #[arg(
         long,
@@ -343,6 +372,54 @@ impl Settings {
     pub fn qr_timeout(&self) -> Duration {
         Duration::from_secs(self.qr_timeout_secs)
     }
+}
+
+/// A number of bytes, written `1GiB`, `768MiB`, `512M`, `2G` or plain bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const MIB: u64 = 1024 * 1024;
+
+    pub fn mib(self) -> u64 {
+        self.0 / Self::MIB
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<ByteSize, String> {
+        let raw = raw.trim();
+        let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+        let (n, unit) = raw.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("{raw:?}: expected e.g. 1GiB, 768MiB"))?;
+        let factor = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1024,
+            "m" | "mb" | "mib" => Self::MIB,
+            "g" | "gb" | "gib" => 1024 * Self::MIB,
+            _ => return Err(format!("{raw:?}: expected e.g. 1GiB, 768MiB")),
+        };
+        n.checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{raw:?} is too large"))
+    }
+}
+
+/// The smallest `SESSION_MEMORY_MAX`: an idle session alone takes about 100 MiB.
+pub const SESSION_MEMORY_FLOOR: ByteSize = ByteSize(128 * ByteSize::MIB);
+
+fn parse_memory_max(raw: &str) -> Result<ByteSize, String> {
+    let size: ByteSize = raw.parse()?;
+    if size.0 < SESSION_MEMORY_FLOOR.0 {
+        return Err(format!(
+            "{raw:?} is below {} MiB (an idle session alone takes about 100 MiB)",
+            SESSION_MEMORY_FLOOR.mib()
+        ));
+    }
+    Ok(size)
 }
 
 /// A secret setting (`API_TOKEN`, `ADMIN_TOKEN`): `Debug` never shows its value.
@@ -529,6 +606,15 @@ mod tests {
                 "CORS_ORIGINS",
             ),
             (vec!["x", "--cors-origins", "a.example"], "CORS_ORIGINS"),
+            (vec!["x", "--browser", "firefox"], "BROWSER"),
+            (
+                vec!["x", "--session-memory-max", "100MiB"],
+                "SESSION_MEMORY_MAX",
+            ),
+            (
+                vec!["x", "--session-memory-max", "lots"],
+                "SESSION_MEMORY_MAX",
+            ),
             (
                 vec!["x", "--cors-origins", "http://a.example:http"],
                 "CORS_ORIGINS",
@@ -537,6 +623,23 @@ mod tests {
             let err = Settings::from_args(args).unwrap_err().to_string();
             assert!(err.contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn memory_sizes_read_like_operators_write_them() {
+        let s = Settings::from_args(["x"]).unwrap();
+        assert_eq!(s.session_memory_max, ByteSize(1 << 30));
+        assert_eq!(s.browser, EngineChoice::Auto);
+        for (raw, bytes) in [
+            ("768MiB", 768u64 << 20),
+            ("2G", 2 << 30),
+            ("128m", 128 << 20),
+            ("134217728", 128 << 20),
+        ] {
+            let s = Settings::from_args(["x", "--session-memory-max", raw]).unwrap();
+            assert_eq!(s.session_memory_max, ByteSize(bytes), "{raw}");
+        }
+        assert!(Settings::from_args(["x", "--session-memory-max", "127MiB"]).is_err());
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub restarts: AtomicU64,
     /// Messages refused by a session actor because they named another key (always 0).
     pub misrouted: AtomicU64,
+    /// Browsers recycled for going over `SESSION_MEMORY_MAX`.
+    pub recycles_memory: AtomicU64,
     pub start_to_qr: Histogram,
     pub qr_to_connected: Histogram,
     /// (route pattern, method, status) → count.
@@ -73,8 +75,14 @@ impl Metrics {
     }
 
     /// The exposition text. `states` counts sessions per state; `browsers` is the number of
-    /// browser processes and their total proportional set size.
-    pub fn render(&self, states: &[(SessionState, usize)], browsers: (usize, u64)) -> String {
+    /// browser processes and their total proportional set size; `binary` the browser sessions
+    /// launch.
+    pub fn render(
+        &self,
+        states: &[(SessionState, usize)],
+        browsers: (usize, u64),
+        binary: Option<&crate::browser::BrowserBinary>,
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -112,6 +120,21 @@ impl Metrics {
              # TYPE wa_misrouted_messages_total counter\nwa_misrouted_messages_total {}",
             self.misrouted.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP wa_session_recycles_total Browsers closed and relaunched on their profile, by reason.\n\
+             # TYPE wa_session_recycles_total counter\nwa_session_recycles_total{{reason=\"memory\"}} {}",
+            self.recycles_memory.load(Ordering::Relaxed)
+        );
+        if let Some(b) = binary {
+            let _ = writeln!(
+                out,
+                "# HELP wa_browser_info The browser sessions launch.\n# TYPE wa_browser_info gauge\n\
+                 wa_browser_info{{engine=\"{}\",version=\"{}\"}} 1",
+                b.engine,
+                b.version.replace(['"', '\\', '\n'], "")
+            );
+        }
         self.start_to_qr.render(
             &mut out,
             "wa_start_to_qr_seconds",
@@ -150,7 +173,14 @@ mod tests {
         m.start_to_qr.observe(Duration::from_millis(400));
         m.start_to_qr.observe(Duration::from_secs(4));
         m.http_request("/api/start/{userId}/{slot}", "POST", 202);
-        let text = m.render(&[(SessionState::Qr, 2)], (9, 1 << 20));
+        let binary = crate::browser::BrowserBinary {
+            engine: crate::browser::Engine::Shell,
+            path: "/usr/lib/chromium/chromium-headless-shell".into(),
+            version: "156.0.8078.114".into(),
+        };
+        let text = m.render(&[(SessionState::Qr, 2)], (9, 1 << 20), Some(&binary));
+        assert!(text.contains("wa_browser_info{engine=\"shell\",version=\"156.0.8078.114\"} 1"));
+        assert!(text.contains("wa_session_recycles_total{reason=\"memory\"} 0"));
         assert!(text.contains("wa_start_to_qr_seconds_bucket{le=\"0.5\"} 1"));
         assert!(text.contains("wa_start_to_qr_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("wa_start_to_qr_seconds_count 2"));

@@ -15,7 +15,7 @@ use crate::actors::registry::{Limits, Registry, RegistryHandle, StartRate};
 use crate::actors::session::SessionEnv;
 use crate::auth::{Auth, AuthSetupError};
 use crate::browser::process::reap_orphans;
-use crate::browser::{find_chromium, ChromiumLauncher, FolderLock, PageConfig};
+use crate::browser::{ChromiumLauncher, FolderLock, PageConfig};
 use crate::config::Settings;
 use crate::domain::SessionsRoot;
 use crate::http::AppState;
@@ -45,6 +45,8 @@ pub enum StartupError {
     Auth(AuthSetupError),
     #[error("WA-JS")]
     WaJs(#[from] crate::browser::wajs::WaJsError),
+    #[error("{0}")]
+    Browser(#[from] crate::browser::engine::EngineError),
     #[error("CLUSTER_TOKEN is set (cluster mode) but DATABASE_URL is not PostgreSQL: nodes share one PostgreSQL; SQLite stays single-node")]
     ClusterNeedsPostgres,
     #[error("nodes of a cluster use this database ({nodes}): set CLUSTER_TOKEN (and NODE_ID) to join them; a daemon outside the cluster would run their sessions a second time")]
@@ -124,11 +126,14 @@ impl Application {
         let max_slots = settings.max_slots;
         log::info!("store: {} ({db})", store.backend());
 
-        let chromium = find_chromium(settings.chromium_path.as_deref()).map_err(|e| e.to_string());
-        match &chromium {
-            Ok(path) => log::info!("chromium: {}", path.display()),
+        let binary =
+            crate::browser::engine::resolve(settings.browser, settings.chromium_path.as_deref())
+                .await?;
+        match &binary {
+            Ok((b, why)) => log::info!("browser: {} at {} ({why})", b.describe(), b.path.display()),
             Err(e) => log::warn!("{e}"),
         }
+        let binary = binary.map(|(b, _)| b);
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             log::warn!("running as root: Chromium runs without its sandbox; deploy/ runs the daemon as its own user");
@@ -147,13 +152,14 @@ impl Application {
         let wa_js_info = wa_js.as_ref().map(|w| w.info());
         let launcher = ChromiumLauncher {
             wa_js,
-            executable: chromium,
+            binary: binary.clone(),
             page: PageConfig {
                 url: settings.whatsapp_url.clone(),
                 qr_selector: settings.qr_selector.clone(),
                 reload_selector: settings.qr_reload_selector.clone(),
                 linked_selector: settings.linked_selector.clone(),
                 wid_keys: settings.wid_keys.clone(),
+                unsupported_text: settings.unsupported_text.clone(),
             },
             startup_timeout: Duration::from_secs(30),
             memory_savers: crate::browser::MEMORY_SAVERS,
@@ -182,7 +188,13 @@ impl Application {
         let env = Arc::new(SessionEnv {
             sessions,
             launcher: Arc::new(launcher),
+            browser: binary.ok(),
             wa_js: wa_js_info,
+            wa_js_reported: Default::default(),
+            memory: crate::actors::session::MemoryLimit {
+                max_bytes: settings.session_memory_max.0,
+                check_every: Duration::from_secs(settings.session_memory_check_secs),
+            },
             qr_timeout: settings.qr_timeout(),
             page_ready_timeout: Duration::from_secs(settings.page_ready_timeout_secs),
             close_grace: Duration::from_secs(5),

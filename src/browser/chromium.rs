@@ -1,5 +1,6 @@
-//! The seam's real implementation: Debian's Chromium, one process group per session, DevTools
-//! over a pipe, the profile locked while it runs.
+//! The seam's real implementation: Debian's Chromium — `chromium-headless-shell` or `chromium`
+//! ([`super::engine`]) — one process group per session, DevTools over a pipe, the profile locked
+//! while it runs.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::{
 /// Launches Chromium with the configured page.
 pub struct ChromiumLauncher {
     /// The binary found at boot, or why none was.
-    pub executable: Result<PathBuf, String>,
+    pub binary: Result<super::BrowserBinary, String>,
     pub page: PageConfig,
     /// Injected into every page before WhatsApp Web's own scripts; `None`: DOM signals only.
     pub wa_js: Option<super::wajs::WaJs>,
@@ -32,17 +33,18 @@ impl Launcher for ChromiumLauncher {
         log_key: String,
         on_change: ObservationSink,
     ) -> BoxFuture<Result<Box<dyn Browser>, BrowserError>> {
-        let executable = self.executable.clone();
+        let binary = self.binary.clone();
         let page = self.page.clone();
         let wa_js = self.wa_js.as_ref().map(|w| w.source.clone());
         let startup_timeout = self.startup_timeout;
         let memory_savers = self.memory_savers;
         Box::pin(async move {
-            let executable = executable.map_err(BrowserError::NotFound)?;
+            let binary = binary.map_err(BrowserError::NotFound)?;
             let lock = acquire_lock(&profile).await?;
             clear_stale_singleton(&profile).map_err(BrowserError::ProfileInUse)?;
             let spec = LaunchSpec {
-                executable,
+                executable: binary.path,
+                engine: binary.engine,
                 profile_dir: profile,
                 log_key,
                 startup_timeout,
@@ -63,9 +65,9 @@ impl Launcher for ChromiumLauncher {
     }
 
     fn ready(&self) -> Result<(), String> {
-        match &self.executable {
-            Ok(path) if super::is_executable(path) => Ok(()),
-            Ok(path) => Err(format!("{} is gone", path.display())),
+        match &self.binary {
+            Ok(b) if super::is_executable(&b.path) => Ok(()),
+            Ok(b) => Err(format!("{} is gone", b.path.display())),
             Err(e) => Err(e.clone()),
         }
     }

@@ -10,6 +10,7 @@
 pub mod bridge;
 pub mod chromium;
 pub mod devtools;
+pub mod engine;
 pub mod page;
 pub mod process;
 pub mod profile;
@@ -22,12 +23,10 @@ use std::time::Duration;
 
 pub use bridge::Command;
 pub use chromium::ChromiumLauncher;
+pub use engine::{BrowserBinary, Engine, EngineChoice};
 pub use page::{Observation, PageConfig, Source};
 pub use process::{BrowserProcess, LaunchSpec, MemorySaver, MEMORY_SAVERS};
 pub use profile::FolderLock;
-
-/// Names tried on PATH when `CHROMIUM_PATH` is not set.
-const CHROMIUM_NAMES: [&str; 4] = ["chromium", "chromium-browser", "google-chrome", "chrome"];
 
 /// A boxed future, as the seam's methods return (they are called through `dyn`).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -76,7 +75,8 @@ pub trait Browser: Send + 'static {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrowserError {
-    #[error("Chromium not found at {0}; install the `chromium` package or set CHROMIUM_PATH")]
+    /// No browser binary to launch; the sentence says what to install or set.
+    #[error("{0}")]
     NotFound(String),
     #[error("could not start Chromium")]
     Spawn(#[source] std::io::Error),
@@ -127,47 +127,10 @@ impl BrowserError {
     }
 }
 
-/// Resolves the Chromium binary: the configured path, else the first known name on PATH.
-///
-/// Debian's `/usr/bin/chromium` is a shell wrapper; the real binary sits at
-/// `/usr/lib/chromium/chromium`. Preferring it keeps our pid the browser's pid.
-pub fn find_chromium(configured: Option<&Path>) -> Result<PathBuf, BrowserError> {
-    if let Some(path) = configured {
-        return if is_executable(path) {
-            Ok(path.to_path_buf())
-        } else {
-            Err(BrowserError::NotFound(path.display().to_string()))
-        };
-    }
-    let debian = Path::new("/usr/lib/chromium/chromium");
-    if is_executable(debian) {
-        return Ok(debian.to_path_buf());
-    }
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path_var)
-        .flat_map(|dir| CHROMIUM_NAMES.iter().map(move |name| dir.join(name)))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| BrowserError::NotFound(format!("PATH ({})", CHROMIUM_NAMES.join(", "))))
-}
-
 /// A regular file with an execute bit.
 pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_chromium_says_what_to_do() {
-        let err = find_chromium(Some(Path::new("/nonexistent/chromium"))).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Chromium not found at /nonexistent/chromium; install the `chromium` package or set CHROMIUM_PATH"
-        );
-    }
 }

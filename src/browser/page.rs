@@ -36,6 +36,8 @@ pub struct PageConfig {
     pub reload_selector: String,
     pub linked_selector: String,
     pub wid_keys: Vec<String>,
+    /// Text of the page WhatsApp Web shows a browser it refuses.
+    pub unsupported_text: String,
 }
 
 /// What the page shows, reduced to what the session cares about.
@@ -57,6 +59,9 @@ pub enum Observation {
     LoggedOut { reason: Option<String> },
     /// WhatsApp Web asks for a newer browser.
     NeedsUpdate,
+    /// WhatsApp Web refuses this browser: its "works with Google Chrome" page, no QR, no app
+    /// (the page's words).
+    Unsupported(String),
     /// The phone went offline or came back.
     Online(bool),
     /// A new message (received, or sent from the phone or by the daemon).
@@ -81,10 +86,16 @@ struct Snapshot {
     reload: bool,
     wid: Option<String>,
     linked: bool,
+    /// The refusal's words, when the page shows neither a QR code nor the chats but says it.
+    #[serde(default)]
+    unsupported: Option<String>,
 }
 
 impl Snapshot {
     fn observation(self) -> Observation {
+        if let Some(words) = self.unsupported {
+            return Observation::Unsupported(words);
+        }
         match (self.linked, self.wid.as_deref().and_then(number_from_wid)) {
             (true, Some(number)) => Observation::Connected(number),
             _ if self.reload => Observation::QrExpired,
@@ -112,11 +123,21 @@ const SNAPSHOT_FN: &str = r#"function (cfg) {
   try {
     for (const k of cfg.widKeys) { const v = localStorage.getItem(k); if (v) { wid = v; break; } }
   } catch (e) {}
+  const linked = !!document.querySelector(cfg.linkedSelector);
+  // Only a page with neither a QR code nor the chats is read for the refusal (no cost while linked).
+  let unsupported = null;
+  if (!el && !linked && document.body) {
+    // innerText: what is shown (not the text of scripts).
+    const text = document.body.innerText || "";
+    const at = text.indexOf(cfg.unsupportedText);
+    if (at >= 0) unsupported = text.slice(at, at + 120).split("\n")[0].trim();
+  }
   return JSON.stringify({
     qr: el ? el.getAttribute("data-ref") : null,
     reload: !!document.querySelector(cfg.reloadSelector),
     wid: wid,
-    linked: !!document.querySelector(cfg.linkedSelector),
+    linked: linked,
+    unsupported: unsupported,
   });
 }"#;
 
@@ -235,12 +256,14 @@ impl WaPage {
                 page.execute(performance::DisableParams::default()),
             ),
         )?;
-        // Headless Chromium says "HeadlessChrome" in its user agent; the site refuses that.
+        // Headless Chromium says "HeadlessChrome" in its user agent (and, the shell, in its client
+        // hint brands); the site refuses that (docs/browser-engines.md).
         let version = timed("version", browser.version()).await?;
-        let agent = version.user_agent.replace("HeadlessChrome", "Chrome");
         timed(
             "userAgent",
-            page.execute(SetUserAgentOverrideParams::new(agent)),
+            page.execute(SetUserAgentOverrideParams::new(user_agent(
+                &version.user_agent,
+            ))),
         )
         .await?;
 
@@ -312,6 +335,23 @@ async fn initial_page(browser: &Browser) -> Result<Page, BrowserError> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     timed("new_page", browser.new_page("about:blank")).await
+}
+
+/// The user agent a session's page gets: the browser's own, as a desktop Chromium of the same
+/// major version says it (`Chrome/156.0.0.0`; the shell says `HeadlessChrome/156.0.8078.114`,
+/// the new headless mode `HeadlessChrome/156.0.0.0`). Overriding it also drops the client hint
+/// brands, where the shell names `HeadlessChrome` too.
+pub fn user_agent(raw: &str) -> String {
+    raw.split(' ')
+        .map(|token| match token.strip_prefix("HeadlessChrome/") {
+            Some(version) => {
+                let major = version.split('.').next().unwrap_or(version);
+                format!("Chrome/{major}.0.0.0")
+            }
+            None => token.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// How long to look for Chromium's first tab before opening one.
@@ -436,12 +476,25 @@ mod tests {
     }
 
     #[test]
+    fn the_user_agent_is_a_desktop_chromium_s() {
+        let want = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+        for raw in [
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.8078.114 Safari/537.36",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36",
+            want,
+        ] {
+            assert_eq!(user_agent(raw), want);
+        }
+    }
+
+    #[test]
     fn snapshot_precedence() {
         let s = |qr: Option<&str>, reload, wid: Option<&str>, linked| Snapshot {
             qr: qr.map(String::from),
             reload,
             wid: wid.map(String::from),
             linked,
+            unsupported: None,
         };
         let wid = Some("\"4915112345678:7@c.us\"");
         assert_eq!(
@@ -464,6 +517,14 @@ mod tests {
         assert_eq!(
             s(Some(""), false, None, false).observation(),
             Observation::Loading
+        );
+        let refused = Snapshot {
+            unsupported: Some("WhatsApp works with Google Chrome 60+".into()),
+            ..s(None, false, None, false)
+        };
+        assert_eq!(
+            refused.observation(),
+            Observation::Unsupported("WhatsApp works with Google Chrome 60+".into())
         );
     }
 }

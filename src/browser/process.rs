@@ -27,7 +27,7 @@ pub const ENV_ALLOW_LIST: [&str; 7] = [
     "FONTCONFIG_*",
 ];
 
-fn env_allowed(name: &std::ffi::OsStr) -> bool {
+pub(super) fn env_allowed(name: &std::ffi::OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
@@ -43,6 +43,8 @@ fn env_allowed(name: &std::ffi::OsStr) -> bool {
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
     pub executable: PathBuf,
+    /// Which switches apply (the shell is headless by construction and has no desktop layer).
+    pub engine: super::Engine,
     pub profile_dir: PathBuf,
     /// Prefix for log lines (`<userId>:<slot>`).
     pub log_key: String,
@@ -116,9 +118,11 @@ impl BrowserProcess {
             });
         }
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                BrowserError::NotFound(spec.executable.display().to_string())
-            }
+            std::io::ErrorKind::NotFound => BrowserError::NotFound(format!(
+                "{} is gone: install {} or set CHROMIUM_PATH",
+                spec.executable.display(),
+                spec.engine.package()
+            )),
             _ => BrowserError::Spawn(e),
         })?;
         // The child's ends were moved into the pre_exec closure, which `cmd` owns: drop it so
@@ -229,28 +233,41 @@ impl Drop for BrowserProcess {
     }
 }
 
+/// Switches of both engines: DevTools over the pipe only, no GPU, nothing a session does not
+/// use, and a page that looks like a browser with a screen (docs/browser-engines.md).
+const SWITCHES: [&str; 9] = [
+    "--remote-debugging-pipe",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+    "--disable-breakpad",
+    "--mute-audio",
+    "--window-size=1280,900",
+    "--lang=en-US",
+    // `navigator.webdriver` is false, as in a browser someone uses.
+    "--disable-blink-features=AutomationControlled",
+];
+
+/// The desktop `chromium` only: its headless mode, and its own services a session never uses
+/// (the shell has none of them: no first run, sync, default apps, extensions, component updater,
+/// metrics or password store).
+const CHROMIUM_SWITCHES: [&str; 9] = [
+    "--headless=new",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--metrics-recording-only",
+    "--password-store=basic",
+];
+
 fn chromium_args(spec: &LaunchSpec) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--headless=new",
-        "--remote-debugging-pipe",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-extensions",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--disable-breakpad",
-        "--metrics-recording-only",
-        "--mute-audio",
-        "--password-store=basic",
-        "--window-size=1280,900",
-        "--lang=en-US",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = SWITCHES.map(String::from).to_vec();
+    if spec.engine == super::Engine::Chromium {
+        args.extend(CHROMIUM_SWITCHES.map(String::from));
+    }
     // Chromium reads only the last --disable-features / --enable-features: one of each.
     let mut disabled: Vec<&str> = DISABLED_FEATURES.to_vec();
     let mut enabled: Vec<&str> = Vec::new();
@@ -319,17 +336,56 @@ pub async fn reap_orphans(root: &std::path::Path) -> usize {
     found.len()
 }
 
-/// Every process of the browsers running on profiles under `root`: the browsers found by
-/// [`pids_using_profiles`] and all members of their process groups (zygotes, renderers,
-/// utilities — not all of which carry the profile on their command line).
-pub fn browser_tree_pids(root: &std::path::Path) -> Vec<u32> {
-    let groups: std::collections::HashSet<u32> = pids_using_profiles(root)
-        .into_iter()
-        .filter_map(crate::procfs::pgrp)
+/// One browser running on a profile under `SESSIONS_DIR`, with its whole process group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserTree {
+    /// The browser process (it leads its group: the daemon launches each in its own).
+    pub leader: u32,
+    /// Its `--user-data-dir`.
+    pub profile: std::path::PathBuf,
+    /// Every member of the group: browser, zygotes, renderers, utilities (not all of which
+    /// carry the profile on their command line).
+    pub pids: Vec<u32>,
+}
+
+impl BrowserTree {
+    /// The proportional set size of the whole tree, in bytes (reads `/proc`).
+    pub fn pss_bytes(&self) -> u64 {
+        self.pids.iter().map(|p| crate::procfs::pss_bytes(*p)).sum()
+    }
+}
+
+/// Every browser on a profile under `root`, in one pass over `/proc`: the processes that carry
+/// such a profile and lead their own process group, with the members of each group.
+pub fn browser_trees(root: &std::path::Path) -> Vec<BrowserTree> {
+    use std::os::unix::ffi::OsStrExt;
+    let groups: Vec<(u32, u32)> = crate::procfs::pids()
+        .filter_map(|pid| Some((pid, crate::procfs::pgrp(pid)?)))
         .collect();
-    crate::procfs::pids()
-        .filter(|pid| crate::procfs::pgrp(*pid).is_some_and(|g| groups.contains(&g)))
-        .collect()
+    let mut trees: Vec<BrowserTree> = groups
+        .iter()
+        .filter(|(pid, group)| pid == group)
+        .filter_map(|(pid, _)| {
+            let profile = crate::procfs::cmdline(*pid).into_iter().find_map(|arg| {
+                let dir = arg.strip_prefix(b"--user-data-dir=")?;
+                let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(dir));
+                dir.starts_with(root).then(|| dir.to_path_buf())
+            })?;
+            Some(BrowserTree {
+                leader: *pid,
+                profile,
+                pids: Vec::new(),
+            })
+        })
+        .collect();
+    for tree in &mut trees {
+        tree.pids = groups
+            .iter()
+            .filter(|(_, group)| *group == tree.leader)
+            .map(|(pid, _)| *pid)
+            .collect();
+    }
+    trees
 }
 
 #[cfg(test)]

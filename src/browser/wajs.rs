@@ -29,12 +29,16 @@ pub fn pinned_sha256() -> &'static str {
     pinned("WA_JS_SHA256")
 }
 
+/// The version shown for a file whose version neither its banner nor the pin tells (until a
+/// page reports `WPP.version`).
+pub const UNKNOWN_VERSION: &str = "unknown";
+
 /// The loaded file: what every session's page gets before WhatsApp Web's own scripts.
 #[derive(Debug, Clone)]
 pub struct WaJs {
     pub source: Arc<str>,
     /// From the file's banner (`/*! wppconnect-team/wa-js v4.6.0 */`), else the pin's version
-    /// when the hash is the pinned one, else "unknown".
+    /// when the hash is the pinned one, else [`UNKNOWN_VERSION`].
     pub version: String,
     pub sha256: String,
     pub path: PathBuf,
@@ -111,7 +115,7 @@ pub fn load(path: &Path, operator_sha256: Option<&str>) -> Result<Option<WaJs>, 
         if got == pinned_sha256() {
             pinned_version().to_owned()
         } else {
-            "unknown".to_owned()
+            UNKNOWN_VERSION.to_owned()
         }
     });
     Ok(Some(WaJs {

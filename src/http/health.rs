@@ -20,8 +20,9 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers (checked at most once a second) and the Chromium binary
-/// sessions launch is there and executable (checked on every request).
+/// Readiness: the database answers (checked at most once a second) and the browser binary
+/// sessions launch is there and executable (checked on every request); which engine and version
+/// it is, and the WA-JS in use.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -42,6 +43,7 @@ async fn readyz(registry: web::Data<RegistryHandle>) -> HttpResponse {
     let body = json!({
         "database": database.err().unwrap_or("ok"),
         "chromium": chromium.err().unwrap_or("ok"),
+        "browser": ready.binary,
         "waJs": ready.wa_js,
     });
     if database.is_ok() && chromium.is_ok() {

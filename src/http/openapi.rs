@@ -205,7 +205,8 @@ pub struct Liveness {
     status: String,
 }
 
-/// `{database, chromium, waJs}` of `GET /readyz`: each `ok` or why not, and the WA-JS in use.
+/// `{database, chromium, browser, waJs}` of `GET /readyz`: each `ok` or why not, the browser
+/// (engine, version, path) and the WA-JS in use.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Describes a `json!` reply; never built.
 pub struct Readiness {
@@ -213,6 +214,8 @@ pub struct Readiness {
     database: String,
     #[schema(example = "ok")]
     chromium: String,
+    /// The browser sessions launch (`null`: none installed).
+    browser: Option<crate::browser::BrowserBinary>,
     /// The WA-JS the pages get (`null`: none installed, the sessions use the DOM signals).
     #[schema(rename = "waJs")]
     wa_js: Option<crate::browser::wajs::WaJsInfo>,

@@ -16,6 +16,7 @@ fn opts() -> StandInOptions {
     StandInOptions {
         rotation: Duration::from_secs(20),
         rotations: 6,
+        ..Default::default()
     }
 }
 

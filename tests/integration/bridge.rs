@@ -17,6 +17,7 @@ fn slow() -> StandInOptions {
     StandInOptions {
         rotation: Duration::from_secs(20),
         rotations: 6,
+        ..Default::default()
     }
 }
 

@@ -207,6 +207,7 @@ async fn console_app() -> TestApp {
         StandInOptions {
             rotation: Duration::from_millis(1500),
             rotations: 40,
+            ..Default::default()
         },
         &[],
     )
@@ -672,6 +673,7 @@ async fn the_console_reads_at_a_glance_in_every_state() {
         StandInOptions {
             rotation: Duration::from_secs(20),
             rotations: 6,
+            ..Default::default()
         },
         &[],
     )

@@ -13,7 +13,7 @@ use crate::support::harness::{
 };
 use crate::support::standin::{StandIn, StandInOptions};
 use serde_json::Value;
-use wa_supervisor::browser::process::browser_tree_pids;
+use wa_supervisor::browser::process::browser_trees;
 use wa_supervisor::domain::{Intent, SessionState};
 use wa_supervisor::procfs;
 
@@ -24,6 +24,7 @@ fn slow() -> StandInOptions {
     StandInOptions {
         rotation: Duration::from_secs(20),
         rotations: 6,
+        ..Default::default()
     }
 }
 
@@ -32,6 +33,14 @@ async fn stop_all(t: &TestApp, keys: &[(&str, u16)]) {
         t.stop(user, *slot).await;
     }
     t.assert_no_browsers_left().await;
+}
+
+/// Every process of the browsers on profiles under `root`.
+fn browser_tree_pids(root: &std::path::Path) -> Vec<u32> {
+    browser_trees(root)
+        .into_iter()
+        .flat_map(|t| t.pids)
+        .collect()
 }
 
 /// Listening TCP sockets held by any process of the browsers under `root`.
@@ -568,6 +577,7 @@ async fn an_expired_qr_is_withdrawn_from_status_and_events() {
         StandInOptions {
             rotation: Duration::from_millis(1500),
             rotations: 1,
+            ..Default::default()
         },
         &[],
     )

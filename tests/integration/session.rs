@@ -16,6 +16,7 @@ fn slow_rotation() -> StandInOptions {
     StandInOptions {
         rotation: Duration::from_secs(20),
         rotations: 6,
+        ..Default::default()
     }
 }
 
@@ -106,6 +107,7 @@ async fn rotation_is_followed_and_expired_codes_are_reloaded() {
         StandInOptions {
             rotation: Duration::from_millis(600),
             rotations: 3,
+            ..Default::default()
         },
         &[],
     )

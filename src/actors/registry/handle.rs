@@ -52,6 +52,8 @@ pub struct Readiness {
     pub browser: Result<(), String>,
     /// The WA-JS the pages get, if any (its absence is no failure: the DOM signals work).
     pub wa_js: Option<crate::browser::wajs::WaJsInfo>,
+    /// The browser binary, engine and version sessions launch.
+    pub binary: Option<crate::browser::BrowserBinary>,
 }
 
 impl RegistryHandle {
@@ -245,6 +247,11 @@ impl RegistryHandle {
         Ok(self.addr.send(InspectAll).await?)
     }
 
+    /// The browser binary sessions launch (engine, version, path), if one was found.
+    pub fn browser(&self) -> Option<crate::browser::BrowserBinary> {
+        self.env.browser.clone()
+    }
+
     /// Every change of every session from now on (subscribers filter by user).
     pub fn subscribe(&self) -> broadcast::Receiver<Session> {
         self.env.events.subscribe()
@@ -255,9 +262,10 @@ impl RegistryHandle {
     pub async fn browser_memory(&self) -> (usize, u64) {
         let root = self.env.sessions.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let pids = crate::browser::process::browser_tree_pids(&root);
-            let pss = pids.iter().map(|p| crate::procfs::pss_bytes(*p)).sum();
-            (pids.len(), pss)
+            let trees = crate::browser::process::browser_trees(&root);
+            let processes = trees.iter().map(|t| t.pids.len()).sum();
+            let pss = trees.iter().map(|t| t.pss_bytes()).sum();
+            (processes, pss)
         })
         .await
         .unwrap_or_default()
@@ -285,7 +293,8 @@ impl RegistryHandle {
         Readiness {
             database,
             browser: self.env.launcher.ready(),
-            wa_js: self.env.wa_js.clone(),
+            wa_js: self.env.wa_js_info(),
+            binary: self.env.browser.clone(),
         }
     }
 }

@@ -324,6 +324,8 @@ pub struct RegistryInfo {
     pub launches_in_flight: usize,
     /// The WA-JS injected into the pages (`null`: none; DOM signals only).
     pub wa_js: Option<crate::browser::wajs::WaJsInfo>,
+    /// The browser binary sessions launch (`null`: none installed).
+    pub browser: Option<crate::browser::BrowserBinary>,
     pub actors: Vec<ActorInfo>,
 }
 
@@ -342,7 +344,9 @@ impl Handler<InspectAll> for Registry {
         let max_sessions = self.max_sessions;
         let launches_in_flight =
             self.env.launch_concurrency - self.env.launches.available_permits();
-        let wa_js = self.env.wa_js.clone();
+        let memory = self.memory.clone();
+        let wa_js = self.env.wa_js_info();
+        let browser = self.env.browser.clone();
         Box::pin(async move {
             let mut actors: Vec<ActorInfo> = futures_util::future::join_all(requests)
                 .await
@@ -350,6 +354,11 @@ impl Handler<InspectAll> for Registry {
                 .filter_map(Result::ok)
                 .collect();
             actors.sort_by(|a, b| a.session.key.cmp(&b.session.key));
+            for a in &mut actors {
+                a.memory_bytes = a
+                    .browser_pid
+                    .and_then(|_| memory.get(&a.session.key).copied());
+            }
             RegistryInfo {
                 known_sessions,
                 live_actors,
@@ -357,6 +366,7 @@ impl Handler<InspectAll> for Registry {
                 max_sessions,
                 launches_in_flight,
                 wa_js,
+                browser,
                 actors,
             }
         })

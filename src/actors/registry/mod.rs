@@ -5,6 +5,7 @@
 //! event bus), so a status call never waits on a browser. Enforces the host-wide limits that
 //! need a global view: `MAX_SESSIONS` running browsers and the per-user start rate.
 
+mod bulkhead;
 mod handle;
 mod messages;
 
@@ -57,6 +58,10 @@ pub struct Registry {
     /// Starts sent to an actor whose `starting` event has not reached the cache yet.
     pending_starts: std::collections::HashSet<SessionKey>,
     shutting_down: bool,
+    /// Each running browser's memory (PSS of its tree, bytes) at the last check (`/actors`).
+    memory: HashMap<SessionKey, u64>,
+    /// A memory check is reading `/proc` (the next one waits for it).
+    memory_check_running: bool,
 }
 
 impl Registry {
@@ -89,6 +94,8 @@ impl Registry {
             buckets: HashMap::new(),
             pending_starts: std::collections::HashSet::new(),
             shutting_down: false,
+            memory: HashMap::new(),
+            memory_check_running: false,
         }
     }
 
@@ -222,6 +229,7 @@ impl Actor for Registry {
             }
         });
         self.restore();
+        self.watch_memory(ctx);
     }
 }
 

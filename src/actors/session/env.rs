@@ -13,13 +13,27 @@ use crate::domain::SessionsRoot;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// `SESSION_MEMORY_MAX` and how often it is checked (one pass over `/proc` for every session).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryLimit {
+    pub max_bytes: u64,
+    pub check_every: Duration,
+}
+
 pub struct SessionEnv {
     /// Where profile folders are (the only source of their paths).
     pub sessions: SessionsRoot,
     /// Starts browsers: Chromium in the daemon, a scripted fake in supervision tests.
     pub launcher: Arc<dyn Launcher>,
+    /// The browser binary sessions launch (`None`: none installed; starts fail, not ready).
+    pub browser: Option<crate::browser::BrowserBinary>,
     /// The WA-JS the pages get, if any (shown by `/readyz` and `/actors`).
     pub wa_js: Option<crate::browser::wajs::WaJsInfo>,
+    /// The WA-JS version the latest page reported (`WPP.version`): what `/readyz` shows when
+    /// the file's own version is not known (a file pinned by `WA_JS_SHA256` without a banner).
+    pub wa_js_reported: std::sync::Mutex<Option<String>>,
+    /// The memory bulkhead: a browser tree above `max_bytes` is recycled.
+    pub memory: MemoryLimit,
     /// An unscanned QR code closes the browser after this long.
     pub qr_timeout: Duration,
     /// From a launched browser to its first QR code or chat list; longer counts as a crash.
@@ -42,4 +56,18 @@ pub struct SessionEnv {
     pub send_per_minute: u32,
     /// This node in a cluster (docs/several-hosts.md); `None` for a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+impl SessionEnv {
+    /// The WA-JS in use as operators see it: the file's version, or the one its pages report
+    /// when the file does not say.
+    pub fn wa_js_info(&self) -> Option<crate::browser::wajs::WaJsInfo> {
+        let mut info = self.wa_js.clone()?;
+        if info.version == crate::browser::wajs::UNKNOWN_VERSION {
+            if let Some(reported) = self.wa_js_reported.lock().expect("not poisoned").clone() {
+                info.version = reported;
+            }
+        }
+        Some(info)
+    }
 }

@@ -20,6 +20,12 @@ pub struct ActorInfo {
     pub restart_in_ms: Option<u64>,
     /// Cluster mode: the epoch of this node's lease on the session, while it holds one.
     pub lease_epoch: Option<i64>,
+    /// The WA-JS version the browser's page reported, once ready.
+    pub wa_js_version: Option<String>,
+    /// Browsers recycled for going over `SESSION_MEMORY_MAX` since the daemon started.
+    pub recycles: u32,
+    /// The browser's memory (PSS of its whole process tree) at the last check, in bytes.
+    pub memory_bytes: Option<u64>,
 }
 
 /// The actor's own description for `/actors`.
@@ -38,6 +44,9 @@ impl Handler<Inspect> for SessionActor {
             profile_path: self.env.sessions.profile_dir(&self.key),
             uptime_secs: self.born.elapsed().as_secs(),
             lease_epoch: self.fence.map(|f| f.epoch),
+            wa_js_version: self.wa_js_version.clone(),
+            recycles: self.recycles,
+            memory_bytes: None,
             restart_in_ms: self
                 .relaunch_at
                 .filter(|_| self.machine.state == crate::domain::SessionState::Restarting)

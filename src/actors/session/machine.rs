@@ -33,6 +33,9 @@ pub enum Cause {
     Online(bool),
     /// The browser died unexpectedly (or its page never became usable); a relaunch follows.
     Crashed(String),
+    /// The browser is closed on purpose and relaunched at once on its profile (the memory
+    /// bulkhead); no crash is counted.
+    Recycle(String),
     /// No more automatic restarts: crash intensity exceeded (`crash: true`, it counts as a
     /// restart) or the browser cannot run at all.
     Failed { reason: String, crash: bool },
@@ -41,7 +44,7 @@ pub enum Cause {
 }
 
 /// Why a browser is closed on purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopKind {
     /// `POST /api/stop`: the number stays linked in the profile.
     Stopped,
@@ -58,6 +61,9 @@ pub enum StopKind {
     /// Cluster: this node's lease is gone (not renewed in time, or taken over); the browser
     /// was killed and the session runs wherever its new owner is.
     LeaseLost,
+    /// WhatsApp Web refuses this browser (the reason, `unsupported_browser: …`); the intent is
+    /// kept, so the session comes back once the daemon runs on an engine the site takes.
+    Unsupported(String),
 }
 
 impl Cause {
@@ -72,7 +78,7 @@ impl Cause {
             Cause::Qr(_) => SessionState::Qr,
             Cause::Pairing { .. } => SessionState::Pairing,
             Cause::Linked(_) | Cause::Online(_) => SessionState::Connected,
-            Cause::Crashed(_) => SessionState::Restarting,
+            Cause::Crashed(_) | Cause::Recycle(_) => SessionState::Restarting,
             Cause::Failed { .. } => SessionState::Failed,
             Cause::Stop(_) => SessionState::Stopped,
         }
@@ -203,6 +209,7 @@ impl Machine {
                 self.last_error = Some(reason.clone());
                 ("crashed", Some(reason))
             }
+            Cause::Recycle(reason) => ("recycled", Some(reason)),
             Cause::Failed { reason, crash } => {
                 self.restarts += u32::from(crash);
                 self.intent = Intent::Stopped;
@@ -228,6 +235,10 @@ impl Machine {
                 StopKind::Snapshot => ("snapshot", None),
                 StopKind::HandOver => ("handed_over", None),
                 StopKind::LeaseLost => ("lease_lost", None),
+                StopKind::Unsupported(reason) => {
+                    self.last_error = Some(reason.clone());
+                    ("unsupported_browser", Some(reason))
+                }
             },
         };
         Ok(Change {
@@ -256,7 +267,8 @@ mod tests {
     }
 
     fn random_cause(n: u32) -> Cause {
-        match rand::random_range(0..16) {
+        match rand::random_range(0..17) {
+            16 => Cause::Recycle(format!("memory {n}")),
             12 => Cause::Pairing {
                 code: rand::random::<bool>().then(|| format!("ABCD-{n:04}")),
             },
@@ -278,6 +290,9 @@ mod tests {
             8 => Cause::Stop(StopKind::Stopped),
             9 => Cause::Stop(StopKind::LoggedOut),
             10 => Cause::Stop(StopKind::QrTimeout),
+            11 if n.is_multiple_of(2) => {
+                Cause::Stop(StopKind::Unsupported("unsupported_browser: x".into()))
+            }
             _ => Cause::Stop(StopKind::Shutdown),
         }
     }

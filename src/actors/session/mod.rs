@@ -21,6 +21,7 @@ mod logout;
 pub mod machine;
 mod pair;
 mod qr;
+mod recycle;
 mod send;
 mod shutdown;
 mod start;
@@ -47,7 +48,7 @@ use crate::cluster::LeaseLost;
 use crate::domain::{Intent, SessionKey, SessionState};
 use crate::store::{now_ms, Fence, NewEvent, SessionRow};
 
-pub use env::SessionEnv;
+pub use env::{MemoryLimit, SessionEnv};
 pub use error::SessionError;
 pub use handover::HandOver;
 pub use inspect::{ActorInfo, Inspect};
@@ -55,6 +56,7 @@ pub use logout::Logout;
 pub use machine::{Cause, Machine, StopKind};
 pub use pair::{Pair, PAIR_WAIT};
 pub use qr::GetQr;
+pub use recycle::OverMemory;
 pub use send::{Send, SentMessage, IDEMPOTENCY_WINDOW_MS};
 pub use shutdown::Shutdown;
 pub use start::Start;
@@ -161,6 +163,10 @@ pub struct SessionActor {
     writer: Writer,
     /// Cluster mode: this node's lease on the session while it holds one.
     fence: Option<Fence>,
+    /// The WA-JS version the current browser's page reported (`/actors`).
+    wa_js_version: Option<String>,
+    /// Browsers recycled for their memory since this actor was created.
+    recycles: u32,
 }
 
 impl SessionActor {
@@ -195,6 +201,8 @@ impl SessionActor {
             born: Instant::now(),
             writer,
             fence: None,
+            wa_js_version: None,
+            recycles: 0,
             key,
             env,
         }
@@ -290,6 +298,7 @@ impl SessionActor {
             self.generation += 1;
             self.bridge = Bridge::None;
             self.dom_while_waiting = None;
+            self.wa_js_version = None;
         }
         if change.to != SessionState::Pairing {
             self.pairing_phone = None;
@@ -564,6 +573,12 @@ impl SessionActor {
             self.key,
             self.bridge
         );
+        // A refusal comes from the DOM watcher whatever the bridge (WA-JS never gets ready on
+        // that page): reported at once, not by the page-ready timeout.
+        if let Observation::Unsupported(words) = observation {
+            self.unsupported(&words, ctx);
+            return;
+        }
         match (self.bridge, source) {
             (Bridge::Waiting, Source::Bridge) => {
                 if let Observation::BridgeReady { version } = observation {
@@ -571,6 +586,8 @@ impl SessionActor {
                         "{} WA-JS {version} ready: the page bridge drives the session",
                         self.key
                     );
+                    *self.env.wa_js_reported.lock().expect("not poisoned") = Some(version.clone());
+                    self.wa_js_version = Some(version);
                     self.bridge = Bridge::WaJs;
                     self.dom_while_waiting = None;
                     self.request_pairing_code(ctx);
@@ -583,6 +600,25 @@ impl SessionActor {
             // The other watcher, or WA-JS turning up after the fallback: not believed.
             _ => {}
         }
+    }
+
+    /// WhatsApp Web refuses this browser. No relaunch can help: the session stops with
+    /// `unsupported_browser: …` and keeps its intent, so once the operator switches engines
+    /// (`BROWSER=chromium`) and restarts the daemon it comes back on its profile.
+    fn unsupported(&mut self, words: &str, ctx: &mut Context<Self>) {
+        let engine = self
+            .env
+            .browser
+            .as_ref()
+            .map_or_else(|| "this browser".to_owned(), |b| b.describe());
+        let reason = format!(
+            "unsupported_browser: WhatsApp Web refused {engine} (\"{words}\"); set BROWSER=chromium (README, \"The browser engine\")"
+        );
+        log::error!("{} {reason}", self.key);
+        let closing = self.shut_down(StopKind::Unsupported(reason), SYSTEM, ctx);
+        actix::spawn(async move {
+            drop(closing.await);
+        });
     }
 
     /// WA-JS did not become ready in time: the DOM signals drive this browser from now on.
@@ -670,6 +706,7 @@ impl SessionActor {
                     self.transition(Cause::RemoteLogout { reason }, SYSTEM, ctx);
                 }
             }
+            Observation::Unsupported(_) => {}
             Observation::NeedsUpdate => self.fail(
                 "WhatsApp Web asks for a newer browser (needs update): upgrade the chromium package"
                     .to_owned(),
@@ -753,7 +790,7 @@ impl SessionActor {
         by: &str,
         ctx: &mut Context<Self>,
     ) -> impl std::future::Future<Output = OwnedMutexGuard<()>> + 'static {
-        self.transition(Cause::Stop(kind), by, ctx);
+        self.transition(Cause::Stop(kind.clone()), by, ctx);
         let run = self.run.take();
         let grace = self.env.close_grace;
         let gate = self.gate.clone();
@@ -800,7 +837,7 @@ impl SessionActor {
                         log::warn!("{key} snapshot not deleted: {}", chain(&e));
                     }
                 }
-                StopKind::QrTimeout | StopKind::LeaseLost => {}
+                StopKind::QrTimeout | StopKind::LeaseLost | StopKind::Unsupported(_) => {}
                 _ if linked => handover::take(&store, &key, profile, fence).await,
                 _ => {}
             }

@@ -75,7 +75,11 @@ impl Handle {
     }
 }
 
+/// Fake pids: numbers above any real `pid_max`, so nothing real is ever named.
+static NEXT_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(5_000_000);
+
 struct FakeBrowser {
+    pid: u32,
     bridge: bool,
     commands: Arc<Mutex<Vec<Command>>>,
     current: Arc<Mutex<Observation>>,
@@ -87,7 +91,7 @@ struct FakeBrowser {
 
 impl Browser for FakeBrowser {
     fn pid(&self) -> Option<u32> {
-        None
+        Some(self.pid)
     }
 
     fn exited(&self) -> BoxFuture<String> {
@@ -188,6 +192,7 @@ impl Launcher for FakeLauncher {
                 },
             ));
             Ok(Box::new(FakeBrowser {
+                pid: NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 bridge,
                 commands,
                 current,
@@ -211,6 +216,7 @@ impl Launcher for FakeLauncher {
 struct Fixture {
     addr: Addr<SessionActor>,
     key: SessionKey,
+    env: Arc<SessionEnv>,
     launcher: Arc<FakeLauncher>,
     launches: mpsc::UnboundedReceiver<(Instant, Handle)>,
     _tmp: tempfile::TempDir,
@@ -239,7 +245,13 @@ impl Fixture {
         let env = Arc::new(SessionEnv {
             sessions: SessionsRoot::create(&tmp.path().join("sessions")).unwrap(),
             launcher: launcher.clone(),
+            browser: None,
             wa_js: None,
+            wa_js_reported: Default::default(),
+            memory: MemoryLimit {
+                max_bytes: 1 << 30,
+                check_every: Duration::from_secs(30),
+            },
             qr_timeout: QR_TIMEOUT,
             page_ready_timeout: PAGE_READY,
             close_grace: Duration::from_secs(5),
@@ -260,14 +272,28 @@ impl Fixture {
             cluster: None,
         });
         let key = SessionKey::new(UserId::parse("alice").unwrap(), Slot::new(1, 10).unwrap());
-        let addr = SessionActor::start_supervised(key.clone(), env, None, &Arbiter::current());
+        let addr =
+            SessionActor::start_supervised(key.clone(), env.clone(), None, &Arbiter::current());
         Fixture {
             addr,
             key,
+            env,
             launcher,
             launches,
             _tmp: tmp,
         }
+    }
+
+    /// The stored row once it shows `state` (the writer works off the actor's thread).
+    async fn row_in(&self, state: SessionState) -> crate::store::SessionRow {
+        for _ in 0..1000 {
+            let row = self.env.store.load_session(&self.key).await.unwrap();
+            if let Some(row) = row.filter(|r| r.state == state) {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the row never showed {state}");
     }
 
     fn plan(&self, plan: Plan) {
@@ -842,5 +868,82 @@ fn logout_unlinks_on_whatsapps_side_first() {
         assert_eq!((s.state, s.connected_number), (SessionState::Stopped, None));
         assert_eq!(*browser.commands.lock().unwrap(), [Command::Logout]);
         assert_eq!(browser.ended(), Some("closed"));
+    });
+}
+
+/// The memory bulkhead: a browser over the limit is closed in order (not discarded) and launched
+/// again at once on its profile; no crash is counted; a report naming an older browser is ignored.
+#[test]
+fn a_browser_over_its_memory_is_recycled_without_a_crash() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(Observation::Connected("4915100000001".into()));
+        f.state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        let info = f.addr.send(Inspect).await.unwrap();
+        let pid = info.browser_pid.unwrap();
+
+        // A report about some other browser changes nothing.
+        f.addr.do_send(OverMemory {
+            key: f.key.clone(),
+            pid: pid + 1_000,
+            bytes: 2 << 30,
+        });
+        assert!(f.next_launch(Duration::from_secs(5)).await.is_none());
+
+        let at = Instant::now();
+        f.addr.do_send(OverMemory {
+            key: f.key.clone(),
+            pid,
+            bytes: 2 << 30,
+        });
+        let (relaunched_at, next) = f
+            .next_launch(Duration::from_secs(1))
+            .await
+            .expect("a relaunch");
+        assert!(
+            relaunched_at - at < Duration::from_millis(50),
+            "at once, no backoff"
+        );
+        assert_eq!(
+            browser.ended(),
+            Some("closed"),
+            "closed in order: the profile is flushed"
+        );
+        next.show(Observation::Connected("4915100000001".into()));
+        let s = f
+            .state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        assert_eq!((s.restarts, s.last_error), (0, None), "no crash counted");
+        let info = f.addr.send(Inspect).await.unwrap();
+        assert_eq!(info.recycles, 1);
+        assert_ne!(info.browser_pid, Some(pid));
+    });
+}
+
+/// WhatsApp's refusal page stops the session at once, with `unsupported_browser`, keeping its
+/// intent (the next boot, on another engine, brings it back) — also while WA-JS is still awaited.
+#[test]
+fn a_refused_browser_stops_the_session_at_once_keeping_its_intent() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show_dom(Observation::Unsupported(
+            "WhatsApp works with Google Chrome 60+".into(),
+        ));
+        let s = f.state(SessionState::Stopped, Duration::from_secs(1)).await;
+        let error = s.last_error.unwrap();
+        assert!(error.starts_with("unsupported_browser: "), "{error}");
+        assert!(error.contains("BROWSER=chromium"), "{error}");
+        assert_eq!(browser.ended(), Some("closed"));
+        assert!(
+            f.next_launch(Duration::from_secs(600)).await.is_none(),
+            "no crash loop"
+        );
+        let row = f.row_in(SessionState::Stopped).await;
+        assert_eq!(row.intent, crate::domain::Intent::Running);
     });
 }

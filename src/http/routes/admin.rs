@@ -37,7 +37,9 @@ async fn metrics(
     who.authorize_admin()?;
     let states = registry.count_states().await?;
     let browsers = registry.browser_memory().await;
-    let mut text = state.metrics.render(&states, browsers);
+    let mut text = state
+        .metrics
+        .render(&states, browsers, registry.browser().as_ref());
     if let Some(cluster) = cluster.get_ref() {
         text.push_str(&cluster_metrics(cluster).await?);
     }

@@ -43,6 +43,8 @@ pub struct StandInOptions {
     pub rotation: Duration,
     /// How many payloads one cycle shows (the first one included) before the reload button.
     pub rotations: u32,
+    /// Which browsers get WhatsApp's refusal page instead of the app.
+    pub refuse: Refuse,
 }
 
 impl Default for StandInOptions {
@@ -50,13 +52,36 @@ impl Default for StandInOptions {
         StandInOptions {
             rotation: Duration::from_secs(20),
             rotations: 6,
+            refuse: Refuse::default(),
         }
     }
 }
 
+/// When the stand-in answers like WhatsApp Web does a browser it does not take: "WhatsApp works
+/// with Google Chrome 60+", no QR, no app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refuse {
+    #[default]
+    /// A browser that says it is headless — in its `User-Agent` or `Sec-CH-UA` header, or in
+    /// `navigator.userAgent` / `navigator.userAgentData` — as the real site refuses
+    /// `HeadlessChrome`. Every test's browser must pass for the app.
+    Headless,
+    /// Every browser (the daemon's detection of the refusal is the test).
+    Always,
+    /// None (the benchmarks' bare baselines, which set no user agent of their own).
+    Never,
+}
+
+/// What the refusal page says, as WhatsApp Web's does.
+pub const REFUSAL: &str = "WhatsApp works with Google Chrome 60+";
+
 #[derive(Default)]
 struct Device {
     phone: Option<String>,
+    /// MiB the page is to allocate and keep (its heap grows, as WhatsApp Web's does with chats).
+    grow_mib: u32,
+    /// What the page reported of its browser (`/api/caps`).
+    caps: Option<serde_json::Value>,
     /// The latest payload handed to this device, if still scannable.
     current: Option<String>,
     /// Linking by phone number: the phone, the current code and when it was issued.
@@ -140,6 +165,9 @@ struct State {
     instances: HashMap<String, Instances>,
     /// How many times a device got linked by a scan or an entered pairing code.
     links: usize,
+    refuse: Refuse,
+    /// How many times the refusal page was served.
+    refusals: usize,
 }
 
 impl State {
@@ -264,6 +292,7 @@ impl StandIn {
         let state: Shared = Arc::new(Mutex::new(State {
             rotation_ms: opts.rotation.as_millis().max(1) as u64,
             rotations: opts.rotations.max(1),
+            refuse: opts.refuse,
             ..State::default()
         }));
         let data = web::Data::from(state.clone());
@@ -283,6 +312,7 @@ impl StandIn {
                     srv.call(req)
                 })
                 .route("/", web::get().to(page))
+                .route("/sw.js", web::get().to(service_worker))
                 .route("/api/state", web::get().to(api_state))
                 .route("/api/qr", web::get().to(api_qr))
                 .route("/api/expire", web::post().to(api_expire))
@@ -292,6 +322,8 @@ impl StandIn {
                 .route("/api/pair", web::post().to(api_pair))
                 .route("/api/logout", web::post().to(api_logout))
                 .route("/api/send", web::post().to(api_send))
+                .route("/api/caps", web::post().to(api_caps))
+                .route("/api/refused", web::post().to(api_refused))
                 .route("/control/enter-code", web::post().to(control_enter_code))
                 .route("/control/online", web::post().to(control_online))
                 .route(
@@ -488,6 +520,36 @@ impl StandIn {
         self.state.lock().unwrap().links
     }
 
+    /// The page of every device linked to `phone` allocates `mib` MiB more and keeps it.
+    pub fn grow(&self, phone: &str, mib: u32) -> Result<(), String> {
+        let mut st = self.state.lock().unwrap();
+        let mut n = 0;
+        for dev in st
+            .devices
+            .values_mut()
+            .filter(|d| d.phone.as_deref() == Some(phone))
+        {
+            dev.grow_mib += mib;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("no device is linked to {phone}"));
+        }
+        Ok(())
+    }
+
+    /// What the page of each device reported of its browser at its latest load (user agent,
+    /// client hints, `navigator.webdriver`, `window.chrome`, notifications, service workers…).
+    pub fn capabilities(&self) -> Vec<serde_json::Value> {
+        let st = self.state.lock().unwrap();
+        st.devices.values().filter_map(|d| d.caps.clone()).collect()
+    }
+
+    /// How many times a browser got the refusal page.
+    pub fn refusals(&self) -> usize {
+        self.state.lock().unwrap().refusals
+    }
+
     /// Number of devices (browser profiles) that have loaded the page at least once.
     pub fn device_count(&self) -> usize {
         self.state.lock().unwrap().devices.len()
@@ -539,17 +601,49 @@ fn valid_device(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-async fn page(st: web::Data<Mutex<State>>) -> HttpResponse {
-    let (ms, n) = {
-        let s = st.lock().unwrap();
-        (s.rotation_ms, s.rotations)
+async fn page(st: web::Data<Mutex<State>>, req: actix_web::HttpRequest) -> HttpResponse {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
     };
+    let headless =
+        header("user-agent").contains("Headless") || header("sec-ch-ua").contains("Headless");
+    let (ms, n, refuse, refused) = {
+        let mut s = st.lock().unwrap();
+        let refused = match s.refuse {
+            Refuse::Always => true,
+            Refuse::Headless => headless,
+            Refuse::Never => false,
+        };
+        s.refusals += usize::from(refused);
+        (s.rotation_ms, s.rotations, s.refuse, refused)
+    };
+    if refused {
+        return no_store(HttpResponse::Ok())
+            .content_type("text/html; charset=utf-8")
+            .body(REFUSAL_PAGE.replace("__REFUSAL__", REFUSAL));
+    }
     let html = PAGE
         .replace("__ROTATION_MS__", &ms.to_string())
-        .replace("__ROTATIONS__", &n.to_string());
+        .replace("__ROTATIONS__", &n.to_string())
+        .replace(
+            "__REFUSE_HEADLESS__",
+            &(refuse == Refuse::Headless).to_string(),
+        )
+        .replace("__REFUSAL__", REFUSAL);
     no_store(HttpResponse::Ok())
         .content_type("text/html; charset=utf-8")
         .body(html)
+}
+
+/// A service worker, as WhatsApp Web registers one.
+async fn service_worker() -> HttpResponse {
+    no_store(HttpResponse::Ok())
+        .content_type("text/javascript")
+        .body("self.addEventListener('install', () => self.skipWaiting()); self.addEventListener('activate', (e) => e.waitUntil(clients.claim()));")
 }
 
 async fn api_state(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> HttpResponse {
@@ -569,8 +663,10 @@ async fn api_state(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> H
     } else {
         (Vec::new(), Vec::new())
     };
+    let grow = std::mem::take(&mut dev.grow_mib);
     no_store(HttpResponse::Ok()).json(json!({
         "phone": dev.phone,
+        "grow": grow,
         "pairingCode": code,
         "online": !dev.offline,
         "logoutReason": dev.logout_reason,
@@ -620,6 +716,26 @@ async fn api_send(
     });
     no_store(HttpResponse::Ok())
         .json(json!({"id": id, "from": format!("{phone}@c.us"), "t": now_secs()}))
+}
+
+/// The page reports what its browser looks like, at every load.
+async fn api_caps(
+    st: web::Data<Mutex<State>>,
+    q: web::Query<DeviceQuery>,
+    b: web::Json<serde_json::Value>,
+) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    if !valid_device(&q.device) {
+        return no_store(HttpResponse::BadRequest()).json(json!({"error": "bad device id"}));
+    }
+    s.devices.entry(q.device.clone()).or_default().caps = Some(b.into_inner());
+    no_store(HttpResponse::Ok()).json(json!({"ok": true}))
+}
+
+/// The page found out in JavaScript that its browser is headless and showed the refusal.
+async fn api_refused(st: web::Data<Mutex<State>>) -> HttpResponse {
+    st.lock().unwrap().refusals += 1;
+    no_store(HttpResponse::Ok()).json(json!({"ok": true}))
 }
 
 #[derive(Deserialize)]
@@ -748,6 +864,16 @@ async fn control_devices(st: web::Data<Mutex<State>>) -> HttpResponse {
     no_store(HttpResponse::Ok()).json(json!({"devices": devs, "issued": s.issued.len()}))
 }
 
+/// WhatsApp Web's answer to a browser it does not take: no QR code, no app.
+const REFUSAL_PAGE: &str = r##"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>WhatsApp</title></head>
+<body><div class="landing-wrapper"><div class="landing-main">
+<h1>__REFUSAL__</h1>
+<p>To use WhatsApp, update Chrome or use Mozilla Firefox, Safari, Microsoft Edge or Opera.</p>
+<a href="https://www.google.com/chrome">Update Google Chrome</a>
+</div></div></body></html>
+"##;
+
 const PAGE: &str = r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>WhatsApp</title>
 <style>
@@ -770,25 +896,37 @@ function randomId() {
   const b = new Uint8Array(16); crypto.getRandomValues(b);
   return Array.from(b, x => x.toString(16).padStart(2, "0")).join("");
 }
-function deviceFromIdb() {
-  return new Promise((resolve, reject) => {
+// The device's login, as WhatsApp Web keeps it: an id and a non-extractable signing key in
+// IndexedDB. A key that no longer signs (a profile that lost it) is a new device: unlinked.
+async function deviceFromIdb() {
+  const db = await new Promise((resolve, reject) => {
     const req = indexedDB.open("wa-standin", 1);
     req.onupgradeneeded = () => req.result.createObjectStore("kv");
     req.onerror = () => reject(req.error);
-    req.onsuccess = () => {
-      const db = req.result;
-      let tx;
-      try { tx = db.transaction("kv", "readwrite", {durability: "strict"}); }
-      catch (e) { tx = db.transaction("kv", "readwrite"); }
-      const store = tx.objectStore("kv");
-      let id = null;
-      const g = store.get("device");
-      g.onsuccess = () => { id = g.result; if (!id) { id = randomId(); store.put(id, "device"); } };
-      tx.oncomplete = () => { db.close(); resolve(id); };
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error || new Error("idb abort"));
-    };
+    req.onsuccess = () => resolve(req.result);
   });
+  const tx = (mode, run) => new Promise((resolve, reject) => {
+    let t;
+    try { t = db.transaction("kv", mode, {durability: "strict"}); }
+    catch (e) { t = db.transaction("kv", mode); }
+    const out = run(t.objectStore("kv"));
+    t.oncomplete = () => resolve(out.result);
+    t.onerror = () => reject(t.error);
+    t.onabort = () => reject(t.error || new Error("idb abort"));
+  });
+  const stored = await tx("readonly", (s) => s.get("login"));
+  if (stored && stored.id && stored.key) {
+    try {
+      await crypto.subtle.sign({name: "ECDSA", hash: "SHA-256"}, stored.key, new TextEncoder().encode(stored.id));
+      db.close();
+      return stored.id;
+    } catch (e) {}
+  }
+  const pair = await crypto.subtle.generateKey({name: "ECDSA", namedCurve: "P-256"}, false, ["sign"]);
+  const id = randomId();
+  await tx("readwrite", (s) => s.put({id, key: pair.privateKey}, "login"));
+  db.close();
+  return id;
 }
 async function api(method, path) {
   const r = await fetch(path + "?device=" + encodeURIComponent(device) + "&instance=" + instance, {method, cache: "no-store"});
@@ -914,6 +1052,8 @@ let lastCode = null, lastOnline = true, updateAsked = false;
 async function poll() {
   try {
     const r = await api("GET", "/api/state");
+    // A heap that grows (as WhatsApp Web's does with the chats): touched, so it is resident.
+    for (let i = 0; i < (r.grow || 0); i++) ballast.push(new Uint8Array(1 << 20).fill(i % 255 + 1));
     if (r.phone && r.phone !== phone) showLinked(r.phone);
     else if (!r.phone && phone) showUnlinked(r.logoutReason);
     if (r.pairingCode && r.pairingCode !== lastCode) announce({type: "link_code", code: r.pairingCode});
@@ -927,8 +1067,41 @@ async function poll() {
   setTimeout(poll, 150);
 }
 
+// What the browser looks like to a page, reported for the engine tests.
+async function capabilities() {
+  const c = {ua: navigator.userAgent, webdriver: navigator.webdriver, chrome: typeof window.chrome,
+    hidden: document.hidden, visibility: document.visibilityState,
+    notification: typeof Notification === "undefined" ? "none" : Notification.permission,
+    plugins: navigator.plugins.length, languages: navigator.languages.join(","),
+    window: innerWidth + "x" + innerHeight, screen: screen.width + "x" + screen.height,
+    brands: navigator.userAgentData ? navigator.userAgentData.brands.map((b) => b.brand) : null};
+  try { c.wasm = !!(await WebAssembly.instantiate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]))).instance; }
+  catch (e) { c.wasm = String(e); }
+  try {
+    const reg = await navigator.serviceWorker.register("/sw.js");
+    await Promise.race([navigator.serviceWorker.ready, new Promise((r) => setTimeout(r, 3000))]);
+    c.serviceWorker = !!(reg.active || reg.waiting || reg.installing);
+  } catch (e) { c.serviceWorker = String(e); }
+  c.sharedWorker = typeof SharedWorker;
+  c.webSocket = typeof WebSocket;
+  return c;
+}
+
+// The site's own check: a browser that says it is headless gets the refusal, not the app.
+function saysHeadless() {
+  const brands = navigator.userAgentData ? navigator.userAgentData.brands.map((b) => b.brand).join(" ") : "";
+  return /Headless/.test(navigator.userAgent) || /Headless/.test(brands);
+}
+
+let ballast = [];
 (async () => {
+  if (__REFUSE_HEADLESS__ && saysHeadless()) {
+    document.body.innerHTML = "<div class='landing-main'><h1>__REFUSAL__</h1><p>To use WhatsApp, update Chrome or use Mozilla Firefox, Safari, Microsoft Edge or Opera.</p></div>";
+    fetch("/api/refused", {method: "POST"});
+    return;
+  }
   device = await deviceFromIdb();
+  capabilities().then((c) => post("/api/caps", c)).catch(() => {});
   announce({type: "boot"});
   let r = {phone: null};
   try { r = await api("GET", "/api/state"); } catch (e) {}
