@@ -192,22 +192,27 @@ check "systemd: security exposure <= 4.5" systemd_security
 # Chromium the same way (as nobody, setpriv, the profile's denials loaded with libseccomp) and
 # require its renderers to be sandboxed: in their own user namespace, under a seccomp filter
 # of their own on top of ours.
+# $1: the binary; the rest: its engine's own switches.
 sandbox_body() {
-  local chromium=/usr/lib/chromium/chromium dir=$TMP/chromium pid
+  local chromium=$1 dir pid
+  shift
+  dir=$TMP/$(basename "$chromium")
   mkdir -p "$dir"
   chown 65534:65534 "$dir"
   setsid "$PY" "$CHECKS/seccomp_exec.py" "$D/chromium-seccomp.json" \
     setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
     --bounding-set=-all --inh-caps=-all \
-    env -i HOME="$dir" PATH=/usr/bin:/bin "$chromium" --headless=new --disable-gpu \
-    --disable-dev-shm-usage --no-first-run --disable-breakpad --user-data-dir="$dir/profile" \
+    env -i HOME="$dir" PATH=/usr/bin:/bin "$chromium" "$@" --disable-gpu \
+    --disable-dev-shm-usage --disable-breakpad --user-data-dir="$dir/profile" \
     --remote-debugging-port=0 'data:text/html,<p>sandbox</p>' >"$dir/log" 2>&1 </dev/null &
   pid=$!
   track "$pid"
   local host_ns p ok=0
   host_ns=$(readlink /proc/self/ns/user)
   for _ in $(seq 1 100); do
-    for p in $(pgrep -u 65534 -f -- "--user-data-dir=$dir/profile" || true); do
+    # By process group (setsid made the browser its leader): the shell's renderers do not
+    # carry --user-data-dir.
+    for p in $(pgrep -u 65534 -g "$pid" || true); do
       [[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" == *--type=renderer* ]] || continue
       [ "$(readlink "/proc/$p/ns/user" 2>/dev/null)" != "$host_ns" ] || continue
       # Two filters: the profile's, then Chromium's own renderer policy.
@@ -229,12 +234,19 @@ sandbox_body() {
 }
 sandbox_check() {
   local rc=0
-  sandbox_body || rc=$?
+  sandbox_body "$@" || rc=$?
   stop_tracked
   return $rc
 }
+if [ -x /usr/lib/chromium/chromium-headless-shell ]; then
+  check "chromium-headless-shell: sandbox works under the unit's and the container's restrictions" \
+    sandbox_check /usr/lib/chromium/chromium-headless-shell
+else
+  skip "chromium-headless-shell: sandbox under the deploy restrictions" "not installed (scripts/setup.sh installs it)"
+fi
 if [ -x /usr/lib/chromium/chromium ]; then
-  check "chromium: sandbox works under the unit's and the container's restrictions" sandbox_check
+  check "chromium: sandbox works under the unit's and the container's restrictions" \
+    sandbox_check /usr/lib/chromium/chromium --headless=new --no-first-run
 else
   skip "chromium: sandbox under the deploy restrictions" "Debian chromium not installed (scripts/setup.sh installs it)"
 fi
@@ -478,7 +490,8 @@ dockerfile_check() {
 ^FROM rust:1-bookworm AS builder|builder stage rust:1-bookworm
 cargo build --release --locked|cargo build --release --locked
 ^FROM debian:bookworm-slim|runtime debian:bookworm-slim
-apt-get install .*chromium|chromium installed
+apt-get install .*chromium-headless-shell|chromium-headless-shell installed (the default engine)
+apt-get install .* chromium [a-z]|chromium installed (BROWSER=chromium)
 apt-get install .*ca-certificates|ca-certificates installed
 apt-get install .*tini|tini installed
 apt-get install .*curl|curl installed (HEALTHCHECK)
@@ -538,7 +551,8 @@ check "env.example: documents every setting of src/config.rs" env_check
 # ---- README -------------------------------------------------------------------------------
 readme_check() {
   local bad=0 s
-  for s in 'useradd' '/usr/local/bin/wa-supervisor' 'apt-get install' 'chromium' '/etc/wa-supervisor/env' \
+  for s in 'useradd' '/usr/local/bin/wa-supervisor' 'apt-get install' 'chromium' 'chromium-headless-shell' \
+    'BROWSER=chromium' 'SESSION_MEMORY_MAX' '/etc/wa-supervisor/env' \
     'systemctl enable' 'certbot' 'docker compose' '/var/www/whatsapp-sessions' 'pm2 stop' \
     'import-sessions' '--dry-run' 'chown' '/healthz' '/readyz' '/actors' 'journalctl' 'RUST_LOG' \
     'backup' 'scripts/check-deploy.sh' 'compose.cluster.yaml' 'CLUSTER_TOKEN' 'NODE_URL' '/admin/nodes' \

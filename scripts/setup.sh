@@ -4,6 +4,9 @@
 set -euo pipefail
 
 need_apt=()
+# The browser engines: the shell runs the sessions by default (BROWSER=auto), chromium is the
+# switch (BROWSER=chromium) and runs part of the test suite.
+[ -x /usr/lib/chromium/chromium-headless-shell ] || need_apt+=(chromium-headless-shell)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
 command -v pg_isready >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -51,12 +51,12 @@ impl Engine {
         }
     }
 
-    /// Where Debian puts the binary itself (`/usr/bin/…` are shell wrappers: launching the
-    /// binary directly keeps the daemon's pid the browser's pid).
-    fn debian_binary(self) -> &'static str {
+    /// The binary's name in Debian's `/usr/lib/chromium` (`/usr/bin/…` are shell wrappers:
+    /// launching the binary directly keeps the daemon's pid the browser's pid).
+    fn debian_name(self) -> &'static str {
         match self {
-            Engine::Shell => "/usr/lib/chromium/chromium-headless-shell",
-            Engine::Chromium => "/usr/lib/chromium/chromium",
+            Engine::Shell => "chromium-headless-shell",
+            Engine::Chromium => "chromium",
         }
     }
 
@@ -82,13 +82,12 @@ impl Engine {
     }
 
     /// The installed binary of this engine, if any.
-    fn find(self) -> Option<PathBuf> {
-        let debian = Path::new(self.debian_binary());
-        if is_executable(debian) {
-            return Some(debian.to_path_buf());
+    fn find(self, search: &Search) -> Option<PathBuf> {
+        let debian = search.lib_dir.join(self.debian_name());
+        if is_executable(&debian) {
+            return Some(debian);
         }
-        let path_var = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path_var)
+        std::env::split_paths(&search.path_var)
             .flat_map(|dir| self.names_on_path().iter().map(move |name| dir.join(name)))
             .find(|candidate| is_executable(candidate))
     }
@@ -127,6 +126,23 @@ pub enum EngineError {
     NotInstalled { engine: Engine },
 }
 
+/// Where browsers are looked for: Debian's folder, then `PATH`.
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub lib_dir: PathBuf,
+    pub path_var: std::ffi::OsString,
+}
+
+impl Search {
+    /// This machine's: `/usr/lib/chromium` and the daemon's `PATH`.
+    pub fn system() -> Search {
+        Search {
+            lib_dir: PathBuf::from("/usr/lib/chromium"),
+            path_var: std::env::var_os("PATH").unwrap_or_default(),
+        }
+    }
+}
+
 /// What [`resolve`] found: the binary and one sentence on why it was chosen, or (under `auto`,
 /// with no browser installed) why there is none — the daemon then runs, not ready, and a start
 /// fails with that sentence.
@@ -135,6 +151,15 @@ pub type Resolved = Result<(BrowserBinary, String), String>;
 /// Picks the binary. An explicit `CHROMIUM_PATH` that is not executable, or an explicit engine
 /// that is not installed, is an error; `auto` with nothing installed is not (see [`Resolved`]).
 pub async fn resolve(
+    choice: EngineChoice,
+    configured: Option<&Path>,
+) -> Result<Resolved, EngineError> {
+    resolve_in(&Search::system(), choice, configured).await
+}
+
+/// [`resolve`], looking where `search` says.
+pub async fn resolve_in(
+    search: &Search,
     choice: EngineChoice,
     configured: Option<&Path>,
 ) -> Result<Resolved, EngineError> {
@@ -150,7 +175,10 @@ pub async fn resolve(
             let engine = explicit_engine(explicit);
             (engine, path.to_path_buf(), format!("CHROMIUM_PATH, BROWSER={engine}"))
         }
-        (None, EngineChoice::Auto) => match (Engine::Shell.find(), Engine::Chromium.find()) {
+        (None, EngineChoice::Auto) => match (
+            Engine::Shell.find(search),
+            Engine::Chromium.find(search),
+        ) {
             (Some(path), _) => (
                 Engine::Shell,
                 path,
@@ -170,7 +198,9 @@ pub async fn resolve(
         },
         (None, explicit) => {
             let engine = explicit_engine(explicit);
-            let path = engine.find().ok_or(EngineError::NotInstalled { engine })?;
+            let path = engine
+                .find(search)
+                .ok_or(EngineError::NotInstalled { engine })?;
             (engine, path, format!("BROWSER={engine}"))
         }
     };
@@ -261,6 +291,66 @@ mod tests {
         ] {
             assert_eq!(Engine::of_path(Path::new(path)), engine, "{path}");
         }
+    }
+
+    /// A folder standing in for `/usr/lib/chromium` with the given executables.
+    fn installed(names: &[&str]) -> (tempfile::TempDir, Search) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for name in names {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "#!/bin/sh\necho Chromium 156.0.8078.114\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let search = Search {
+            lib_dir: dir.path().to_path_buf(),
+            path_var: Default::default(),
+        };
+        (dir, search)
+    }
+
+    #[tokio::test]
+    async fn auto_takes_the_shell_where_installed_else_chromium() {
+        let (_both, search) = installed(&["chromium-headless-shell", "chromium"]);
+        let (b, why) = resolve_in(&search, EngineChoice::Auto, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (b.engine, b.version.as_str()),
+            (Engine::Shell, "156.0.8078.114")
+        );
+        assert!(
+            why.contains("chromium-headless-shell is installed"),
+            "{why}"
+        );
+        let (b, _) = resolve_in(&search, EngineChoice::Chromium, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.engine, Engine::Chromium);
+
+        let (_one, search) = installed(&["chromium"]);
+        let (b, why) = resolve_in(&search, EngineChoice::Auto, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.engine, Engine::Chromium);
+        assert!(why.contains("not installed"), "{why}");
+        assert_eq!(
+            resolve_in(&search, EngineChoice::Shell, None)
+                .await
+                .unwrap_err(),
+            EngineError::NotInstalled {
+                engine: Engine::Shell
+            }
+        );
+
+        let (_none, search) = installed(&[]);
+        let none = resolve_in(&search, EngineChoice::Auto, None).await.unwrap();
+        assert!(none
+            .unwrap_err()
+            .contains("install chromium-headless-shell"));
     }
 
     #[tokio::test]

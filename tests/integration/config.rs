@@ -54,6 +54,15 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
         (("CLUSTER_TOKEN", "short"), "CLUSTER_TOKEN"),
         (("NODE_ID", "node one"), "NODE_ID"),
         (("LEASE_TTL_SECS", "2"), "LEASE_TTL_SECS"),
+        (("BROWSER", "firefox"), "BROWSER"),
+        (("CHROMIUM_PATH", "/nonexistent/chromium"), "CHROMIUM_PATH"),
+        (("CHROMIUM_PATH", "/etc/passwd"), "CHROMIUM_PATH"),
+        (("SESSION_MEMORY_MAX", "100MiB"), "SESSION_MEMORY_MAX"),
+        (("SESSION_MEMORY_MAX", "a lot"), "SESSION_MEMORY_MAX"),
+        (
+            ("SESSION_MEMORY_CHECK_SECS", "0"),
+            "SESSION_MEMORY_CHECK_SECS",
+        ),
         // Cluster mode on the default SQLite database: nodes share one PostgreSQL.
         (
             ("CLUSTER_TOKEN", "cluster-token-0123456789"),

@@ -12,6 +12,7 @@ mod bridge;
 mod cluster;
 mod config;
 mod console;
+mod engine;
 mod examples;
 mod hardening;
 mod lifecycle;

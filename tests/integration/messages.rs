@@ -24,30 +24,13 @@ fn slow() -> StandInOptions {
     }
 }
 
-async fn json_call(t: &TestApp, method: &str, path: &str, body: Value) -> Reply {
-    let res = reqwest::Client::new()
-        .request(method.parse().unwrap(), t.url(path))
-        .bearer_auth(SERVICE_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let json = res.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        json,
-        headers,
-    }
-}
-
 async fn send(t: &TestApp, user: &str, to: &str, text: &str, key: Option<&str>) -> Reply {
     let mut body = json!({"to": to, "text": text});
     if let Some(k) = key {
         body["idempotencyKey"] = json!(k);
     }
-    json_call(t, "POST", &format!("/api/messages/{user}/1"), body).await
+    t.json("POST", &format!("/api/messages/{user}/1"), body)
+        .await
 }
 
 /// The stored events of `user:1` of one type.
@@ -84,13 +67,9 @@ async fn app_with_webhooks(service: &Receiver, extra: &[&str]) -> TestApp {
 }
 
 async fn put_webhook(t: &TestApp, user: &str, url: &str) -> String {
-    let r = json_call(
-        t,
-        "PUT",
-        &format!("/api/webhooks/{user}"),
-        json!({"url": url}),
-    )
-    .await;
+    let r = t
+        .json("PUT", &format!("/api/webhooks/{user}"), json!({"url": url}))
+        .await;
     assert_eq!(r.status, 200, "{r:?}");
     r.json["secret"].as_str().unwrap().to_owned()
 }
@@ -291,7 +270,9 @@ async fn sends_are_checked_limited_and_idempotent() {
         json!({"to": "4917600000003"}),
         json!({"to": "4917600000003", "text": "hi", "extra": 1}),
     ] {
-        let r = json_call(&t, "POST", &format!("/api/messages/{user}/1"), body.clone()).await;
+        let r = t
+            .json("POST", &format!("/api/messages/{user}/1"), body.clone())
+            .await;
         assert_eq!(r.status, 400, "{body}: {r:?}");
     }
     assert!(t.standin.sent().is_empty());
@@ -475,13 +456,9 @@ async fn per_user_webhooks_cannot_reach_the_hosts_network() {
         "ftp://example.com/".to_owned(),
         "https://user:pw@example.com/".to_owned(),
     ] {
-        let r = json_call(
-            &t,
-            "PUT",
-            &format!("/api/webhooks/{user}"),
-            json!({"url": url}),
-        )
-        .await;
+        let r = t
+            .json("PUT", &format!("/api/webhooks/{user}"), json!({"url": url}))
+            .await;
         assert_eq!(
             (r.status, r.json["error"].as_str()),
             (400, Some("invalid_webhook_url")),
@@ -537,13 +514,13 @@ async fn per_user_webhooks_cannot_reach_the_hosts_network() {
 
     // Without WEBHOOK_ALLOW_HTTP: https only.
     let strict = spawn_app(slow(), &[]).await;
-    let r = json_call(
-        &strict,
-        "PUT",
-        &format!("/api/webhooks/{user}"),
-        json!({"url": "http://example.com/x"}),
-    )
-    .await;
+    let r = strict
+        .json(
+            "PUT",
+            &format!("/api/webhooks/{user}"),
+            json!({"url": "http://example.com/x"}),
+        )
+        .await;
     assert_eq!(r.status, 400, "{r:?}");
 }
 

@@ -131,6 +131,38 @@ impl TestApp {
         }
     }
 
+    /// A request with a JSON body and the service token.
+    pub async fn json(&self, method: &str, path: &str, body: serde_json::Value) -> Reply {
+        let res = reqwest::Client::new()
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let json = res.json().await.unwrap_or(serde_json::Value::Null);
+        Reply {
+            status,
+            json,
+            headers,
+        }
+    }
+
+    /// `GET path`'s body as text (`/metrics`).
+    pub async fn text(&self, path: &str, token: &str) -> String {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, Some(token)).await
     }
