@@ -11,7 +11,13 @@
 //!    registered, under concurrent keep-alive clients, against an actix-web handler returning a
 //!    constant body (this benchmark's own binary, started as a child process the same way).
 //! 7. Idle CPU over 60 s of 10 linked sessions: the daemon process, and its browser trees
-//!    against 10 bare Chromiums linked on the same page at the same time.
+//!    against 10 bare browsers (the shell, like the daemon's) linked on the same page at once.
+//! 8. 50 linked idle sessions on the default engine: their total PSS, the daemon's idle CPU
+//!    over 60 s, and a daemon restart (SIGTERM, start) until all 50 are `connected` again.
+//! 9. The largest number of linked idle sessions whose browsers fit in 20 GiB (PSS): sessions
+//!    are added in steps of `CAPACITY_STEP` (50) up to `CAPACITY_MAX_N` (400) or the budget.
+//!    Parts 8 and 9 use a stand-in page that polls its server once a second instead of every
+//!    150 ms (with hundreds of pages, the 150 ms polling alone fills both cores).
 
 mod common;
 #[path = "../tests/integration/support/mod.rs"]
@@ -21,10 +27,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cpu_of, mib, ms, percentile, pss_mib, tree, Bare};
+use common::{cpu_of, mib, ms, percentile, pss_mib, tree, Bare, BareEngine};
 use support::daemon::{self, Daemon};
 use support::harness::{key, uuid_like, ADMIN_TOKEN, SERVICE_TOKEN};
-use support::standin::{StandIn, StandInOptions};
+use support::standin::{Refuse, StandIn, StandInOptions};
 use wa_supervisor::domain::{Intent, SessionState};
 use wa_supervisor::procfs;
 use wa_supervisor::store::{now_ms, SessionRow, Store};
@@ -44,6 +50,8 @@ fn main() {
         let standin = StandIn::start(StandInOptions {
             rotation: Duration::from_secs(60),
             rotations: 6,
+            // Part 7's bare baseline says it is headless.
+            refuse: Refuse::Never,
             ..Default::default()
         })
         .await;
@@ -58,7 +66,7 @@ fn main() {
         let url = standin.url();
 
         // CAPACITY_PARTS=4,7 runs only those figures.
-        let parts = std::env::var("CAPACITY_PARTS").unwrap_or_else(|_| "4,5,6,7".into());
+        let parts = std::env::var("CAPACITY_PARTS").unwrap_or_else(|_| "4,5,6,7,8,9".into());
         let part = |n: &str| parts.split(',').any(|p| p.trim() == n);
         if part("4") {
             knee(&url, &wa_js, tmp.path()).await;
@@ -71,6 +79,20 @@ fn main() {
         }
         if part("7") {
             idle(&standin, &wa_js, tmp.path()).await;
+        }
+        if part("8") || part("9") {
+            let quiet = StandIn::start(StandInOptions {
+                rotation: Duration::from_secs(60),
+                poll: Duration::from_secs(1),
+                ..Default::default()
+            })
+            .await;
+            if part("8") {
+                fifty(&quiet, &wa_js, tmp.path()).await;
+            }
+            if part("9") {
+                largest(&quiet, &wa_js, tmp.path()).await;
+            }
         }
     });
 }
@@ -405,7 +427,7 @@ async fn idle(standin: &StandIn, wa_js: &[&str], root: &Path) {
     }
     let mut bares = Vec::new();
     for i in 0..IDLE_SESSIONS {
-        let (b, _) = Bare::to_qr(&url).await;
+        let (b, _) = Bare::to_qr(BareEngine::Shell, &url).await;
         standin
             .scan(&b.qr().await.unwrap(), &format!("4915200001{i:02}"))
             .await
@@ -455,5 +477,144 @@ async fn idle(standin: &StandIn, wa_js: &[&str], root: &Path) {
     for b in bares {
         b.close().await;
     }
+    shut(d).await;
+}
+
+/// Starts and links `users` (one slot each) on `d`, `LAUNCH_CONCURRENCY` at a time as the daemon
+/// allows; phone numbers from `first_phone` on.
+async fn link_all(d: &Daemon, standin: &StandIn, users: &[String], first_phone: u64) {
+    let calls = users.iter().enumerate().map(|(i, u)| async move {
+        d.call("POST", &format!("/api/start/{u}/1"), SERVICE_TOKEN)
+            .await;
+        let s = d
+            .wait_state(u, 1, Duration::from_secs(600), |s| {
+                s["qr"]["payload"].is_string()
+            })
+            .await;
+        standin
+            .scan(
+                s["qr"]["payload"].as_str().unwrap(),
+                &(first_phone + i as u64).to_string(),
+            )
+            .await
+            .unwrap();
+        d.wait_state(u, 1, Duration::from_secs(600), |s| {
+            s["state"] == "connected"
+        })
+        .await;
+    });
+    futures_util::future::join_all(calls).await;
+}
+
+/// Every browser tree of the daemon `d`: (processes, PSS MiB).
+async fn browsers_of(d: &Daemon) -> (usize, f64) {
+    let r = d.call("GET", "/actors", ADMIN_TOKEN).await.1;
+    let pids: Vec<u32> = r["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["browserPid"].as_u64().map(|p| p as u32))
+        .flat_map(tree)
+        .collect();
+    (pids.len(), pss_mib(&pids))
+}
+
+const FIFTY: usize = 50;
+
+/// 8: 50 linked idle sessions: memory, idle CPU, and a restart until all are back.
+async fn fifty(standin: &StandIn, wa_js: &[&str], root: &Path) {
+    let args = ["--max-sessions", "1000"];
+    let mut d = daemon(root, "fifty", &standin.url(), wa_js, &args).await;
+    let users: Vec<String> = (0..FIFTY).map(|i| uuid_like(0xe000 + i as u32)).collect();
+    let started = Instant::now();
+    link_all(&d, standin, &users, 4915300000000).await;
+    println!(
+        "8. {FIFTY} sessions started and linked in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (procs, pss) = browsers_of(&d).await;
+    let daemon_pss = pss_mib(&[d.pid() as u32]);
+    println!(
+        "   {FIFTY} linked idle sessions: browsers {pss:.0} MiB PSS ({:.1} MiB per session, {procs} processes), the daemon {daemon_pss:.1} MiB",
+        pss / FIFTY as f64
+    );
+    let pid = d.pid() as u32;
+    let c0 = cpu_of(&[pid]);
+    tokio::time::sleep(IDLE_TIME).await;
+    let c1 = cpu_of(&[pid]);
+    println!(
+        "   the daemon's CPU over {} s: {} ({:.2} % of one core)",
+        IDLE_TIME.as_secs(),
+        ms(c1 - c0),
+        (c1 - c0).as_secs_f64() / IDLE_TIME.as_secs_f64() * 100.0
+    );
+    d.signal(libc::SIGTERM);
+    let (code, took) = d.wait_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0));
+    let at = Instant::now();
+    d = daemon(root, "fifty", &standin.url(), wa_js, &args).await;
+    let mut last = Duration::ZERO;
+    for u in &users {
+        d.wait_state(u, 1, Duration::from_secs(300), |s| {
+            s["state"] == "connected"
+        })
+        .await;
+        last = at.elapsed();
+    }
+    println!(
+        "   restart: SIGTERM closed all in {:.1} s; from the new daemon's start to the last of {FIFTY} connected again: {:.1} s (no scan: {} links in all)",
+        took.as_secs_f64(),
+        last.as_secs_f64(),
+        standin.links()
+    );
+    shut(d).await;
+}
+
+const BUDGET_MIB: f64 = 20.0 * 1024.0;
+
+/// 9: add linked sessions until their browsers' PSS passes 20 GiB (or `CAPACITY_MAX_N`).
+async fn largest(standin: &StandIn, wa_js: &[&str], root: &Path) {
+    let env_n = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (step, max_n) = (env_n("CAPACITY_STEP", 50), env_n("CAPACITY_MAX_N", 400));
+    let d = daemon(
+        root,
+        "largest",
+        &standin.url(),
+        wa_js,
+        &["--max-sessions", "10000"],
+    )
+    .await;
+    println!("9. linked idle sessions added {step} at a time (browsers' PSS, 20 GiB budget):");
+    let (mut n, mut per_session) = (0usize, 0.0);
+    let started = Instant::now();
+    while n < max_n {
+        let users: Vec<String> = (n..n + step)
+            .map(|i| uuid_like(0xf000 + i as u32))
+            .collect();
+        link_all(&d, standin, &users, 4915400000000 + n as u64).await;
+        n += step;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let (procs, pss) = browsers_of(&d).await;
+        per_session = pss / n as f64;
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "   {n:>4} sessions: {pss:>7.0} MiB ({per_session:.1} per session, {procs} processes), load {} after {:.0} s",
+            load.split_whitespace().next().unwrap_or("?"),
+            started.elapsed().as_secs_f64()
+        );
+        if pss + step as f64 * per_session > BUDGET_MIB {
+            break;
+        }
+    }
+    println!(
+        "   at {per_session:.1} MiB per session, 20 GiB holds {:.0} sessions",
+        BUDGET_MIB / per_session
+    );
     shut(d).await;
 }

@@ -1,15 +1,17 @@
-//! The daemon against bare Chromium, measured side by side in one run: `cargo bench --bench
-//! ratios`. Both read the same stand-in WhatsApp page on loopback.
+//! The daemon against bare browsers, measured side by side in one run: `cargo bench --bench
+//! ratios`. All read the same stand-in WhatsApp page on loopback.
 //!
-//! - start → QR: a bare Chromium (chromiumoxide's own launch, plain headless flags, a fresh
-//!   profile) opening the page and polling its QR element, alternated with the daemon (start
-//!   over HTTP, poll the API) — through WA-JS (the stand-in WPP) and through the DOM signals;
+//! - start → QR: bare `chromium --headless=new` and a bare `chromium-headless-shell`
+//!   (chromiumoxide's own launch, plain headless flags, a fresh profile) opening the page and
+//!   polling its QR element, alternated with the daemon (start over HTTP, poll the API) on its
+//!   default engine (the shell) through WA-JS (the stand-in WPP) and through the DOM signals,
+//!   and on `chromium` through WA-JS;
 //! - QR rotation → event: the stand-in notes when it hands each new QR payload to a page; the
 //!   daemon's SSE `session` event with that payload, against a bare Chromium whose page reports
 //!   the QR element's change through a CDP binding (the fastest a DOM observer can be told);
 //! - scan → connected and browser crash → connected, through the API;
 //! - memory: PSS summed over each browser's whole process tree, for 4 idle sessions on the QR
-//!   page, then linked.
+//!   page, then linked: the daemon on each engine against both bare browsers.
 
 mod common;
 #[path = "../tests/integration/support/mod.rs"]
@@ -19,10 +21,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::js_protocol::runtime::{AddBindingParams, EventBindingCalled};
-use common::{all_ms, median, ms, percentile, pss_mib, tree, Bare};
+use common::{all_ms, median, ms, percentile, pss_mib, tree, Bare, BareEngine};
 use futures_util::StreamExt;
 use support::harness::{spawn_app, uuid_like, TestApp, ADMIN_TOKEN, SERVICE_TOKEN};
-use support::standin::StandInOptions;
+use support::standin::{Refuse, StandInOptions};
 
 const RUNS: usize = 9;
 const SESSIONS: usize = 4;
@@ -94,7 +96,7 @@ async fn qr_arrivals(mut stream: reqwest::Response, count: usize) -> HashMap<Str
 /// A bare Chromium on the QR page whose page calls a CDP binding whenever the QR element's
 /// payload changes: the arrival of each of `count` new payloads.
 async fn bare_qr_arrivals(url: &str, count: usize) -> HashMap<String, Instant> {
-    let (bare, _) = Bare::to_qr(url).await;
+    let (bare, _) = Bare::to_qr(BareEngine::Shell, url).await;
     let mut events = bare
         .page
         .event_listener::<EventBindingCalled>()
@@ -162,43 +164,98 @@ async fn browser_pid_of(t: &TestApp, user: &str) -> u32 {
         .expect("a running browser") as u32
 }
 
+/// Ratio of two medians.
+fn ratio(a: &[Duration], b: &[Duration]) -> f64 {
+    median(a).as_secs_f64() / median(b).as_secs_f64()
+}
+
+/// Total PSS (MiB) of the daemon's browser trees and of the bare ones.
+async fn memory(daemons: &[&TestApp], bares: &mut [(BareEngine, Vec<Bare>)]) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for (engine, list) in bares.iter_mut() {
+        let pss: f64 = list.iter_mut().map(|b| pss_mib(&tree(b.pid()))).sum();
+        out.push((engine.name().to_owned(), pss));
+    }
+    for t in daemons {
+        let engine = t.get("/readyz", SERVICE_TOKEN).await.json["browser"]["engine"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let pss: f64 = browser_pids(t)
+            .await
+            .iter()
+            .map(|p| pss_mib(&tree(*p)))
+            .sum();
+        out.push((format!("daemon on {engine}"), pss));
+    }
+    out
+}
+
+fn memory_lines(what: &str, figures: &[(String, f64)]) {
+    println!("2. {SESSIONS} idle sessions {what}, PSS of the browser trees:");
+    for (name, pss) in figures {
+        println!(
+            "  {name:<36} {pss:6.0} MiB ({:.0} per session)",
+            pss / SESSIONS as f64
+        );
+    }
+    let get = |n: &str| {
+        figures
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| *v)
+            .unwrap()
+    };
+    let daemon = get("daemon on shell");
+    println!(
+        "  ratio daemon (shell): {:.2} x bare chromium, {:.2} x bare shell",
+        daemon / get(BareEngine::Chromium.name()),
+        daemon / get(BareEngine::Shell.name())
+    );
+}
+
 fn main() {
     actix_web::rt::System::new().block_on(async {
+        // The bare browsers say they are headless: the stand-in takes every browser here.
         let opts = || StandInOptions {
             rotation: Duration::from_secs(60),
             rotations: 6,
+            refuse: Refuse::Never,
             ..Default::default()
         };
-        let bridge = spawn_app(opts(), &["--start-burst", "1000", "--max-pending-per-user", "100"]).await;
-        let dom = spawn_app(
-            opts(),
-            &["--start-burst", "1000", "--max-pending-per-user", "100", "--wa-js-path", "/nonexistent"],
-        )
-        .await;
+        let many = ["--start-burst", "1000", "--max-pending-per-user", "100"];
+        let bridge = spawn_app(opts(), &many).await;
+        let dom = spawn_app(opts(), &[&many[..], &["--wa-js-path", "/nonexistent"]].concat()).await;
+        let chromium = spawn_app(opts(), &[&many[..], &["--browser", "chromium"]].concat()).await;
         let url = bridge.standin.url();
 
         // Start -> QR, alternated.
-        let (mut bare, mut wa_js, mut dom_t) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut bare_c, mut bare_s, mut wa_js, mut dom_t, mut on_chromium) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..RUNS {
-            let (b, took) = Bare::to_qr(&url).await;
-            bare.push(took);
-            b.close().await;
-            let user = uuid_like(0xf00);
-            wa_js.push(daemon_to_qr(&bridge, &user).await);
-            bridge.post(&format!("/api/stop/{user}/1"), SERVICE_TOKEN).await;
-            let user = uuid_like(0xf01);
-            dom_t.push(daemon_to_qr(&dom, &user).await);
-            dom.post(&format!("/api/stop/{user}/1"), SERVICE_TOKEN).await;
+            for (engine, out) in [(BareEngine::Chromium, &mut bare_c), (BareEngine::Shell, &mut bare_s)] {
+                let (b, took) = Bare::to_qr(engine, &url).await;
+                out.push(took);
+                b.close().await;
+            }
+            for (t, out) in [(&bridge, &mut wa_js), (&dom, &mut dom_t), (&chromium, &mut on_chromium)] {
+                let user = uuid_like(0xf00);
+                out.push(daemon_to_qr(t, &user).await);
+                t.post(&format!("/api/stop/{user}/1"), SERVICE_TOKEN).await;
+            }
         }
-        let (b, w, d) = (median(&bare), median(&wa_js), median(&dom_t));
         println!("1. start -> QR, median of {RUNS} alternated runs:");
-        line("bare Chromium", &bare);
-        line("daemon via WA-JS", &wa_js);
-        line("daemon via the DOM signals", &dom_t);
+        line("bare chromium --headless=new", &bare_c);
+        line("bare chromium-headless-shell", &bare_s);
+        line("daemon, shell, via WA-JS", &wa_js);
+        line("daemon, shell, via the DOM", &dom_t);
+        line("daemon, chromium, via WA-JS", &on_chromium);
         println!(
-            "  ratio: WA-JS {:.2}, DOM {:.2}",
-            w.as_secs_f64() / b.as_secs_f64(),
-            d.as_secs_f64() / b.as_secs_f64()
+            "  ratio daemon (shell, WA-JS): {:.2} x bare chromium, {:.2} x bare shell; DOM: {:.2} x bare shell; daemon on chromium: {:.2} x bare chromium",
+            ratio(&wa_js, &bare_c),
+            ratio(&wa_js, &bare_s),
+            ratio(&dom_t, &bare_s),
+            ratio(&on_chromium, &bare_c),
         );
 
         // QR rotation -> event, both sides at once on a stand-in rotating every second.
@@ -206,6 +263,7 @@ fn main() {
             StandInOptions {
                 rotation: Duration::from_secs(1),
                 rotations: 1000,
+                refuse: Refuse::Never,
                 ..Default::default()
             },
             &[],
@@ -230,13 +288,13 @@ fn main() {
         };
         let (d_rot, b_rot) = (rotation_delays(&daemon_seen), rotation_delays(&bare_seen));
         println!("3. QR rotation -> observed ({} rotations each, one per second):", d_rot.len());
-        line("bare Chromium (CDP binding)", &b_rot);
+        line("bare shell (CDP binding)", &b_rot);
         line("daemon (SSE session event)", &d_rot);
 
-        // Scan -> connected, alternated with a bare Chromium reading the chat list.
+        // Scan -> connected, alternated with a bare shell reading the chat list.
         let (mut bare_scan, mut daemon_scan, mut linked) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..5u32 {
-            let (b, _) = Bare::to_qr(&url).await;
+            let (b, _) = Bare::to_qr(BareEngine::Shell, &url).await;
             let qr = b.qr().await.unwrap();
             let at = Instant::now();
             bridge.standin.scan(&qr, &format!("4915100009{i:03}")).await.unwrap();
@@ -268,7 +326,7 @@ fn main() {
             );
         }
         println!("   scan -> connected (5 each, alternated):");
-        line("bare Chromium (chat list)", &bare_scan);
+        line("bare shell (chat list)", &bare_scan);
         line("daemon (API)", &daemon_scan);
 
         // Browser SIGKILL -> connected again (no bare equivalent: nothing relaunches it).
@@ -292,45 +350,47 @@ fn main() {
             bridge.post(&format!("/api/stop/{user}/1"), SERVICE_TOKEN).await;
         }
 
-        // Memory: SESSIONS idle on the QR page, then linked.
-        let mut bares = Vec::new();
-        for _ in 0..SESSIONS {
-            bares.push(Bare::to_qr(&url).await.0);
+        // Memory: SESSIONS idle on the QR page, then linked, each daemon beside both bare engines.
+        let mut bares = vec![(BareEngine::Chromium, Vec::new()), (BareEngine::Shell, Vec::new())];
+        for (engine, list) in bares.iter_mut() {
+            for _ in 0..SESSIONS {
+                list.push(Bare::to_qr(*engine, &url).await.0);
+            }
         }
         let users: Vec<String> = (0..SESSIONS).map(|i| uuid_like(0xf10 + i as u32)).collect();
-        for u in &users {
-            daemon_to_qr(&bridge, u).await;
+        for t in [&bridge, &chromium] {
+            for u in &users {
+                daemon_to_qr(t, u).await;
+            }
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let bare_pss: f64 = bares.iter_mut().map(|b| pss_mib(&tree(b.pid()))).sum();
-        let daemon_pss: f64 = browser_pids(&bridge).await.iter().map(|p| pss_mib(&tree(*p))).sum();
-        println!(
-            "2. {SESSIONS} idle sessions on the QR page, PSS of the browser trees: bare {bare_pss:.0} MiB, daemon {daemon_pss:.0} MiB, ratio {:.2}",
-            daemon_pss / bare_pss
-        );
-        // Linked: the stand-in shows the chat list (same page for both).
-        for (i, u) in users.iter().enumerate() {
-            bridge.scan(u, 1, &format!("49151000099{i:02}")).await;
+        memory_lines("on the QR page", &memory(&[&bridge, &chromium], &mut bares).await);
+        // Linked: the stand-in shows the chat list (same page for all).
+        for (n, t) in [&bridge, &chromium].into_iter().enumerate() {
+            for (i, u) in users.iter().enumerate() {
+                t.scan(u, 1, &format!("4915100{n}099{i:02}")).await;
+            }
         }
-        for (i, b) in bares.iter().enumerate() {
-            let qr = b.qr().await.unwrap();
-            bridge.standin.scan(&qr, &format!("49151000098{i:02}")).await.unwrap();
+        for (n, (_, list)) in bares.iter().enumerate() {
+            for (i, b) in list.iter().enumerate() {
+                let qr = b.qr().await.unwrap();
+                bridge.standin.scan(&qr, &format!("4915100{n}098{i:02}")).await.unwrap();
+            }
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let bare_pss: f64 = bares.iter_mut().map(|b| pss_mib(&tree(b.pid()))).sum();
-        let daemon_pss: f64 = browser_pids(&bridge).await.iter().map(|p| pss_mib(&tree(*p))).sum();
-        println!(
-            "   {SESSIONS} idle linked sessions, PSS of the browser trees: bare {bare_pss:.0} MiB, daemon {daemon_pss:.0} MiB, ratio {:.2}",
-            daemon_pss / bare_pss
-        );
-        for b in bares {
-            b.close().await;
+        memory_lines("linked", &memory(&[&bridge, &chromium], &mut bares).await);
+        for (_, list) in bares {
+            for b in list {
+                b.close().await;
+            }
         }
-        for u in &users {
-            bridge.post(&format!("/api/stop/{u}/1"), SERVICE_TOKEN).await;
+        for t in [&bridge, &chromium] {
+            for u in &users {
+                t.post(&format!("/api/stop/{u}/1"), SERVICE_TOKEN).await;
+            }
         }
-        bridge.assert_no_browsers_left().await;
-        dom.assert_no_browsers_left().await;
-        rotating.assert_no_browsers_left().await;
+        for t in [&bridge, &dom, &chromium, &rotating] {
+            t.assert_no_browsers_left().await;
+        }
     });
 }

@@ -12,8 +12,26 @@ use wa_supervisor::procfs;
 /// The QR payload the stand-in page shows, or null.
 pub const READ_QR: &str = "(() => { const e = document.querySelector('div[data-ref]'); const v = e && e.getAttribute('data-ref'); return v || null; })()";
 
+/// Which binary a bare baseline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareEngine {
+    /// `chromium --headless=new`.
+    Chromium,
+    /// `chromium-headless-shell` (headless by construction).
+    Shell,
+}
+
+impl BareEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            BareEngine::Chromium => "bare chromium --headless=new",
+            BareEngine::Shell => "bare chromium-headless-shell",
+        }
+    }
+}
+
 /// A bare Chromium, launched the plain way: chromiumoxide's own launch, plain headless flags,
-/// a fresh profile.
+/// a fresh profile. The stand-in must not refuse it (`Refuse::Never`): it says it is headless.
 pub struct Bare {
     pub browser: Browser,
     handler: tokio::task::JoinHandle<()>,
@@ -23,12 +41,17 @@ pub struct Bare {
 
 impl Bare {
     /// Launches and opens `url`; resolves when the page shows a QR payload.
-    pub async fn to_qr(url: &str) -> (Bare, Duration) {
+    pub async fn to_qr(engine: BareEngine, url: &str) -> (Bare, Duration) {
         let started = Instant::now();
         let profile = tempfile::tempdir().unwrap();
-        let config = BrowserConfig::builder()
-            .chrome_executable("/usr/lib/chromium/chromium")
-            .new_headless_mode()
+        let builder = match engine {
+            BareEngine::Chromium => BrowserConfig::builder()
+                .chrome_executable("/usr/lib/chromium/chromium")
+                .new_headless_mode(),
+            BareEngine::Shell => BrowserConfig::builder()
+                .chrome_executable("/usr/lib/chromium/chromium-headless-shell"),
+        };
+        let config = builder
             .no_sandbox()
             .arg("disable-gpu")
             .user_data_dir(profile.path())

@@ -212,37 +212,29 @@ impl WaPage {
             page.event_listener::<EventBindingCalled>(),
         )
         .await?;
-        timed("addBinding", page.execute(AddBindingParams::new(BINDING))).await?;
-        // Registered before navigation: WhatsApp Web's CSP blocks script tags, not these.
-        // WA-JS first, then the bridge on it, then the DOM watcher.
-        if let Some(wa_js) = wa_js {
+        // Everything the page needs before its navigation, sent at once (one round trip, not
+        // nine; the page answers in order): the binding; the scripts, registered before
+        // navigation because WhatsApp Web's CSP blocks script tags, not these — WA-JS first, then
+        // the bridge on it, then the DOM watcher; chromiumoxide's Network, Log and Performance
+        // domains off (a session reads none of their events, and WhatsApp Web's traffic would
+        // wake the daemon for each request, frame and console line); and the user agent, because
+        // headless Chromium says "HeadlessChrome" in it (and the shell in its client hint
+        // brands), which the site refuses (docs/browser-engines.md).
+        let agent = user_agent(&timed("version", browser.version()).await?.user_agent);
+        let scripts = wa_js
+            .map(|wa_js| vec![wa_js.to_string(), super::bridge::script(BINDING)])
+            .unwrap_or_default()
+            .into_iter()
+            .chain([init_script(&cfg)]);
+        let scripts = futures_util::future::try_join_all(scripts.map(|source| {
             timed(
-                "addScript(WA-JS)",
-                page.execute(AddScriptToEvaluateOnNewDocumentParams::new(
-                    wa_js.to_string(),
-                )),
+                "addScriptToEvaluateOnNewDocument",
+                page.execute(AddScriptToEvaluateOnNewDocumentParams::new(source)),
             )
-            .await?;
-            timed(
-                "addScript(bridge)",
-                page.execute(AddScriptToEvaluateOnNewDocumentParams::new(
-                    super::bridge::script(BINDING),
-                )),
-            )
-            .await?;
-        }
-        timed(
-            "addScript",
-            page.execute(AddScriptToEvaluateOnNewDocumentParams::new(init_script(
-                &cfg,
-            ))),
-        )
-        .await?;
-        // chromiumoxide turns on the Network, Log and Performance domains for every page; a
-        // session reads none of their events, and WhatsApp Web's traffic (every request, every
-        // websocket frame, every console line) would wake the daemon for each one.
-        // Sent together: one round trip instead of three before the navigation.
+        }));
         futures_util::try_join!(
+            timed("addBinding", page.execute(AddBindingParams::new(BINDING))),
+            scripts,
             timed(
                 "Network.disable",
                 page.execute(network::DisableParams::default()),
@@ -255,18 +247,11 @@ impl WaPage {
                 "Performance.disable",
                 page.execute(performance::DisableParams::default()),
             ),
+            timed(
+                "userAgent",
+                page.execute(SetUserAgentOverrideParams::new(agent)),
+            ),
         )?;
-        // Headless Chromium says "HeadlessChrome" in its user agent (and, the shell, in its client
-        // hint brands); the site refuses that (docs/browser-engines.md).
-        let version = timed("version", browser.version()).await?;
-        timed(
-            "userAgent",
-            page.execute(SetUserAgentOverrideParams::new(user_agent(
-                &version.user_agent,
-            ))),
-        )
-        .await?;
-
         let watcher = tokio::spawn(async move {
             while let Some(call) = calls.next().await {
                 if call.name != BINDING {

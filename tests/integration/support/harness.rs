@@ -18,6 +18,9 @@ pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
 pub struct TestApp {
     pub port: u16,
+    /// One client for every request of the test: connections are kept alive, as a real
+    /// caller's are.
+    pub client: reqwest::Client,
     pub standin: StandIn,
     pub app: Application,
     pub tmp: tempfile::TempDir,
@@ -65,6 +68,7 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
     app.spawn_server();
     TestApp {
         port: app.port(),
+        client: reqwest::Client::new(),
         standin,
         app,
         tmp,
@@ -86,8 +90,7 @@ impl TestApp {
     }
 
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
-        let client = reqwest::Client::new();
-        let mut req = client.request(method.parse().unwrap(), self.url(path));
+        let mut req = self.client.request(method.parse().unwrap(), self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -133,7 +136,8 @@ impl TestApp {
 
     /// A request with a JSON body and the service token.
     pub async fn json(&self, method: &str, path: &str, body: serde_json::Value) -> Reply {
-        let res = reqwest::Client::new()
+        let res = self
+            .client
             .request(method.parse().unwrap(), self.url(path))
             .bearer_auth(SERVICE_TOKEN)
             .json(&body)
@@ -152,7 +156,7 @@ impl TestApp {
 
     /// `GET path`'s body as text (`/metrics`).
     pub async fn text(&self, path: &str, token: &str) -> String {
-        reqwest::Client::new()
+        self.client
             .get(self.url(path))
             .bearer_auth(token)
             .send()

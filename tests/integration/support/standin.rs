@@ -11,7 +11,7 @@
 //!
 //! Each browser profile is a "device": the page keeps a random device id in IndexedDB (committed
 //! with `durability: "strict"`, so it survives a SIGKILL shortly after the first load), and the
-//! server keeps device → phone. The page polls `GET /api/state` every 150 ms. Each page load
+//! server keeps device → phone. The page polls `GET /api/state` every 150 ms (`poll`). Each page load
 //! also sends a random instance id, so a test can check that no device (no WhatsApp link) was
 //! ever live in two browsers at once ([`StandIn::max_live_instances`]).
 //!
@@ -45,6 +45,9 @@ pub struct StandInOptions {
     pub rotations: u32,
     /// Which browsers get WhatsApp's refusal page instead of the app.
     pub refuse: Refuse,
+    /// How often the page asks its server for news (WhatsApp Web's websocket). Above
+    /// `LIVE_WINDOW`, [`StandIn::max_live_instances`] says nothing.
+    pub poll: Duration,
 }
 
 impl Default for StandInOptions {
@@ -53,6 +56,7 @@ impl Default for StandInOptions {
             rotation: Duration::from_secs(20),
             rotations: 6,
             refuse: Refuse::default(),
+            poll: Duration::from_millis(150),
         }
     }
 }
@@ -154,6 +158,7 @@ struct State {
     issued_at: Vec<std::time::Instant>,
     rotation_ms: u64,
     rotations: u32,
+    poll_ms: u64,
     /// Every pairing code ever issued.
     codes: Vec<String>,
     /// Devices that logged themselves out (through WA-JS).
@@ -293,6 +298,7 @@ impl StandIn {
             rotation_ms: opts.rotation.as_millis().max(1) as u64,
             rotations: opts.rotations.max(1),
             refuse: opts.refuse,
+            poll_ms: opts.poll.as_millis().max(1) as u64,
             ..State::default()
         }));
         let data = web::Data::from(state.clone());
@@ -611,7 +617,7 @@ async fn page(st: web::Data<Mutex<State>>, req: actix_web::HttpRequest) -> HttpR
     };
     let headless =
         header("user-agent").contains("Headless") || header("sec-ch-ua").contains("Headless");
-    let (ms, n, refuse, refused) = {
+    let (ms, n, poll, refuse, refused) = {
         let mut s = st.lock().unwrap();
         let refused = match s.refuse {
             Refuse::Always => true,
@@ -619,7 +625,7 @@ async fn page(st: web::Data<Mutex<State>>, req: actix_web::HttpRequest) -> HttpR
             Refuse::Never => false,
         };
         s.refusals += usize::from(refused);
-        (s.rotation_ms, s.rotations, s.refuse, refused)
+        (s.rotation_ms, s.rotations, s.poll_ms, s.refuse, refused)
     };
     if refused {
         return no_store(HttpResponse::Ok())
@@ -629,6 +635,7 @@ async fn page(st: web::Data<Mutex<State>>, req: actix_web::HttpRequest) -> HttpR
     let html = PAGE
         .replace("__ROTATION_MS__", &ms.to_string())
         .replace("__ROTATIONS__", &n.to_string())
+        .replace("__POLL_MS__", &poll.to_string())
         .replace(
             "__REFUSE_HEADLESS__",
             &(refuse == Refuse::Headless).to_string(),
@@ -886,7 +893,7 @@ div[data-ref] button{position:absolute;top:92px;left:32px;width:200px;height:80p
 <body><div id="app"><div id="startup">Loading…</div></div>
 <script>
 "use strict";
-const ROTATION_MS = __ROTATION_MS__, ROTATIONS = __ROTATIONS__;
+const ROTATION_MS = __ROTATION_MS__, ROTATIONS = __ROTATIONS__, POLL_MS = __POLL_MS__;
 const app = document.getElementById("app");
 let device = null, phone = null, cycle = 0, timer = null;
 // One per page load: the server tells a reload from two browsers at once by it.
@@ -1064,7 +1071,7 @@ async function poll() {
     for (const m of r.messages || []) announce({type: "message", msg: m});
     for (const a of r.acks || []) announce({type: "ack", ack: a.ack, id: a.id, chat: a.chat});
   } catch (e) {}
-  setTimeout(poll, 150);
+  setTimeout(poll, POLL_MS);
 }
 
 // What the browser looks like to a page, reported for the engine tests.
@@ -1111,7 +1118,7 @@ let ballast = [];
     localStorage.removeItem("last-wid");
     showQr();
   }
-  setTimeout(poll, 150);
+  setTimeout(poll, POLL_MS);
 })();
 </script></body></html>
 "##;
