@@ -138,6 +138,7 @@ fn describe(s: &MemorySaver) -> String {
         MemorySaver::Switch(s) => s.to_string(),
         MemorySaver::DisableFeature(f) => format!("--disable-features={f}"),
         MemorySaver::EnableFeature(f) => format!("--enable-features={f}"),
+        MemorySaver::ChromiumOnly(inner) => format!("{} (chromium only)", describe(inner)),
     }
 }
 

@@ -65,14 +65,17 @@ pub enum MemorySaver {
     DisableFeature(&'static str),
     /// A Chromium feature to turn on (`--enable-features`, merged into one switch).
     EnableFeature(&'static str),
+    /// Saves memory on `chromium` only (on the shell it measured as nothing: not passed there).
+    ChromiumOnly(&'static MemorySaver),
 }
 
 /// In the order the benchmark adds them.
 pub const MEMORY_SAVERS: &[MemorySaver] = &[
     // The network service runs as a thread of the browser process instead of its own process.
     MemorySaver::EnableFeature("NetworkServiceInProcess2"),
-    // No renderer started ahead of time for the next navigation (a session navigates once).
-    MemorySaver::DisableFeature("SpareRendererForSitePerProcess"),
+    // No renderer started ahead of time for the next navigation (a session navigates once); the
+    // shell keeps none anyway.
+    MemorySaver::ChromiumOnly(&MemorySaver::DisableFeature("SpareRendererForSitePerProcess")),
     // No SwiftShader software GL in the GPU process (nothing a session shows needs WebGL).
     MemorySaver::Switch("--disable-software-rasterizer"),
 ];
@@ -272,10 +275,16 @@ fn chromium_args(spec: &LaunchSpec) -> Vec<String> {
     let mut disabled: Vec<&str> = DISABLED_FEATURES.to_vec();
     let mut enabled: Vec<&str> = Vec::new();
     for saver in spec.memory_savers {
-        match *saver {
+        let saver = match *saver {
+            MemorySaver::ChromiumOnly(_) if spec.engine != super::Engine::Chromium => continue,
+            MemorySaver::ChromiumOnly(inner) => *inner,
+            saver => saver,
+        };
+        match saver {
             MemorySaver::Switch(switch) => args.push(switch.into()),
             MemorySaver::DisableFeature(feature) => disabled.push(feature),
             MemorySaver::EnableFeature(feature) => enabled.push(feature),
+            MemorySaver::ChromiumOnly(_) => {}
         }
     }
     args.push(format!("--disable-features={}", disabled.join(",")));
@@ -411,6 +420,40 @@ mod tests {
         assert!(profile_arg_under(b"--user-data-dir=/srv/sessions", root));
         assert!(!profile_arg_under(b"--user-data-dir=/srv/sessionsX", root));
         assert!(!profile_arg_under(b"/srv/sessions/u-slot1", root));
+    }
+
+    #[test]
+    fn each_engine_gets_its_own_switches() {
+        let spec = |engine| LaunchSpec {
+            executable: "/x".into(),
+            engine,
+            profile_dir: "/p".into(),
+            log_key: "k".into(),
+            startup_timeout: Duration::from_secs(1),
+            memory_savers: MEMORY_SAVERS,
+        };
+        let shell = chromium_args(&spec(super::super::Engine::Shell));
+        let chromium = chromium_args(&spec(super::super::Engine::Chromium));
+        for args in [&shell, &chromium] {
+            for want in [
+                "--remote-debugging-pipe",
+                "--disable-blink-features=AutomationControlled",
+                "--enable-features=NetworkServiceInProcess2",
+                "--disable-software-rasterizer",
+            ] {
+                assert!(args.iter().any(|a| a == want), "{want}: {args:?}");
+            }
+        }
+        assert!(chromium.iter().any(|a| a == "--headless=new"));
+        assert!(!shell.iter().any(|a| a.starts_with("--headless") || a == "--no-first-run"));
+        let features = |args: &[String]| {
+            args.iter()
+                .find(|a| a.starts_with("--disable-features="))
+                .cloned()
+                .unwrap()
+        };
+        assert!(features(&chromium).contains("SpareRendererForSitePerProcess"));
+        assert!(!features(&shell).contains("SpareRendererForSitePerProcess"));
     }
 
     #[test]

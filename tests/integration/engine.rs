@@ -407,3 +407,34 @@ async fn chromium_shows_a_qr_links_sends_survives_a_crash_and_restarts_without_a
     t.stop(&user, 1).await;
     t.assert_no_browsers_left().await;
 }
+
+/// The shell has no process singleton of its own (no `SingletonLock`): the daemon's lock on the
+/// profile is what keeps a second browser off it. Held by someone else, the start fails and no
+/// browser runs on the profile; released, the session starts.
+#[actix_web::test]
+async fn the_daemon_s_profile_lock_keeps_a_second_browser_off_a_shell_profile() {
+    let t = spawn_app(opts(), &[]).await;
+    let user = uuid_like(0x2060);
+    let profile = t.sessions_dir().join(format!("{user}-slot1"));
+    let held = wa_supervisor::browser::FolderLock::acquire(&profile).unwrap();
+    assert_eq!(t.start(&user, 1).await, 202);
+    let s = t
+        .wait_json(&format!("/api/status/{user}/1"), SERVICE_TOKEN, QUICK, "failed", |s| {
+            s["state"] == "failed"
+        })
+        .await;
+    assert!(
+        s["lastError"].as_str().unwrap().contains("in use by another process"),
+        "{s}"
+    );
+    assert!(crate::support::harness::browsers_on(&profile).is_empty());
+    drop(held);
+    assert_eq!(t.start(&user, 1).await, 202);
+    t.wait_state(&user, 1, "qr", LAUNCH).await;
+    assert!(
+        !profile.join("SingletonLock").exists(),
+        "the shell takes no lock of its own"
+    );
+    t.stop(&user, 1).await;
+    t.assert_no_browsers_left().await;
+}
