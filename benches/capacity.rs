@@ -480,9 +480,10 @@ async fn idle(standin: &StandIn, wa_js: &[&str], root: &Path) {
     shut(d).await;
 }
 
-/// Starts and links `users` (one slot each) on `d`, `LAUNCH_CONCURRENCY` at a time as the daemon
-/// allows; phone numbers from `first_phone` on.
+/// Starts and links `users` (one slot each) on `d`, eight at a time (the daemon launches
+/// `LAUNCH_CONCURRENCY` of them at once); phone numbers from `first_phone` on.
 async fn link_all(d: &Daemon, standin: &StandIn, users: &[String], first_phone: u64) {
+    use futures_util::StreamExt;
     let calls = users.iter().enumerate().map(|(i, u)| async move {
         d.call("POST", &format!("/api/start/{u}/1"), SERVICE_TOKEN)
             .await;
@@ -503,7 +504,10 @@ async fn link_all(d: &Daemon, standin: &StandIn, users: &[String], first_phone: 
         })
         .await;
     });
-    futures_util::future::join_all(calls).await;
+    futures_util::stream::iter(calls)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// Every browser tree of the daemon `d`: (processes, PSS MiB).

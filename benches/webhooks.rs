@@ -117,6 +117,7 @@ async fn throughput() {
                 "message",
                 &serde_json::json!({"n": i, "body": "hello"}),
                 None,
+                None,
             )
             .await
             .unwrap();
@@ -150,7 +151,7 @@ async fn backlog() {
     const N: usize = 10_000;
     for i in 0..N {
         outbox
-            .append(&key(i as u32 % 100), "message", &serde_json::json!({"n": i, "body": "a message of ordinary length, about sixty characters"}), None)
+            .append(&key(i as u32 % 100), "message", &serde_json::json!({"n": i, "body": "a message of ordinary length, about sixty characters"}), None, None)
             .await
             .unwrap();
     }

@@ -35,6 +35,9 @@ pub struct PageMessage {
     pub timestamp: i64,
     pub is_group: bool,
     pub author: Option<String>,
+    /// Read from the page's own store by gap filling, not announced by the page.
+    #[serde(default)]
+    pub backfill: bool,
 }
 
 /// `message`: a new message of a linked session.
@@ -59,6 +62,9 @@ pub struct MessageEvent {
     pub is_group: bool,
     /// In a group: who wrote it.
     pub author: Option<String>,
+    /// `true` when the daemon found it in the page's own store (gap filling: it arrived while
+    /// nothing could record it), not as it arrived.
+    pub backfill: bool,
 }
 
 impl MessageEvent {
@@ -76,7 +82,13 @@ impl MessageEvent {
             timestamp: m.timestamp,
             is_group: m.is_group,
             author: m.author,
+            backfill: m.backfill,
         }
+    }
+
+    /// One event per WhatsApp message id per session.
+    pub fn dedupe(&self) -> String {
+        format!("msg:{}", self.id)
     }
 }
 
@@ -116,6 +128,13 @@ pub struct AckEvent {
     pub ack: Ack,
 }
 
+impl AckEvent {
+    /// One event per message and ack level per session.
+    pub fn dedupe(&self) -> String {
+        format!("ack:{}:{:?}", self.id, self.ack)
+    }
+}
+
 /// Writes events, then streams them and wakes the webhook dispatcher.
 pub struct Outbox {
     store: Store,
@@ -136,14 +155,16 @@ impl Outbox {
     }
 
     /// Writes the event (and the deliveries it owes) to the database; only then is it streamed
-    /// and the dispatcher woken. An error means the event was not accepted.
+    /// and the dispatcher woken. An error means the event was not accepted; `None` that an event
+    /// with the same `dedupe` was stored before (nothing is streamed or delivered again).
     pub async fn append(
         &self,
         key: &SessionKey,
         kind: &'static str,
         data: &impl Serialize,
+        dedupe: Option<String>,
         fence: Option<crate::store::Fence>,
-    ) -> Result<StoredEvent, StoreError> {
+    ) -> Result<Option<StoredEvent>, StoreError> {
         let payload = serde_json::to_string(data).expect("events serialize");
         let stored = self
             .store
@@ -153,13 +174,16 @@ impl Outbox {
                     kind,
                     payload,
                     created_ms: now_ms(),
+                    dedupe,
                 },
                 self.service,
                 fence,
             )
             .await?;
-        let _ = self.bus.send(stored.clone());
-        self.wake.notify_one();
+        if let Some(stored) = &stored {
+            let _ = self.bus.send(stored.clone());
+            self.wake.notify_one();
+        }
         Ok(stored)
     }
 

@@ -11,6 +11,7 @@ use chromiumoxide::cdp::browser_protocol::emulation::SetUserAgentOverrideParams;
 use chromiumoxide::cdp::browser_protocol::page::{
     AddScriptToEvaluateOnNewDocumentParams, NavigateParams,
 };
+use chromiumoxide::cdp::browser_protocol::target::SetAutoAttachParams;
 use chromiumoxide::cdp::browser_protocol::{log as cdp_log, network, performance};
 use chromiumoxide::cdp::js_protocol::runtime::{AddBindingParams, EventBindingCalled};
 use chromiumoxide::error::CdpError;
@@ -213,7 +214,7 @@ impl WaPage {
         )
         .await?;
         // Everything the page needs before its navigation, sent at once (one round trip, not
-        // nine; the page answers in order): the binding; the scripts, registered before
+        // ten; the page answers in order): the binding; the scripts, registered before
         // navigation because WhatsApp Web's CSP blocks script tags, not these — WA-JS first, then
         // the bridge on it, then the DOM watcher; chromiumoxide's Network, Log and Performance
         // domains off (a session reads none of their events, and WhatsApp Web's traffic would
@@ -250,6 +251,14 @@ impl WaPage {
             timed(
                 "userAgent",
                 page.execute(SetUserAgentOverrideParams::new(agent)),
+            ),
+            // chromiumoxide attaches to every worker of the page paused (`waitForDebuggerOnStart`),
+            // resumes it and detaches at once; the resume is lost now and then and the worker stays
+            // paused — a service worker's `register()` then never settles (seen in half the runs;
+            // WhatsApp Web runs on its service worker). The session drives no worker: none attached.
+            timed(
+                "Target.setAutoAttach",
+                page.execute(SetAutoAttachParams::new(false, false)),
             ),
         )?;
         let watcher = tokio::spawn(async move {

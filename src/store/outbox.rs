@@ -51,6 +51,9 @@ pub struct NewOutboxEvent {
     /// The event's `data`, JSON.
     pub payload: String,
     pub created_ms: i64,
+    /// What makes it the same event as another of this session (`msg:<WhatsApp id>`,
+    /// `ack:<id>:<ack>`): a second one with the same value is not stored.
+    pub dedupe: Option<String>,
 }
 
 /// A stored event.
@@ -61,6 +64,20 @@ pub struct StoredEvent {
     pub kind: String,
     pub payload: String,
     pub created_ms: i64,
+    /// Unique for good (a restore or another database repeats row ids): the `webhook-id`.
+    pub uid: String,
+}
+
+impl StoredEvent {
+    /// `evt_<uid>`: the `webhook-id` of its deliveries, the same at every retry.
+    pub fn webhook_id(&self) -> String {
+        format!("evt_{}", self.uid)
+    }
+}
+
+/// A fresh event uid: 128 random bits, hex.
+pub fn new_uid() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// A user's webhook.
@@ -74,6 +91,8 @@ pub struct WebhookRow {
     pub disabled_reason: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Since when its oldest owed delivery has failed (none: it is keeping up).
+    pub failing_since_ms: Option<i64>,
 }
 
 impl WebhookRow {
@@ -149,6 +168,7 @@ struct EventRecord {
     kind: String,
     payload: String,
     created_ms: i64,
+    uid: String,
 }
 
 #[derive(Queryable, Selectable)]
@@ -161,6 +181,7 @@ struct WebhookRecord {
     disabled_reason: Option<String>,
     created_ms: i64,
     updated_ms: i64,
+    failing_since_ms: Option<i64>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -195,6 +216,7 @@ fn webhook_row(r: WebhookRecord) -> Option<WebhookRow> {
         disabled_reason: r.disabled_reason,
         created_ms: r.created_ms,
         updated_ms: r.updated_ms,
+        failing_since_ms: r.failing_since_ms,
     })
 }
 
@@ -243,12 +265,15 @@ fn event_of(ctx: &Ctx, r: EventRecord) -> Option<StoredEvent> {
         kind: r.kind,
         payload: r.payload,
         created_ms: r.created_ms,
+        uid: r.uid,
     })
 }
 
 impl Store {
     /// Writes the event and the deliveries it owes (to the service webhook when `service` is
     /// set, to the user's webhook when it is active and wants this type), in one transaction.
+    /// `None`: an event of this session with the same `dedupe` is stored already (nothing is
+    /// written; the unique index is the guarantee, the lookup before it the usual answer).
     ///
     /// With a fence, only while this node holds the session's lease; in a cluster the other
     /// nodes are told (`NOTIFY wa_outbox, '<node> <id>'`) when the transaction commits.
@@ -257,13 +282,26 @@ impl Store {
         ev: NewOutboxEvent,
         service: bool,
         fence: Option<Fence>,
-    ) -> Result<StoredEvent, StoreError> {
+    ) -> Result<Option<StoredEvent>, StoreError> {
         self.run(move |conn, ctx| {
             let user = ev.key.user_id().as_str().to_owned();
             let slot = slot_value(&ev.key);
             let notify = ctx.node.clone();
+            let uid = new_uid();
             fenced(conn, ctx, &ev.key.clone(), fence, |conn| {
                 conn.transaction::<_, diesel::result::Error, _>(|conn| {
+                    if let Some(dedupe) = &ev.dedupe {
+                        let seen: Option<i64> = outbox_events::table
+                            .filter(outbox_events::user_id.eq(&user))
+                            .filter(outbox_events::slot.eq(slot))
+                            .filter(outbox_events::dedupe.eq(dedupe))
+                            .select(outbox_events::id)
+                            .first(conn)
+                            .optional()?;
+                        if seen.is_some() {
+                            return Ok(None);
+                        }
+                    }
                     let id: i64 = diesel::insert_into(outbox_events::table)
                         .values((
                             outbox_events::user_id.eq(&user),
@@ -271,6 +309,8 @@ impl Store {
                             outbox_events::kind.eq(ev.kind),
                             outbox_events::payload.eq(&ev.payload),
                             outbox_events::created_ms.eq(ev.created_ms),
+                            outbox_events::uid.eq(&uid),
+                            outbox_events::dedupe.eq(ev.dedupe.as_deref()),
                         ))
                         .returning(outbox_events::id)
                         .get_result(conn)?;
@@ -302,17 +342,41 @@ impl Store {
                             .bind::<diesel::sql_types::Text, _>(format!("{node} {id}"))
                             .execute(conn)?;
                     }
-                    Ok(id)
+                    Ok(Some(id))
                 })
                 .map_err(FencedError::from)
             })
-            .map(|id| StoredEvent {
-                id,
-                key: ev.key.clone(),
-                kind: ev.kind.to_owned(),
-                payload: ev.payload.clone(),
-                created_ms: ev.created_ms,
+            .map(|id| {
+                id.map(|id| StoredEvent {
+                    id,
+                    key: ev.key.clone(),
+                    kind: ev.kind.to_owned(),
+                    payload: ev.payload.clone(),
+                    created_ms: ev.created_ms,
+                    uid: uid.clone(),
+                })
             })
+        })
+        .await
+    }
+
+    /// The newest `message` event stored for `key`: its WhatsApp timestamp (unix seconds, from
+    /// the payload), for gap filling. `None` when the session recorded none.
+    pub async fn last_message_ts(&self, key: &SessionKey) -> Result<Option<i64>, StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            let payload: Option<String> = outbox_events::table
+                .filter(outbox_events::user_id.eq(key.user_id().as_str()))
+                .filter(outbox_events::slot.eq(slot_value(&key)))
+                .filter(outbox_events::kind.eq(crate::events::MESSAGE))
+                .order(outbox_events::id.desc())
+                .select(outbox_events::payload)
+                .first(conn)
+                .optional()
+                .map_err(|e| ctx.query(e))?;
+            Ok(payload.and_then(|p| {
+                serde_json::from_str::<serde_json::Value>(&p).ok()?["timestamp"].as_i64()
+            }))
         })
         .await
     }

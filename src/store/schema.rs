@@ -51,6 +51,8 @@ diesel::table! {
         kind -> Text,
         payload -> Text,
         created_ms -> BigInt,
+        uid -> Text,
+        dedupe -> Nullable<Text>,
     }
 }
 
@@ -65,6 +67,7 @@ diesel::table! {
         disabled_reason -> Nullable<Text>,
         created_ms -> BigInt,
         updated_ms -> BigInt,
+        failing_since_ms -> Nullable<BigInt>,
     }
 }
 
@@ -96,6 +99,8 @@ diesel::table! {
         idem_key -> Text,
         result -> Nullable<Text>,
         created_ms -> BigInt,
+        message_id -> Nullable<Text>,
+        unknown_ms -> Nullable<BigInt>,
     }
 }
 

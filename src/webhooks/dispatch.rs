@@ -199,7 +199,9 @@ impl Dispatcher {
             serde_json::to_string(&rfc3339(d.event.created_ms)).expect("a string serializes"),
             d.event.payload
         );
-        let id = format!("evt_{}", d.event.id);
+        // Unique for good (not the row id, which a restore or another database repeats):
+        // receivers dedupe by it.
+        let id = d.event.webhook_id();
         let timestamp = now_ms() / 1000;
         let signature = secret.sign(&id, timestamp, body.as_bytes());
         let sent = client

@@ -106,7 +106,7 @@ async fn what_the_page_sees_of_each_engine() {
         let user = uuid_like(0x2010);
         assert_eq!(t.start(&user, 1).await, 202);
         t.wait_state(&user, 1, "qr", LAUNCH).await;
-        let caps = eventually(QUICK, "the page's report", || async {
+        let caps = eventually(LAUNCH, "the page's report", || async {
             t.standin.capabilities().into_iter().next()
         })
         .await;
@@ -132,6 +132,8 @@ async fn what_the_page_sees_of_each_engine() {
             (&json!(false), &json!("visible")),
             "{engine}"
         );
+        // Registered within seconds: chromiumoxide's worker attach used to leave it paused in
+        // half the page loads (docs/browser-engines.md).
         assert_eq!(caps["serviceWorker"], true, "{engine}: {caps}");
         assert_eq!(caps["wasm"], true, "{engine}: {caps}");
         assert_eq!(caps["sharedWorker"], "function", "{engine}");
@@ -419,12 +421,19 @@ async fn the_daemon_s_profile_lock_keeps_a_second_browser_off_a_shell_profile() 
     let held = wa_supervisor::browser::FolderLock::acquire(&profile).unwrap();
     assert_eq!(t.start(&user, 1).await, 202);
     let s = t
-        .wait_json(&format!("/api/status/{user}/1"), SERVICE_TOKEN, QUICK, "failed", |s| {
-            s["state"] == "failed"
-        })
+        .wait_json(
+            &format!("/api/status/{user}/1"),
+            SERVICE_TOKEN,
+            QUICK,
+            "failed",
+            |s| s["state"] == "failed",
+        )
         .await;
     assert!(
-        s["lastError"].as_str().unwrap().contains("in use by another process"),
+        s["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("in use by another process"),
         "{s}"
     );
     assert!(crate::support::harness::browsers_on(&profile).is_empty());

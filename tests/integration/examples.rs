@@ -352,14 +352,14 @@ async fn the_bot_backend_answers_each_message_exactly_once_across_restarts() {
     let page = t
         .get(&format!("/api/messages/{user}/1?limit=500"), SERVICE_TOKEN)
         .await;
-    let first_event = page.json["events"]
+    let first = page.json["events"]
         .as_array()
         .unwrap()
         .iter()
         .find(|e| e["type"] == "message" && e["data"]["id"] == ids[0].as_str())
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
+        .unwrap()
+        .clone();
+    let first_event = first["id"].as_i64().unwrap();
     let delivery = deliveries(&t, &user, "delivered")
         .await
         .into_iter()
@@ -372,7 +372,7 @@ async fn the_bot_backend_answers_each_message_exactly_once_across_restarts() {
         )
         .await;
     assert_eq!(r.status, 202);
-    let duplicate = format!("evt_{first_event} message duplicate");
+    let duplicate = format!("{} message duplicate", first["webhookId"].as_str().unwrap());
     eventually(
         REPLIES,
         "the re-queued event seen as a duplicate",

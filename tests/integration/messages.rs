@@ -362,10 +362,25 @@ async fn deliveries_survive_a_receiver_outage_in_order() {
         .map(|id| firsts.iter().position(|b| b.contains(id.as_str())).unwrap())
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {order:?}");
+    // Each event keeps its webhook-id across retries; the ids of first arrivals never repeat.
+    let stored: Vec<Value> = t
+        .get(&format!("/api/messages/{user}/1?limit=500"), SERVICE_TOKEN)
+        .await
+        .json["events"]
+        .as_array()
+        .unwrap()
+        .clone();
     let all_ids: Vec<i64> = hooks
         .received()
         .iter()
-        .map(|r| r.id.trim_start_matches("evt_").parse().unwrap())
+        .map(|r| {
+            stored
+                .iter()
+                .find(|e| e["webhookId"] == r.id.as_str())
+                .unwrap_or_else(|| panic!("{} is a stored event's webhook-id", r.id))["id"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
     let mut sorted = all_ids.clone();
     sorted.dedup();

@@ -141,6 +141,7 @@ both_backends!(
     the_outbox_delivers_in_order_per_target_and_session_under_a_lease,
     idempotency_keys_answer_the_first_send,
     retention_drops_old_events_except_those_still_owed,
+    one_event_per_message_id_per_session_with_a_uid_for_good,
 );
 
 fn key(user: &str, slot: u16) -> SessionKey {
@@ -725,6 +726,7 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
             disabled_reason: None,
             created_ms: 1,
             updated_ms: 1,
+            failing_since_ms: None,
         })
         .await
         .unwrap();
@@ -733,6 +735,7 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
         kind,
         payload: format!("{{\"n\":{n}}}"),
         created_ms: 1_000 + n,
+        dedupe: None,
     };
     let mut ids = Vec::new();
     for (n, k) in [&a1, &a1, &a2, &b1].into_iter().enumerate() {
@@ -740,6 +743,7 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
             store
                 .append_event(append(k, "message", n as i64), true, None)
                 .await
+                .unwrap()
                 .unwrap()
                 .id,
         );
@@ -888,6 +892,62 @@ async fn idempotency_keys_answer_the_first_send(db: &TestDb) {
     );
 }
 
+/// One WhatsApp message id makes one event per session, whatever path wrote it; another session
+/// may hold the same id. Every event gets a uid of its own (its `webhook-id`).
+async fn one_event_per_message_id_per_session_with_a_uid_for_good(db: &TestDb) {
+    use wa_supervisor::store::NewOutboxEvent;
+    let store = db.open();
+    let (a, b) = (key(ALICE, 1), key(ALICE, 2));
+    let event = |k: &SessionKey, dedupe: Option<&str>| NewOutboxEvent {
+        key: k.clone(),
+        kind: "message",
+        payload: "{\"timestamp\":1700000000}".into(),
+        created_ms: 1,
+        dedupe: dedupe.map(str::to_owned),
+    };
+    let first = store
+        .append_event(event(&a, Some("msg:X1")), true, None)
+        .await
+        .unwrap()
+        .expect("new");
+    assert!(store
+        .append_event(event(&a, Some("msg:X1")), true, None)
+        .await
+        .unwrap()
+        .is_none());
+    let other = store
+        .append_event(event(&b, Some("msg:X1")), true, None)
+        .await
+        .unwrap()
+        .expect("another session's");
+    // Without a dedupe key (state changes), every append is an event.
+    for _ in 0..2 {
+        assert!(store
+            .append_event(event(&a, None), true, None)
+            .await
+            .unwrap()
+            .is_some());
+    }
+    assert_eq!(store.events_after(&a, 0, 10).await.unwrap().len(), 3);
+    let due = store.claim_due(2, 60_000, 100).await.unwrap();
+    assert_eq!(
+        due.iter().filter(|d| d.event.id == first.id).count(),
+        1,
+        "the duplicate owes no delivery"
+    );
+    assert_eq!(first.uid.len(), 32);
+    assert_ne!(first.uid, other.uid);
+    assert_eq!(
+        store.event_by_id(first.id).await.unwrap().unwrap().uid,
+        first.uid
+    );
+    assert_eq!(
+        store.last_message_ts(&a).await.unwrap(),
+        Some(1_700_000_000)
+    );
+    assert_eq!(store.last_message_ts(&key(ALICE, 3)).await.unwrap(), None);
+}
+
 async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
     use wa_supervisor::store::{NewOutboxEvent, Outcome};
     let store = db.open();
@@ -897,6 +957,7 @@ async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
         kind: "message",
         payload: format!("{{\"n\":{n}}}"),
         created_ms: at,
+        dedupe: None,
     };
     // Two old events: the first delivered, the second still owed; one recent.
     store
@@ -1003,6 +1064,7 @@ async fn postgres_a_node_that_lost_its_lease_cannot_write_for_the_session() {
         kind: "message",
         payload: "{}".into(),
         created_ms: 1,
+        dedupe: None,
     };
     lost(
         a.append_event(event.clone(), false, Some(fa))

@@ -406,8 +406,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: the database answers (checked at most once a second) and the Chromium binary
-         *     sessions launch is there and executable (checked on every request).
+         * Readiness: the database answers (checked at most once a second) and the browser binary
+         *     sessions launch is there and executable (checked on every request); which engine and version
+         *     it is, and the WA-JS in use.
          */
         get: operations["readyz"];
         put?: never;
@@ -444,7 +445,19 @@ export interface components {
              * @description Cluster mode: the epoch of this node's lease on the session, while it holds one.
              */
             leaseEpoch?: number | null;
+            /**
+             * Format: int64
+             * @description The browser's private resident memory (its whole process tree, shared pages left out)
+             *     at the last memory check, in bytes: what grows with the page's heap. The bulkhead compares
+             *     the PSS, which adds the tree's share of the shared pages.
+             */
+            memoryBytes?: number | null;
             profilePath: string;
+            /**
+             * Format: int32
+             * @description Browsers recycled for going over `SESSION_MEMORY_MAX` since the daemon started.
+             */
+            recycles: number;
             /**
              * Format: int64
              * @description Milliseconds until the next relaunch while `restarting`.
@@ -452,6 +465,18 @@ export interface components {
             restartInMs?: number | null;
             /** Format: int64 */
             uptimeSecs: number;
+            /** @description The WA-JS version the browser's page reported, once ready. */
+            waJsVersion?: string | null;
+        };
+        /** @description The browser binary sessions launch, as resolved at start. */
+        BrowserBinary: {
+            engine: components["schemas"]["Engine"];
+            path: string;
+            /**
+             * @description From `<binary> --version` (`"unknown"` when it printed none).
+             * @example 156.0.8078.114
+             */
+            version: string;
         };
         /** @description The cluster as the database has it. */
         ClusterView: {
@@ -489,6 +514,11 @@ export interface components {
             moved: components["schemas"]["Moved"][];
             node: string;
         };
+        /**
+         * @description The engine a session's browser runs on.
+         * @enum {string}
+         */
+        Engine: "shell" | "chromium";
         /** @description Every refusal's body. */
         ErrorBody: {
             /**
@@ -538,6 +568,11 @@ export interface components {
         MessageEvent: {
             /** @description In a group: who wrote it. */
             author?: string | null;
+            /**
+             * @description `true` when the daemon found it in the page's own store (gap filling: it arrived while
+             *     nothing could record it), not as it arrived.
+             */
+            backfill: boolean;
             body?: string | null;
             /** @description The chat (`<number>@c.us`, or `<id>@g.us` for a group). */
             chatId: string;
@@ -612,8 +647,12 @@ export interface components {
             /** @description What the QR code encodes. */
             payload: string;
         };
-        /** @description `{database, chromium, waJs}` of `GET /readyz`: each `ok` or why not, and the WA-JS in use. */
+        /**
+         * @description `{database, chromium, browser, waJs}` of `GET /readyz`: each `ok` or why not, the browser
+         *     (engine, version, path) and the WA-JS in use.
+         */
         Readiness: {
+            browser?: null | components["schemas"]["BrowserBinary"];
             /** @example ok */
             chromium: string;
             /** @example ok */
@@ -622,6 +661,7 @@ export interface components {
         };
         RegistryInfo: {
             actors: components["schemas"]["ActorInfo"][];
+            browser?: null | components["schemas"]["BrowserBinary"];
             knownSessions: number;
             /** @description Browsers being launched right now (bounded by LAUNCH_CONCURRENCY). */
             launchesInFlight: number;
@@ -707,6 +747,11 @@ export interface components {
             timestamp: string;
             /** @description `message`, `message.ack` or `session.status`. */
             type: string;
+            /**
+             * @description The `webhook-id` its deliveries carry (`evt_…`), unique for good: receivers dedupe by it.
+             * @example evt_3f9c1e0b7a2d4c58b1e6a0d9f2c47e15
+             */
+            webhookId: string;
         };
         /** @description `{ticket, url}` of `POST /api/events/{userId}/ticket`. */
         TicketReply: {

@@ -24,7 +24,9 @@ pub struct ActorInfo {
     pub wa_js_version: Option<String>,
     /// Browsers recycled for going over `SESSION_MEMORY_MAX` since the daemon started.
     pub recycles: u32,
-    /// The browser's memory (PSS of its whole process tree) at the last check, in bytes.
+    /// The browser's private resident memory (its whole process tree, shared pages left out)
+    /// at the last memory check, in bytes: what grows with the page's heap. The bulkhead compares
+    /// the PSS, which adds the tree's share of the shared pages.
     pub memory_bytes: Option<u64>,
 }
 

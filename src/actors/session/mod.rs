@@ -70,6 +70,9 @@ use writer::Writer;
 pub type Initiator = String;
 pub const SYSTEM: &str = "system";
 
+/// How often a linked session's page is polled (the safety net; changes are pushed).
+pub const LINKED_POLL_EVERY: Duration = Duration::from_secs(30);
+
 /// Cluster mode: a fresh link is snapshotted this long after it (the page has written its keys).
 pub const LINK_SNAPSHOT_DELAY: Duration = Duration::from_secs(10);
 
@@ -167,6 +170,8 @@ pub struct SessionActor {
     wa_js_version: Option<String>,
     /// Browsers recycled for their memory since this actor was created.
     recycles: u32,
+    /// When the page was last polled.
+    polled_at: Instant,
 }
 
 impl SessionActor {
@@ -203,6 +208,7 @@ impl SessionActor {
             fence: None,
             wa_js_version: None,
             recycles: 0,
+            polled_at: Instant::now(),
             key,
             env,
         }
@@ -564,6 +570,15 @@ impl SessionActor {
         observation: Observation,
         ctx: &mut Context<Self>,
     ) {
+        // Messages and acks are data nobody sends again: recorded whichever browser of this
+        // session saw them (one closing, one still starting), whichever watcher the session
+        // believes, in any state. The store keeps one event per message id
+        // (docs/nothing-lost.md). Only state signals are the current browser's alone.
+        let observation = match observation {
+            Observation::Message(message) => return self.record_message(message),
+            Observation::Ack { ack, ids } => return self.record_acks(ack, ids),
+            other => other,
+        };
         // (Signals of the current browser may come before its launch result is handled.)
         if generation != self.generation {
             return;
@@ -597,7 +612,21 @@ impl SessionActor {
             (Bridge::WaJs, Source::Bridge) | (Bridge::Dom, Source::Dom) => {
                 self.observed(source, observation, ctx)
             }
-            // The other watcher, or WA-JS turning up after the fallback: not believed.
+            // WA-JS ready after the fallback (a slow page): it drives the session from now on,
+            // so sends, pairing codes and its events work for the rest of this browser's life.
+            (Bridge::Dom, Source::Bridge) => {
+                if let Observation::BridgeReady { version } = observation {
+                    log::info!(
+                        "{} WA-JS {version} ready after the DOM fallback: the page bridge drives the session",
+                        self.key
+                    );
+                    *self.env.wa_js_reported.lock().expect("not poisoned") = Some(version.clone());
+                    self.wa_js_version = Some(version);
+                    self.bridge = Bridge::WaJs;
+                    self.poll(ctx);
+                }
+            }
+            // The DOM watcher beside a ready bridge: not believed.
             _ => {}
         }
     }
@@ -718,24 +747,31 @@ impl SessionActor {
                     self.transition(Cause::Online(online), SYSTEM, ctx);
                 }
             }
-            // Messages of a linked session; written first, then streamed and delivered.
-            Observation::Message(message) => {
-                if state == SessionState::Connected {
-                    let event = crate::events::MessageEvent::new(&self.key, message);
-                    self.writer.event(crate::events::MESSAGE, &event);
-                }
-            }
-            Observation::Ack { ack, ids } => {
-                for id in ids {
-                    let event = crate::events::AckEvent {
-                        user_id: self.key.user_id().clone(),
-                        slot: self.key.slot(),
-                        id,
-                        ack: crate::events::Ack::from_wa(ack),
-                    };
-                    self.writer.event(crate::events::MESSAGE_ACK, &event);
-                }
-            }
+            // Recorded before any state check (`page_changed`).
+            Observation::Message(_) | Observation::Ack { .. } => {}
+        }
+    }
+
+    /// A message the page saw: written first (once per message id), then streamed and
+    /// delivered.
+    fn record_message(&mut self, message: crate::events::PageMessage) {
+        let event = crate::events::MessageEvent::new(&self.key, message);
+        let dedupe = event.dedupe();
+        self.writer
+            .event(crate::events::MESSAGE, &event, Some(dedupe));
+    }
+
+    fn record_acks(&mut self, ack: i64, ids: Vec<String>) {
+        for id in ids {
+            let event = crate::events::AckEvent {
+                user_id: self.key.user_id().clone(),
+                slot: self.key.slot(),
+                id,
+                ack: crate::events::Ack::from_wa(ack),
+            };
+            let dedupe = event.dedupe();
+            self.writer
+                .event(crate::events::MESSAGE_ACK, &event, Some(dedupe));
         }
     }
 
@@ -951,8 +987,15 @@ impl SessionActor {
         }
     }
 
+    /// The safety net beside the page's pushed observations: every `poll_every` while the page
+    /// is expected to change (starting, QR, pairing), every [`LINKED_POLL_EVERY`] while linked —
+    /// most sessions of a host are linked and idle, and each poll is a DevTools round trip.
     fn poll(&mut self, ctx: &mut Context<Self>) {
         let Some(run) = &self.run else { return };
+        if self.machine.is_connected() && self.polled_at.elapsed() < LINKED_POLL_EVERY {
+            return;
+        }
+        self.polled_at = Instant::now();
         // While WA-JS is awaited, keep the DOM's latest view for a fallback.
         let source = self.bridge.source().unwrap_or(Source::Dom);
         let observe = run.browser.observe(source);

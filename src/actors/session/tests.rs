@@ -716,16 +716,22 @@ fn without_wa_js_ready_in_time_the_dom_signals_take_over() {
             ("2@dom", Some(Source::Dom))
         );
         assert_eq!(s.restarts, 0, "a page with a QR code is no crash");
-        // WA-JS turning up late is not believed for this browser.
-        browser.show(ready());
-        browser.show(Observation::Connected("4915100000001".into()));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(f.status().await.state, SessionState::Qr);
         // Pairing needs WA-JS.
         assert!(matches!(
             f.pair("4915100000001").await,
             Err(SessionError::BridgeUnavailable)
         ));
+        // WA-JS turning up late takes over: its events drive the session from now on (sends and
+        // its messages work), the DOM watcher is no longer believed.
+        browser.show(ready());
+        browser.show(Observation::Connected("4915100000001".into()));
+        let s = f
+            .state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        assert_eq!(s.bridge, Some(Source::Bridge));
+        browser.show_dom(qr("dom-late"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(f.status().await.state, SessionState::Connected);
     });
 }
 
@@ -945,5 +951,85 @@ fn a_refused_browser_stops_the_session_at_once_keeping_its_intent() {
         );
         let row = f.row_in(SessionState::Stopped).await;
         assert_eq!(row.intent, crate::domain::Intent::Running);
+    });
+}
+
+fn message(id: &str) -> Observation {
+    Observation::Message(crate::events::PageMessage {
+        id: id.to_owned(),
+        chat_id: "4915199990000@c.us".into(),
+        from: Some("4915199990000@c.us".into()),
+        to: Some("4915100000001@c.us".into()),
+        from_me: false,
+        kind: "chat".into(),
+        body: Some(format!("body of {id}")),
+        timestamp: 1_700_000_000,
+        is_group: false,
+        author: None,
+        backfill: false,
+    })
+}
+
+impl Fixture {
+    /// The ids of the `message` events stored for the session, once there are `n` of them.
+    async fn stored_messages(&self, n: usize) -> Vec<String> {
+        for _ in 0..1000 {
+            let events = self
+                .env
+                .store
+                .events_after(&self.key, 0, 1000)
+                .await
+                .unwrap();
+            let ids: Vec<String> = events
+                .iter()
+                .filter(|e| e.kind == crate::events::MESSAGE)
+                .map(|e| {
+                    let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+                    v["id"].as_str().unwrap().to_owned()
+                })
+                .collect();
+            if ids.len() >= n {
+                return ids;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("fewer than {n} messages stored");
+    }
+}
+
+/// Messages are recorded whatever the session's state or the browser's generation: before the
+/// session is `connected`, while WA-JS is still awaited, and from a browser that is closing after
+/// a stop — and a message reported twice is stored once.
+#[test]
+fn every_message_the_page_reports_is_recorded_once() {
+    paused(|| async {
+        let mut f = Fixture::with_bridge(true);
+        f.start().await;
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        // Offline delivery before the page says it is linked, and before WA-JS is ready.
+        browser.show(message("before-ready"));
+        browser.show(ready());
+        browser.show(message("before-connected"));
+        browser.show(Observation::Connected("4915100000001".into()));
+        f.state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        browser.show(message("connected"));
+        browser.show(message("connected"));
+        f.stop().await;
+        // The closing browser still reports what it received.
+        browser.show(message("while-closing"));
+        let ids = f.stored_messages(4).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let again = f.stored_messages(4).await;
+        assert_eq!(ids, again);
+        assert_eq!(
+            ids,
+            [
+                "before-ready",
+                "before-connected",
+                "connected",
+                "while-closing"
+            ]
+        );
     });
 }

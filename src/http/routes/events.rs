@@ -300,6 +300,7 @@ mod tests {
             kind: crate::events::SESSION_STATUS.to_owned(),
             payload: serde_json::to_string(&s).unwrap(),
             created_ms: 0,
+            uid: format!("uid{id}"),
         }
     }
 

@@ -90,6 +90,9 @@ pub struct StoredEventView {
     kind: String,
     /// RFC 3339, when the daemon stored it.
     timestamp: String,
+    /// The `webhook-id` its deliveries carry (`evt_…`), unique for good: receivers dedupe by it.
+    #[schema(example = "evt_3f9c1e0b7a2d4c58b1e6a0d9f2c47e15")]
+    webhook_id: String,
     /// The event's data (a message, an ack, or the session object).
     #[schema(value_type = Object)]
     data: serde_json::Value,
@@ -135,6 +138,7 @@ async fn list(
         .into_iter()
         .map(|e| StoredEventView {
             id: e.id,
+            webhook_id: e.webhook_id(),
             timestamp: rfc3339(e.created_ms),
             data: serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::Null),
             kind: e.kind,

@@ -11,6 +11,8 @@ use super::harness::{ADMIN_TOKEN, SERVICE_TOKEN};
 
 pub struct Daemon {
     pub child: Child,
+    /// One client for every call: connections are kept alive.
+    pub client: reqwest::Client,
     pub port: u16,
     pub dir: PathBuf,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -91,6 +93,7 @@ pub async fn start_with(
         .expect("daemon printed its port");
     Daemon {
         child,
+        client: super::keep_alive_client(),
         port,
         dir: dir.to_path_buf(),
         log,
@@ -132,7 +135,8 @@ impl Daemon {
     }
 
     pub async fn call(&self, method: &str, path: &str, token: &str) -> (u16, serde_json::Value) {
-        let res = reqwest::Client::new()
+        let res = self
+            .client
             .request(method.parse().unwrap(), self.url(path))
             .bearer_auth(token)
             .send()

@@ -68,7 +68,7 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
     app.spawn_server();
     TestApp {
         port: app.port(),
-        client: reqwest::Client::new(),
+        client: super::keep_alive_client(),
         standin,
         app,
         tmp,

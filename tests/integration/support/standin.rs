@@ -1085,9 +1085,11 @@ async function capabilities() {
   try { c.wasm = !!(await WebAssembly.instantiate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]))).instance; }
   catch (e) { c.wasm = String(e); }
   try {
-    const reg = await navigator.serviceWorker.register("/sw.js");
-    await Promise.race([navigator.serviceWorker.ready, new Promise((r) => setTimeout(r, 3000))]);
-    c.serviceWorker = !!(reg.active || reg.waiting || reg.installing);
+    const t0 = performance.now();
+    const late = (ms) => new Promise((r) => setTimeout(() => r(null), ms));
+    const reg = await Promise.race([navigator.serviceWorker.register("/sw.js"), late(10000)]);
+    c.serviceWorkerMs = Math.round(performance.now() - t0);
+    c.serviceWorker = reg ? !!(reg.active || reg.waiting || reg.installing) : "no answer within 10 s";
   } catch (e) { c.serviceWorker = String(e); }
   c.sharedWorker = typeof SharedWorker;
   c.webSocket = typeof WebSocket;
