@@ -224,6 +224,14 @@ pub struct Settings {
           default_value = "5s,5m,30m,2h,5h,10h,10h")]
     pub webhook_retry_schedule: Vec<Duration>,
 
+    /// How long a webhook target may leave its owed deliveries undelivered (`48h`, `3d` is
+    /// `72h`); past it a user's webhook is disabled with its owed deliveries failed (kept,
+    /// re-queueable), and the service webhook's owed deliveries fail: a receiver that never
+    /// recovers stops the backlog from growing.
+    #[arg(long, env = "WEBHOOK_DISABLE_AFTER", value_name = "WEBHOOK_DISABLE_AFTER",
+          value_parser = parse_delay, default_value = "48h")]
+    pub webhook_disable_after: Duration,
+
     /// Days stored events (messages, acks, state changes) are kept for `GET /api/messages`.
     #[arg(long, env = "EVENT_RETENTION_DAYS", value_name = "EVENT_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u32).range(1..=3650))]

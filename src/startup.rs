@@ -182,6 +182,7 @@ impl Application {
         });
         crate::webhooks::Dispatcher::new(outbox.clone(), service_webhook, guard.clone())
             .with_schedule(settings.webhook_retry_schedule.clone())
+            .with_disable_after(settings.webhook_disable_after)
             .spawn();
         let webhooks = crate::webhooks::Webhooks::new(store.clone(), guard, outbox.wake());
         spawn_retention(store.clone(), settings.event_retention_days);

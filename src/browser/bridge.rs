@@ -23,6 +23,9 @@ pub const WPP_MEMBERS: &[&str] = &[
     "WPP.conn.genLinkDeviceCodeForPhoneNumber",
     "WPP.conn.logout",
     "WPP.chat.sendTextMessage",
+    "WPP.chat.list",
+    "WPP.chat.getMessages",
+    "WPP.chat.getMessageById",
 ];
 
 /// Every WA-JS event the bridge subscribes to.
@@ -37,6 +40,7 @@ pub const WPP_EVENTS: &[&str] = &[
     "conn.link_code_change",
     "chat.new_message",
     "chat.msg_ack_change",
+    "conn.backend_event",
 ];
 
 /// The injected script (after WA-JS itself, before the page's own scripts run).
@@ -45,13 +49,7 @@ pub fn script(binding: &str) -> String {
         r#"(() => {{
   const send = (msg) => {{ if (typeof window.{binding} === "function") window.{binding}(JSON.stringify(msg)); }};
   const me = () => {{ const w = WPP.conn.getMyUserId(); return w ? w._serialized : null; }};
-  const wid = (w) => w == null ? null : (typeof w === "string" ? w : (w._serialized || String(w)));
-  const message = (m) => ({{
-    id: wid(m.id), chatId: wid(m.id && m.id.remote) || wid(m.from), from: wid(m.from), to: wid(m.to),
-    fromMe: !!(m.id && m.id.fromMe), type: String(m.type || "chat"),
-    body: m.type === "chat" ? (typeof m.body === "string" ? m.body : null) : (m.caption || null),
-    timestamp: Number(m.t || 0), isGroup: !!m.isGroupMsg, author: wid(m.author),
-  }});
+  {MESSAGE_FNS}
   let reason = null;
   const start = () => {{
     if (!window.WPP || !WPP.isReady) {{ setTimeout(start, 100); return; }}
@@ -65,6 +63,7 @@ pub fn script(binding: &str) -> String {
     WPP.on("conn.link_code_change", (code) => send({{ bridge: "link_code", code: String(code) }}));
     WPP.on("chat.new_message", (m) => send({{ bridge: "message", message: message(m) }}));
     WPP.on("chat.msg_ack_change", (e) => send({{ bridge: "ack", ack: Number(e.ack), ids: (e.ids || []).map(wid) }}));
+    WPP.on("conn.backend_event", (name) => {{ if (name === "offline_delivery_end") send({{ bridge: "offline_delivery_end" }}); }});
     send({{ bridge: "ready", version: String(WPP.version) }});
     {SNAPSHOT}.then((s) => send(s));
   }};
@@ -72,6 +71,16 @@ pub fn script(binding: &str) -> String {
 }})();"#
     )
 }
+
+/// WhatsApp Web's message model as the daemon reports it (`message(m)`; `wid(w)` for ids): the
+/// bridge's live events and gap filling read messages the same way.
+const MESSAGE_FNS: &str = r#"const wid = (w) => w == null ? null : (typeof w === "string" ? w : (w._serialized || String(w)));
+  const message = (m) => ({
+    id: wid(m.id), chatId: wid(m.id && m.id.remote) || wid(m.from), from: wid(m.from), to: wid(m.to),
+    fromMe: !!(m.id && m.id.fromMe), type: String(m.type || "chat"),
+    body: m.type === "chat" ? (typeof m.body === "string" ? m.body : null) : (m.caption || null),
+    timestamp: Number(m.t || 0), isGroup: !!m.isGroupMsg, author: wid(m.author),
+  });"#;
 
 /// The bridge's view of the page now, as one message (the initial report and the poll).
 const SNAPSHOT: &str = r#"(async () => {
@@ -98,8 +107,24 @@ pub enum Command {
     PairingCode { phone: String },
     /// Unlink this device on WhatsApp's side.
     Logout,
-    /// Send a text; answers `{id, ack, to}` once WhatsApp Web accepted it.
-    SendText { to: String, text: String },
+    /// Send a text; answers `{id, ack, to}` once WhatsApp Web accepted it. With `message_id`,
+    /// the message gets that id (a retry can then look for it: [`Command::FindSent`]).
+    SendText {
+        to: String,
+        text: String,
+        message_id: Option<String>,
+    },
+    /// A message this device sent, by its serialized id (`true_<chat>_<id>`): `{id, ack, to}`,
+    /// or `null` when WhatsApp Web's store has no such message.
+    FindSent { id: String },
+    /// Gap filling: the messages in the page's own store with a timestamp at or after `since`
+    /// (unix seconds), from the `chats` chats at the top of the chat list, at most `per_chat`
+    /// each; answers a list of messages.
+    RecentMessages {
+        since: i64,
+        chats: u32,
+        per_chat: u32,
+    },
 }
 
 impl Command {
@@ -112,11 +137,40 @@ impl Command {
                 serde_json::to_string(phone).expect("a string serializes")
             ),
             Command::Logout => "return !!(await WPP.conn.logout());".to_owned(),
-            Command::SendText { to, text } => format!(
-                "const r = await WPP.chat.sendTextMessage({}, {}, {{ createChat: true }}); \
+            Command::SendText {
+                to,
+                text,
+                message_id,
+            } => format!(
+                "const r = await WPP.chat.sendTextMessage({}, {}, {{ createChat: true{} }}); \
                  return {{ id: String(r.id), ack: Number(r.ack), to: r.to ? String(r.to) : null }};",
                 serde_json::to_string(to).expect("a string serializes"),
                 serde_json::to_string(text).expect("a string serializes"),
+                message_id
+                    .as_ref()
+                    .map(|id| format!(
+                        ", messageId: {}",
+                        serde_json::to_string(id).expect("a string serializes")
+                    ))
+                    .unwrap_or_default(),
+            ),
+            Command::FindSent { id } => format!(
+                "{MESSAGE_FNS} let m = null; \
+                 try {{ m = await WPP.chat.getMessageById({}); }} catch (e) {{ m = null; }} \
+                 return m ? {{ id: wid(m.id), ack: Number(m.ack || 0), to: wid(m.to) }} : null;",
+                serde_json::to_string(id).expect("a string serializes"),
+            ),
+            Command::RecentMessages {
+                since,
+                chats,
+                per_chat,
+            } => format!(
+                "{MESSAGE_FNS} const out = []; \
+                 for (const c of await WPP.chat.list({{ count: {chats} }})) {{ \
+                   if (Number(c.t || 0) < {since}) continue; \
+                   for (const m of await WPP.chat.getMessages(wid(c.id), {{ count: {per_chat} }})) \
+                     if (Number(m.t || 0) >= {since}) out.push(message(m)); }} \
+                 return out;"
             ),
         };
         format!(
@@ -132,6 +186,8 @@ impl Command {
             Command::PairingCode { .. } => "genLinkDeviceCodeForPhoneNumber",
             Command::Logout => "logout",
             Command::SendText { .. } => "sendTextMessage",
+            Command::FindSent { .. } => "getMessageById",
+            Command::RecentMessages { .. } => "getMessages",
         }
     }
 }
@@ -150,6 +206,7 @@ pub enum Signal {
     LinkCode { code: String },
     Message { message: crate::events::PageMessage },
     Ack { ack: i64, ids: Vec<String> },
+    OfflineDeliveryEnd,
 }
 
 impl Signal {
@@ -171,6 +228,7 @@ impl Signal {
             Signal::LinkCode { code } => Observation::PairingCode(code),
             Signal::Message { message } => Observation::Message(message),
             Signal::Ack { ack, ids } => Observation::Ack { ack, ids },
+            Signal::OfflineDeliveryEnd => Observation::OfflineDeliveryEnd,
         }
     }
 }
@@ -220,6 +278,15 @@ mod tests {
                 Command::SendText {
                     to: "1@c.us".into(),
                     text: "hi".into(),
+                    message_id: Some("3EB0".into()),
+                },
+                Command::FindSent {
+                    id: "true_1@c.us_3EB0".into(),
+                },
+                Command::RecentMessages {
+                    since: 1,
+                    chats: 2,
+                    per_chat: 3,
                 },
             ]
             .iter()

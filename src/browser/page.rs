@@ -69,6 +69,8 @@ pub enum Observation {
     Message(crate::events::PageMessage),
     /// Messages got further (WhatsApp Web's ack number).
     Ack { ack: i64, ids: Vec<String> },
+    /// WhatsApp finished handing over what arrived while the device was away.
+    OfflineDeliveryEnd,
 }
 
 /// Which watcher saw it: the DOM signals (selectors and storage keys) or the WA-JS bridge.

@@ -36,8 +36,10 @@ pub enum ApiError {
     BridgeUnavailable,
     #[error("this session is not linked to a number")]
     NotConnected,
-    #[error("a send with this idempotency key is in progress, or its outcome is unknown; do not retry it with another key")]
+    #[error("a send with this idempotency key is in progress; do not retry it with another key")]
     SendInProgress,
+    #[error("the first send with this idempotency key may have reached WhatsApp (message id {message_id}) and is never sent again; ask again with the same key: once WhatsApp Web's store shows the message, its result is answered")]
+    SendOutcomeUnknown { message_id: String },
     #[error("{0}")]
     SendFailed(String),
     #[error("{0}")]
@@ -112,6 +114,9 @@ impl From<RegistryError> for ApiError {
             },
             RegistryError::Session(SessionError::NotConnected) => ApiError::NotConnected,
             RegistryError::Session(SessionError::SendInProgress) => ApiError::SendInProgress,
+            RegistryError::Session(SessionError::SendOutcomeUnknown { message_id }) => {
+                ApiError::SendOutcomeUnknown { message_id }
+            }
             RegistryError::Session(SessionError::RateLimited { retry_after_secs }) => {
                 ApiError::RateLimited { retry_after_secs }
             }
@@ -149,7 +154,7 @@ impl From<RegistryError> for ApiError {
 pub struct ErrorBody {
     /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
     /// not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
-    /// bridge_unavailable, not_connected, send_in_progress, send_failed, invalid_webhook_url,
+    /// bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed, invalid_webhook_url,
     /// too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
     /// unknown_node, owner_unreachable, internal.
     #[schema(example = "unknown_session")]
@@ -176,6 +181,7 @@ impl ApiError {
             ApiError::BridgeUnavailable => "bridge_unavailable",
             ApiError::NotConnected => "not_connected",
             ApiError::SendInProgress => "send_in_progress",
+            ApiError::SendOutcomeUnknown { .. } => "send_outcome_unknown",
             ApiError::SendFailed(_) => "send_failed",
             ApiError::InvalidWebhookUrl(_) => "invalid_webhook_url",
             ApiError::TooManySessions { .. } => "too_many_sessions",
@@ -223,7 +229,8 @@ impl ResponseError for ApiError {
             | ApiError::AlreadyConnected
             | ApiError::BridgeUnavailable
             | ApiError::NotConnected
-            | ApiError::SendInProgress => StatusCode::CONFLICT,
+            | ApiError::SendInProgress
+            | ApiError::SendOutcomeUnknown { .. } => StatusCode::CONFLICT,
             ApiError::SendFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooManySessions { .. }
             | ApiError::TooManyPending { .. }

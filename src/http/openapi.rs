@@ -343,13 +343,15 @@ pub struct Unavailable(ErrorBody);
 #[allow(dead_code)]
 pub struct BadSend(ErrorBody);
 
-/// `not_connected` (not linked), `bridge_unavailable` (no WA-JS) or `send_in_progress` (the
-/// idempotency key's first send has no answer yet).
+/// `not_connected` (not linked), `bridge_unavailable` (no WA-JS), `send_in_progress` (the
+/// idempotency key's first send has no answer yet) or `send_outcome_unknown` (it may have reached
+/// WhatsApp: never sent again; ask again with the key for its result).
 #[derive(IntoResponses)]
 #[response(status = 409, examples(
     ("not_connected" = (value = json!({"error": "not_connected", "message": "this session is not linked to a number"}))),
     ("bridge_unavailable" = (value = json!({"error": "bridge_unavailable", "message": "linking by phone number needs WA-JS, and this session's page runs without it; scan the QR code instead"}))),
-    ("send_in_progress" = (value = json!({"error": "send_in_progress", "message": "a send with this idempotency key is in progress, or its outcome is unknown; do not retry it with another key"}))),
+    ("send_in_progress" = (value = json!({"error": "send_in_progress", "message": "a send with this idempotency key is in progress; do not retry it with another key"}))),
+    ("send_outcome_unknown" = (value = json!({"error": "send_outcome_unknown", "message": "the first send with this idempotency key may have reached WhatsApp (message id 3EB0C431D5E6F7A8B9C0D1) and is never sent again; ask again with the same key: once WhatsApp Web's store shows the message, its result is answered"}))),
 ))]
 #[allow(dead_code)]
 pub struct SendConflict(ErrorBody);

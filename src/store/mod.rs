@@ -26,7 +26,8 @@ use schema::{session_events, whatsapp_bots};
 
 pub use cluster::{Fence, Lease, NodeRow, Snapshot};
 pub use outbox::{
-    DeliveryRow, DueDelivery, NewOutboxEvent, Outcome, Reservation, StoredEvent, Target, WebhookRow,
+    DeliveryRow, DueDelivery, NewOutboxEvent, Outcome, Reservation, SendOutcome, StoredEvent,
+    Target, WebhookRow,
 };
 pub use url::DatabaseUrl;
 

@@ -91,8 +91,6 @@ pub struct WebhookRow {
     pub disabled_reason: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
-    /// Since when its oldest owed delivery has failed (none: it is keeping up).
-    pub failing_since_ms: Option<i64>,
 }
 
 impl WebhookRow {
@@ -106,6 +104,8 @@ impl WebhookRow {
 pub struct DeliveryRow {
     pub id: i64,
     pub event_id: i64,
+    /// The `webhook-id` it carries (`evt_<the event's uid>`).
+    pub webhook_id: String,
     pub kind: String,
     pub target: Target,
     pub key: SessionKey,
@@ -155,8 +155,25 @@ pub enum Reservation {
     Reserved,
     /// Sent before: its answer.
     Done(String),
-    /// Another call with this key is sending now (or died sending: its outcome is unknown).
-    InFlight,
+    /// Another call with this key is sending, since `since_ms`, with this message id.
+    InFlight { message_id: String, since_ms: i64 },
+    /// A send with this key may have reached WhatsApp (timed out, or died mid-send): with this
+    /// message id. Never sent again.
+    Unknown { message_id: String },
+}
+
+/// An idempotency key's row: result, message id, unknown since, reserved at.
+type KeyRecord = (Option<String>, Option<String>, Option<i64>, i64);
+
+/// How a reserved send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// WhatsApp Web took it: the answer (JSON), kept for replays.
+    Sent(String),
+    /// Nothing can have been sent (not linked, refused by the page): the key is free again.
+    NotSent,
+    /// It may have been sent (a timeout, a crash): the key stays, answering "unknown".
+    Unknown,
 }
 
 #[derive(Queryable, Selectable)]
@@ -181,7 +198,6 @@ struct WebhookRecord {
     disabled_reason: Option<String>,
     created_ms: i64,
     updated_ms: i64,
-    failing_since_ms: Option<i64>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -216,7 +232,6 @@ fn webhook_row(r: WebhookRecord) -> Option<WebhookRow> {
         disabled_reason: r.disabled_reason,
         created_ms: r.created_ms,
         updated_ms: r.updated_ms,
-        failing_since_ms: r.failing_since_ms,
     })
 }
 
@@ -377,6 +392,18 @@ impl Store {
             Ok(payload.and_then(|p| {
                 serde_json::from_str::<serde_json::Value>(&p).ok()?["timestamp"].as_i64()
             }))
+        })
+        .await
+    }
+
+    /// The id of the newest event (0 when there is none).
+    pub async fn latest_event_id(&self) -> Result<i64, StoreError> {
+        self.run(|conn, ctx| {
+            outbox_events::table
+                .select(diesel::dsl::max(outbox_events::id))
+                .first::<Option<i64>>(conn)
+                .map(|id| id.unwrap_or(0))
+                .map_err(|e| ctx.query(e))
         })
         .await
     }
@@ -654,6 +681,70 @@ impl Store {
         .await
     }
 
+    /// Targets that stopped recovering (docs/nothing-lost.md): a user's webhook with an owed
+    /// delivery created before `cutoff_ms` and tried at least once is disabled (with `reason`)
+    /// and all its owed deliveries fail; service deliveries like that fail. Failed deliveries
+    /// are kept, and can be queued again (`POST …/deliveries/{id}/retry`, once the webhook is put
+    /// again). Returns (webhooks disabled, deliveries failed).
+    pub async fn expire_failing(
+        &self,
+        cutoff_ms: i64,
+        reason: String,
+        now: i64,
+    ) -> Result<(usize, usize), StoreError> {
+        self.run(move |conn, ctx| {
+            conn.transaction(|conn| {
+                let stale = deliveries::table
+                    .filter(deliveries::status.eq("pending"))
+                    .filter(deliveries::attempts.gt(0))
+                    .filter(deliveries::created_ms.lt(cutoff_ms));
+                let users: Vec<String> = stale
+                    .filter(deliveries::target.eq(Target::User.as_str()))
+                    .select(deliveries::user_id)
+                    .distinct()
+                    .load(conn)?;
+                let disabled = diesel::update(
+                    webhooks::table
+                        .filter(webhooks::user_id.eq_any(&users))
+                        .filter(webhooks::disabled_reason.is_null()),
+                )
+                .set((
+                    webhooks::disabled_reason.eq(Some(&reason)),
+                    webhooks::updated_ms.eq(now),
+                ))
+                .execute(conn)?;
+                let failed_user = diesel::update(
+                    deliveries::table
+                        .filter(deliveries::status.eq("pending"))
+                        .filter(deliveries::target.eq(Target::User.as_str()))
+                        .filter(deliveries::user_id.eq_any(&users)),
+                )
+                .set((
+                    deliveries::status.eq("failed"),
+                    deliveries::last_error.eq(Some(format!("the webhook was disabled: {reason}"))),
+                    deliveries::updated_ms.eq(now),
+                ))
+                .execute(conn)?;
+                let failed_service = diesel::update(
+                    deliveries::table
+                        .filter(deliveries::status.eq("pending"))
+                        .filter(deliveries::attempts.gt(0))
+                        .filter(deliveries::created_ms.lt(cutoff_ms))
+                        .filter(deliveries::target.eq(Target::Service.as_str())),
+                )
+                .set((
+                    deliveries::status.eq("failed"),
+                    deliveries::last_error.eq(Some(reason.clone())),
+                    deliveries::updated_ms.eq(now),
+                ))
+                .execute(conn)?;
+                Ok((disabled, failed_user + failed_service))
+            })
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
     /// `user`'s webhook deliveries, newest first, at most `limit`; optionally of one status.
     pub async fn list_deliveries(
         &self,
@@ -669,19 +760,25 @@ impl Store {
                 .filter(deliveries::target.eq(Target::User.as_str()))
                 .order(deliveries::id.desc())
                 .limit(limit)
-                .select((DeliveryRecord::as_select(), outbox_events::kind))
+                .select((
+                    DeliveryRecord::as_select(),
+                    outbox_events::kind,
+                    outbox_events::uid,
+                ))
                 .into_boxed();
             if let Some(status) = status {
                 query = query.filter(deliveries::status.eq(status));
             }
-            let rows: Vec<(DeliveryRecord, String)> = query.load(conn).map_err(|e| ctx.query(e))?;
+            let rows: Vec<(DeliveryRecord, String, String)> =
+                query.load(conn).map_err(|e| ctx.query(e))?;
             Ok(rows
                 .into_iter()
-                .filter_map(|(d, kind)| {
+                .filter_map(|(d, kind, uid)| {
                     Some(DeliveryRow {
                         key: ctx.key_of(Some(&d.user_id), Some(d.slot))?,
                         id: d.id,
                         event_id: d.event_id,
+                        webhook_id: format!("evt_{uid}"),
                         kind,
                         target: Target::parse(&d.target),
                         status: d.status,
@@ -727,11 +824,13 @@ impl Store {
         .await
     }
 
-    /// Reserves an idempotency key of `key`'s sends (keys older than `window_ms` are forgotten).
+    /// Reserves an idempotency key of `key`'s sends for a send with `message_id` (keys older
+    /// than `window_ms` are forgotten); what the key says if it was reserved before.
     pub async fn reserve_send(
         &self,
         key: &SessionKey,
         idem: String,
+        message_id: String,
         now: i64,
         window_ms: i64,
         fence: Option<Fence>,
@@ -748,11 +847,24 @@ impl Store {
                         .filter(sent_messages::idem_key.eq(&idem));
                     diesel::delete(this.filter(sent_messages::created_ms.lt(now - window_ms)))
                         .execute(conn)?;
-                    let found: Option<Option<String>> =
-                        this.select(sent_messages::result).first(conn).optional()?;
+                    let found: Option<KeyRecord> = this
+                        .select((
+                            sent_messages::result,
+                            sent_messages::message_id,
+                            sent_messages::unknown_ms,
+                            sent_messages::created_ms,
+                        ))
+                        .first(conn)
+                        .optional()?;
                     Ok(match found {
-                        Some(Some(result)) => Reservation::Done(result),
-                        Some(None) => Reservation::InFlight,
+                        Some((Some(result), _, _, _)) => Reservation::Done(result),
+                        Some((None, id, Some(_), _)) => Reservation::Unknown {
+                            message_id: id.unwrap_or_default(),
+                        },
+                        Some((None, id, None, since_ms)) => Reservation::InFlight {
+                            message_id: id.unwrap_or_default(),
+                            since_ms,
+                        },
                         None => {
                             diesel::insert_into(sent_messages::table)
                                 .values((
@@ -760,6 +872,7 @@ impl Store {
                                     sent_messages::slot.eq(slot),
                                     sent_messages::idem_key.eq(&idem),
                                     sent_messages::created_ms.eq(now),
+                                    sent_messages::message_id.eq(&message_id),
                                 ))
                                 .execute(conn)?;
                             Reservation::Reserved
@@ -772,12 +885,12 @@ impl Store {
         .await
     }
 
-    /// Records the answer of a reserved send (`Some`), or frees the key (`None`: not sent).
+    /// Records how a reserved send ended.
     pub async fn finish_send(
         &self,
         key: &SessionKey,
         idem: String,
-        result: Option<String>,
+        outcome: SendOutcome,
         fence: Option<Fence>,
     ) -> Result<(), StoreError> {
         let key = key.clone();
@@ -787,11 +900,14 @@ impl Store {
                     .filter(sent_messages::user_id.eq(key.user_id().as_str()))
                     .filter(sent_messages::slot.eq(slot_value(&key)))
                     .filter(sent_messages::idem_key.eq(&idem));
-                match result {
-                    Some(result) => diesel::update(this)
+                match outcome {
+                    SendOutcome::Sent(result) => diesel::update(this)
                         .set(sent_messages::result.eq(Some(result)))
                         .execute(conn),
-                    None => diesel::delete(this).execute(conn),
+                    SendOutcome::Unknown => diesel::update(this)
+                        .set(sent_messages::unknown_ms.eq(Some(super::now_ms())))
+                        .execute(conn),
+                    SendOutcome::NotSent => diesel::delete(this).execute(conn),
                 }
                 .map(drop)
                 .map_err(FencedError::from)
@@ -800,9 +916,9 @@ impl Store {
         .await
     }
 
-    /// Drops events older than `before_ms` with their finished deliveries, and idempotency keys
-    /// older than `keys_before_ms`. Pending deliveries keep their events. Returns the events
-    /// dropped.
+    /// Drops events and audit entries older than `before_ms` (events with their finished
+    /// deliveries), and idempotency keys older than `keys_before_ms`. Pending deliveries keep their
+    /// events. Returns the events dropped.
     pub async fn prune(&self, before_ms: i64, keys_before_ms: i64) -> Result<usize, StoreError> {
         self.run(move |conn, ctx| {
             conn.transaction(|conn| {
@@ -826,6 +942,12 @@ impl Store {
                 .execute(conn)?;
                 diesel::delete(
                     sent_messages::table.filter(sent_messages::created_ms.lt(keys_before_ms)),
+                )
+                .execute(conn)?;
+                // The audit trail is kept as long as the events.
+                diesel::delete(
+                    super::schema::session_events::table
+                        .filter(super::schema::session_events::at_ms.lt(before_ms)),
                 )
                 .execute(conn)?;
                 Ok(n)

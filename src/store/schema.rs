@@ -67,7 +67,6 @@ diesel::table! {
         disabled_reason -> Nullable<Text>,
         created_ms -> BigInt,
         updated_ms -> BigInt,
-        failing_since_ms -> Nullable<BigInt>,
     }
 }
 

@@ -71,7 +71,6 @@ impl Webhooks {
             disabled_reason: None,
             created_ms: previous.map_or(now, |p| p.created_ms),
             updated_ms: now,
-            failing_since_ms: None,
         };
         self.store.put_webhook(row.clone()).await?;
         Ok((row, secret))

@@ -1,8 +1,13 @@
-//! The delivery loop. It sleeps until the outbox wakes it (a new event, a re-queued delivery) or
-//! the earliest retry is due — no polling while idle — then claims due deliveries (the oldest
-//! pending one of each target and session), posts them signed, and records each outcome: a 2xx
-//! ends it, 410 Gone disables the user's webhook, anything else is retried after the next delay
-//! of [`SCHEDULE`] (with jitter) and, past its end, marked `failed` and kept.
+//! The delivery loop. It sleeps until the outbox wakes it (a new event, a re-queued delivery), a
+//! delivery ends or the earliest retry is due — no polling while idle — then claims due
+//! deliveries (the oldest pending one of each target and session), posts them signed, and records
+//! each outcome: a 2xx ends it, 410 Gone disables the user's webhook, anything else is retried
+//! after the next delay of [`SCHEDULE`] (with jitter) and, past its end, marked `failed` and kept.
+//!
+//! Each (target, session) is a lane of its own: every claimed delivery runs as its own task, up
+//! to [`CONCURRENCY`] at once for the whole daemon, and the loop claims more while some are still
+//! on their way — a receiver that takes its full 10 s holds its own lane only (its head is leased
+//! while in flight, so it is not claimed twice), never another target's or another session's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +35,12 @@ const JITTER: f64 = 0.1;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A claimed delivery is someone's for this long (a daemon that dies mid-delivery leaves it).
 const LEASE_MS: i64 = 60_000;
-/// Deliveries claimed (and posted concurrently, one per target and session) at once.
+/// Deliveries claimed in one statement.
 const BATCH: i64 = 32;
+/// Deliveries on their way at once, daemon-wide (one per lane at most).
+pub const CONCURRENCY: usize = 64;
+/// The default of `WEBHOOK_DISABLE_AFTER`: longer than the whole retry schedule (about 28 h).
+pub const DISABLE_AFTER: Duration = Duration::from_secs(48 * 3600);
 
 /// The platform's bot backend: gets every user's events; trusted (no address checks).
 #[derive(Debug, Clone)]
@@ -42,6 +51,9 @@ pub struct ServiceWebhook {
 
 pub struct Dispatcher {
     outbox: Arc<Outbox>,
+    /// A target whose owed deliveries stay undelivered this long is given up
+    /// (`WEBHOOK_DISABLE_AFTER`).
+    disable_after: Duration,
     service: Option<ServiceWebhook>,
     guard: Arc<Guard>,
     trusted: reqwest::Client,
@@ -64,15 +76,25 @@ impl Dispatcher {
         };
         Dispatcher {
             outbox,
+            disable_after: DISABLE_AFTER,
             service,
             trusted: client().build().expect("an HTTP client builds"),
+            // No proxy from the environment (HTTPS_PROXY, ALL_PROXY): the guard checks the
+            // address the client connects to, which through a proxy would be the proxy's.
             guarded: client()
+                .no_proxy()
                 .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
                 .build()
                 .expect("an HTTP client builds"),
             guard,
             schedule: SCHEDULE.to_vec(),
         }
+    }
+
+    /// How long a target may fail before it is given up (`WEBHOOK_DISABLE_AFTER`).
+    pub fn with_disable_after(mut self, after: Duration) -> Dispatcher {
+        self.disable_after = after;
+        self
     }
 
     /// The delays between attempts (`WEBHOOK_RETRY_SCHEDULE`).
@@ -83,43 +105,100 @@ impl Dispatcher {
 
     /// Runs the loop until the runtime ends.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run())
+        tokio::spawn(std::sync::Arc::new(self).run())
     }
 
-    async fn run(self) {
+    async fn run(self: Arc<Self>) {
         let wake = self.outbox.wake();
         let store = self.outbox.store().clone();
+        let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut in_flight = tokio::task::JoinSet::new();
+        // Targets that stopped recovering are looked for this often.
+        let sweep_every = (self.disable_after / 4).min(Duration::from_secs(60));
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
-            // Everything due now.
+            if tokio::time::Instant::now() >= next_sweep {
+                self.give_up_failing().await;
+                next_sweep = tokio::time::Instant::now() + sweep_every;
+            }
+            // Everything due now, as far as there is room.
             loop {
-                let due = match store.claim_due(now_ms(), LEASE_MS, BATCH).await {
+                let room = permits.available_permits().min(BATCH as usize);
+                if room == 0 {
+                    break;
+                }
+                let due = match store.claim_due(now_ms(), LEASE_MS, room as i64).await {
                     Ok(due) => due,
                     Err(e) => {
                         log::error!("webhooks: cannot claim deliveries: {}", crate::chain(&e));
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
+                        break;
                     }
                 };
                 if due.is_empty() {
                     break;
                 }
-                futures_util::future::join_all(due.into_iter().map(|d| self.deliver(d))).await;
-            }
-            // Then sleep until woken or the next retry is due.
-            match store.next_due_ms().await {
-                Ok(None) => wake.notified().await,
-                Ok(Some(at)) => {
-                    let wait = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
-                    tokio::select! {
-                        () = wake.notified() => {}
-                        () = tokio::time::sleep(wait) => {}
-                    }
+                for d in due {
+                    let permit = permits
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("claimed no more than the free permits");
+                    let me = self.clone();
+                    in_flight.spawn(async move {
+                        me.deliver(d).await;
+                        drop(permit);
+                    });
                 }
+            }
+            // Then sleep until woken, a delivery ends (its lane's next one may be due, and there
+            // is room again), or the next retry is due.
+            let wait = match store.next_due_ms().await {
+                Ok(None) => None,
+                Ok(Some(at)) => Some(Duration::from_millis(
+                    u64::try_from(at - now_ms()).unwrap_or(0),
+                )),
                 Err(e) => {
                     log::error!("webhooks: {}", crate::chain(&e));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Some(Duration::from_secs(1))
                 }
+            };
+            let until_sweep = next_sweep.saturating_duration_since(tokio::time::Instant::now());
+            let wait = Some(wait.map_or(until_sweep, |w| w.min(until_sweep)));
+            let sleep = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wake.notified() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                () = sleep => {}
             }
+        }
+    }
+
+    /// A target whose owed deliveries have failed for longer than `disable_after` is given up:
+    /// its backlog and storage stop growing (docs/nothing-lost.md).
+    async fn give_up_failing(&self) {
+        let now = now_ms();
+        let after = self.disable_after;
+        let reason = format!(
+            "not delivered for more than {} (WEBHOOK_DISABLE_AFTER)",
+            humanize(after)
+        );
+        match self
+            .outbox
+            .store()
+            .expire_failing(now - after.as_millis() as i64, reason, now)
+            .await
+        {
+            Ok((0, 0)) => {}
+            Ok((webhooks, deliveries)) => log::warn!(
+                "webhooks: {webhooks} users' webhooks disabled and {deliveries} owed deliveries failed: not delivered for more than {}",
+                humanize(after)
+            ),
+            Err(e) => log::error!("webhooks: {}", crate::chain(&e)),
         }
     }
 
@@ -236,4 +315,13 @@ enum Attempt {
     },
     /// Cannot be sent at all (no such target, a refused address): no retry.
     Refused(String),
+}
+
+/// `48 h`, `90 s`, `2500 ms`.
+fn humanize(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms % 3_600_000 == 0 => format!("{} h", ms / 3_600_000),
+        ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        ms => format!("{ms} ms"),
+    }
 }

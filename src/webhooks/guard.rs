@@ -2,7 +2,10 @@
 //! every address the host name resolves to — checked at every delivery, at connect time, so a
 //! name that later resolves elsewhere (DNS rebinding) is caught — must be public: not loopback,
 //! private, link-local (cloud metadata at 169.254.169.254), CGNAT, multicast, unspecified,
-//! broadcast, documentation or IPv6 unique-local, unless inside `WEBHOOK_ALLOW_NETWORKS`.
+//! broadcast, documentation, IPv6 unique-local or site-local, an IPv4-compatible IPv6 address
+//! (`::a.b.c.d`), or a 6to4 address embedding a non-public IPv4 one, unless inside
+//! `WEBHOOK_ALLOW_NETWORKS`. The client that makes these requests uses no proxy
+//! (`webhooks/dispatch.rs`): through a proxy, the guard would judge the proxy, not the target.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -94,13 +97,20 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
+    let seg = ip.segments();
+    let first = seg[0];
+    // 6to4 (2002:AABB:CCDD::/48) routes to the IPv4 address it embeds: judged by that one.
+    if first == 0x2002 {
+        let [a, b] = seg[1].to_be_bytes();
+        let [c, d] = seg[2].to_be_bytes();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    !(seg[..6].iter().all(|s| *s == 0) // ::/96: unspecified, loopback, IPv4-compatible ::a.b.c.d
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still routed by some)
+        || (first == 0x2001 && seg[1] == 0x0db8) // documentation
         || first == 0x0064) // NAT64 64:ff9b::/96 maps to anything
 }
 
@@ -159,10 +169,21 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "ff02::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "fec0::1",
+            "feff::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
         ] {
             assert!(g.check_ip(bad.parse().unwrap()).is_err(), "{bad}");
         }
-        for good in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"] {
+        for good in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "2002:5db8:d822::1",
+        ] {
             assert!(g.check_ip(good.parse().unwrap()).is_ok(), "{good}");
         }
         let allowed = Guard {
@@ -183,6 +204,8 @@ mod tests {
             .check_url("https://169.254.169.254/latest/meta-data")
             .is_err());
         assert!(g.check_url("https://[::1]/x").is_err());
+        assert!(g.check_url("https://[::127.0.0.1]/x").is_err());
+        assert!(g.check_url("https://[fec0::1]/x").is_err());
         assert!(g.check_url("ftp://x.example.com/").is_err());
         assert!(g.check_url("not a url").is_err());
         let http = Guard {

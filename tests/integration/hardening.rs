@@ -773,3 +773,91 @@ async fn readiness_notices_chromium_going_away() {
     assert_eq!(r.json["chromium"], "not found");
     assert_eq!(r.json["database"], "ok");
 }
+
+// ---- 15. The SSRF guard is not bypassed by a proxy from the environment ------------------------
+
+/// A proxy named in the daemon's environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`) on an
+/// allowed address: a user's webhook to a private address is still refused, and the proxy never
+/// sees a connection (through it, the guard would have judged the proxy instead of the target).
+#[actix_web::test]
+async fn a_proxy_in_the_environment_does_not_carry_user_webhooks_past_the_guard() {
+    // On 127.0.0.2: the only address per-user webhooks may reach here.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = proxy.accept().await {
+                connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(sock);
+            }
+        });
+    }
+    let standin = StandIn::start(slow()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let envs = [
+        ("HTTPS_PROXY", proxy_url.as_str()),
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("ALL_PROXY", proxy_url.as_str()),
+        ("https_proxy", proxy_url.as_str()),
+        ("http_proxy", proxy_url.as_str()),
+    ];
+    let d = daemon::start_with(
+        tmp.path(),
+        &standin.url(),
+        &[
+            "--webhook-allow-http",
+            "--webhook-allow-networks",
+            "127.0.0.2/32",
+            "--webhook-retry-schedule",
+            "300ms,300ms",
+        ],
+        &envs,
+        None,
+    )
+    .await;
+    let user = uuid_like(0x915);
+    let put = d
+        .client
+        .put(d.url(&format!("/api/webhooks/{user}")))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&serde_json::json!({"url": "http://localhost:9/hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let (status, _) = d
+        .call("POST", &format!("/api/start/{user}/1"), SERVICE_TOKEN)
+        .await;
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let (_, list) = d
+            .call(
+                "GET",
+                &format!("/api/webhooks/{user}/deliveries"),
+                SERVICE_TOKEN,
+            )
+            .await;
+        let errors: Vec<String> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["lastError"].as_str().map(str::to_owned))
+            .collect();
+        if let Some(e) = errors.into_iter().next() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no delivery attempt: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(refused.contains("not a public address"), "{refused}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing went through the proxy"
+    );
+    d.call("POST", &format!("/api/stop/{user}/1"), SERVICE_TOKEN)
+        .await;
+}

@@ -17,6 +17,7 @@ mod examples;
 mod hardening;
 mod lifecycle;
 mod messages;
+mod nothing_lost;
 mod openapi;
 mod session;
 mod store;

@@ -726,7 +726,6 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
             disabled_reason: None,
             created_ms: 1,
             updated_ms: 1,
-            failing_since_ms: None,
         })
         .await
         .unwrap();
@@ -833,59 +832,102 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
 }
 
 async fn idempotency_keys_answer_the_first_send(db: &TestDb) {
-    use wa_supervisor::store::Reservation;
+    use wa_supervisor::store::{Reservation, SendOutcome};
     let store = db.open();
     let k = key(ALICE, 1);
     let window = 24 * 3600 * 1000;
     assert_eq!(
         store
-            .reserve_send(&k, "x".into(), 1_000, window, None)
+            .reserve_send(&k, "x".into(), "3EB0X".into(), 1_000, window, None)
             .await
             .unwrap(),
         Reservation::Reserved
     );
     assert_eq!(
         store
-            .reserve_send(&k, "x".into(), 1_001, window, None)
+            .reserve_send(&k, "x".into(), "3EB0X".into(), 1_001, window, None)
             .await
             .unwrap(),
-        Reservation::InFlight
+        Reservation::InFlight {
+            message_id: "3EB0X".into(),
+            since_ms: 1_000
+        }
     );
     // Per session: the same key elsewhere is another key.
     assert_eq!(
         store
-            .reserve_send(&key(BOB, 1), "x".into(), 1_001, window, None)
+            .reserve_send(
+                &key(BOB, 1),
+                "x".into(),
+                "3EB0X".into(),
+                1_001,
+                window,
+                None
+            )
             .await
             .unwrap(),
         Reservation::Reserved
     );
     store
-        .finish_send(&k, "x".into(), Some("{\"id\":\"m1\"}".into()), None)
+        .finish_send(
+            &k,
+            "x".into(),
+            SendOutcome::Sent("{\"id\":\"m1\"}".into()),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
         store
-            .reserve_send(&k, "x".into(), 1_002, window, None)
+            .reserve_send(&k, "x".into(), "3EB0X".into(), 1_002, window, None)
             .await
             .unwrap(),
         Reservation::Done("{\"id\":\"m1\"}".into())
     );
     // A send that did not happen frees its key; keys expire after the window.
     store
-        .reserve_send(&k, "y".into(), 1_000, window, None)
+        .reserve_send(&k, "y".into(), "3EB0Y".into(), 1_000, window, None)
         .await
         .unwrap();
-    store.finish_send(&k, "y".into(), None, None).await.unwrap();
+    store
+        .finish_send(&k, "y".into(), SendOutcome::NotSent, None)
+        .await
+        .unwrap();
+    // A send whose outcome is unknown keeps its key, as unknown, with its message id.
+    store
+        .reserve_send(&k, "z".into(), "3EB0Z".into(), 1_000, window, None)
+        .await
+        .unwrap();
+    store
+        .finish_send(&k, "z".into(), SendOutcome::Unknown, None)
+        .await
+        .unwrap();
     assert_eq!(
         store
-            .reserve_send(&k, "y".into(), 1_003, window, None)
+            .reserve_send(&k, "z".into(), "3EB0Z".into(), 1_004, window, None)
+            .await
+            .unwrap(),
+        Reservation::Unknown {
+            message_id: "3EB0Z".into()
+        }
+    );
+    assert_eq!(
+        store
+            .reserve_send(&k, "y".into(), "3EB0Y".into(), 1_003, window, None)
             .await
             .unwrap(),
         Reservation::Reserved
     );
     assert_eq!(
         store
-            .reserve_send(&k, "x".into(), 1_000 + window + 1, window, None)
+            .reserve_send(
+                &k,
+                "x".into(),
+                "3EB0X".into(),
+                1_000 + window + 1,
+                window,
+                None
+            )
             .await
             .unwrap(),
         Reservation::Reserved
@@ -972,6 +1014,22 @@ async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
         .append_event(event(2, 90_000), false, None)
         .await
         .unwrap();
+    // The audit trail: one old entry, one recent.
+    for at in [1_000, 90_000] {
+        store
+            .record_event(
+                wa_supervisor::store::NewEvent {
+                    key: k.clone(),
+                    at_ms: at,
+                    kind: "connected".into(),
+                    detail: None,
+                    actor: "system".into(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
     let due = store.claim_due(2_000, 60_000, 10).await.unwrap();
     store
         .record_attempt(due[0].id, 1, Outcome::Delivered { status: 200 }, 2_000)
@@ -982,6 +1040,14 @@ async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
         1,
         "the delivered old one"
     );
+    let audit: Vec<i64> = store
+        .events(&k)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(audit, [90_000], "the audit trail is pruned too");
     let left: Vec<i64> = store
         .events_after(&k, 0, 10)
         .await
@@ -1072,7 +1138,7 @@ async fn postgres_a_node_that_lost_its_lease_cannot_write_for_the_session() {
             .map(drop),
     );
     lost(
-        a.reserve_send(&k, "idem-1".into(), 1, 1000, Some(fa))
+        a.reserve_send(&k, "idem-1".into(), "3EB0".into(), 1, 1000, Some(fa))
             .await
             .map(drop),
     );

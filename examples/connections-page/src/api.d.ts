@@ -492,7 +492,7 @@ export interface components {
             createdAt: string;
             /**
              * Format: int64
-             * @description The event (its `webhook-id` is `evt_<eventId>`).
+             * @description The event (the `id` of `GET /api/messages`).
              */
             eventId: number;
             /** Format: int64 */
@@ -508,6 +508,8 @@ export interface components {
             status: string;
             type: string;
             updatedAt: string;
+            /** @description The `webhook-id` header it carries, the same at every attempt: receivers dedupe by it. */
+            webhookId: string;
         };
         /** @description What a drain did. */
         DrainReport: {
@@ -524,7 +526,7 @@ export interface components {
             /**
              * @description The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
              *     not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
-             *     bridge_unavailable, not_connected, send_in_progress, send_failed, invalid_webhook_url,
+             *     bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed, invalid_webhook_url,
              *     too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
              *     unknown_node, owner_unreachable, internal.
              * @example unknown_session
@@ -791,7 +793,10 @@ export interface components {
             events: string[];
             /** @description `whsec_…`: the signing secret, shown this once. */
             secret?: string | null;
-            /** @description `active`, or `disabled` (the receiver answered 410 Gone; PUT it again). */
+            /**
+             * @description `active`, or `disabled` (the receiver answered 410 Gone, or did not take its deliveries
+             *     for `WEBHOOK_DISABLE_AFTER`; PUT it again).
+             */
             state: string;
             url: string;
         };
@@ -1504,8 +1509,9 @@ export interface operations {
                 };
             };
             /**
-             * @description `not_connected` (not linked), `bridge_unavailable` (no WA-JS) or `send_in_progress` (the
-             *     idempotency key's first send has no answer yet).
+             * @description `not_connected` (not linked), `bridge_unavailable` (no WA-JS), `send_in_progress` (the
+             *     idempotency key's first send has no answer yet) or `send_outcome_unknown` (it may have reached
+             *     WhatsApp: never sent again; ask again with the key for its result).
              */
             409: {
                 headers: {

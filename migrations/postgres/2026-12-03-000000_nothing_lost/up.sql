@@ -12,5 +12,4 @@ CREATE INDEX IF NOT EXISTS outbox_events_key_type ON outbox_events ("userId", sl
 ALTER TABLE sent_messages ADD COLUMN IF NOT EXISTS message_id TEXT NULL;
 ALTER TABLE sent_messages ADD COLUMN IF NOT EXISTS unknown_ms BIGINT NULL;
 
-ALTER TABLE webhooks ADD COLUMN IF NOT EXISTS failing_since_ms BIGINT NULL;
 CREATE INDEX IF NOT EXISTS session_events_at ON session_events (at_ms);

@@ -1,5 +1,4 @@
 DROP INDEX IF EXISTS session_events_at;
-ALTER TABLE webhooks DROP COLUMN failing_since_ms;
 ALTER TABLE sent_messages DROP COLUMN unknown_ms;
 ALTER TABLE sent_messages DROP COLUMN message_id;
 DROP INDEX IF EXISTS outbox_events_key_type;

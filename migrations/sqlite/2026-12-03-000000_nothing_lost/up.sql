@@ -15,7 +15,4 @@ CREATE INDEX IF NOT EXISTS outbox_events_key_type ON outbox_events ("userId", sl
 ALTER TABLE sent_messages ADD COLUMN message_id TEXT NULL;
 ALTER TABLE sent_messages ADD COLUMN unknown_ms BIGINT NULL;
 
--- A target whose deliveries keep failing is disabled after WEBHOOK_DISABLE_AFTER: since when
--- its oldest owed delivery has failed.
-ALTER TABLE webhooks ADD COLUMN failing_since_ms BIGINT NULL;
 CREATE INDEX IF NOT EXISTS session_events_at ON session_events (at_ms);

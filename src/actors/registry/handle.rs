@@ -95,7 +95,7 @@ impl RegistryHandle {
                 text: text.clone(),
                 idempotency_key: idempotency_key.clone(),
             };
-            async move { self.addr.send(SendText(send)).await? }
+            async move { Ok(self.addr.send(SendText(send)).await??.await?) }
         })
         .await
     }
@@ -161,6 +161,16 @@ impl RegistryHandle {
     }
 
     /// Every stored event from now on (messages, acks, state changes; filter by user).
+    /// The id of the newest stored event (0 when there is none): where a new stream's cursor
+    /// starts.
+    pub async fn latest_event_id(&self) -> Result<i64, RegistryError> {
+        self.env
+            .store
+            .latest_event_id()
+            .await
+            .map_err(RegistryError::store)
+    }
+
     pub fn subscribe_events(&self) -> broadcast::Receiver<crate::store::StoredEvent> {
         self.env.outbox.subscribe()
     }

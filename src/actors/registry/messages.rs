@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::Registry;
 use crate::actors::session::{
-    self, ActorInfo, GetQr, Initiator, QrView, SentMessage, Session, SessionActor, SessionError,
+    self, ActorInfo, GetQr, Initiator, QrView, Session, SessionActor, SessionError,
 };
 use crate::domain::{PhoneNumber, SessionKey, SessionState, UserId};
 use crate::store::SessionRow;
@@ -218,17 +218,18 @@ impl Handler<Qr> for Registry {
 
 /// Sends a text through a known session (see [`session::Send`]).
 #[derive(Message)]
-#[rtype(result = "Result<SentMessage, RegistryError>")]
+#[rtype(result = "Result<crate::actors::session::SendJob, RegistryError>")]
 pub struct SendText(pub session::Send);
 
 impl Handler<SendText> for Registry {
-    type Result = ResponseFuture<Result<SentMessage, RegistryError>>;
+    type Result = ResponseFuture<Result<crate::actors::session::SendJob, RegistryError>>;
 
+    /// The session's send job, for the caller to run (outside every actor).
     fn handle(&mut self, msg: SendText, _: &mut Context<Self>) -> Self::Result {
         let addr = self.known_actor(&msg.0.key);
         Box::pin(async move {
             let addr = addr.ok_or(RegistryError::Unknown)?;
-            Ok(addr.send(msg.0).await??)
+            Ok(addr.send(msg.0).await?)
         })
     }
 }

@@ -20,8 +20,14 @@ pub enum SessionError {
     Restarting,
     #[error("this session is not linked to a number")]
     NotConnected,
-    #[error("a send with this idempotency key is in progress (or its outcome is unknown)")]
+    #[error("a send with this idempotency key is in progress")]
     SendInProgress,
+    /// The first send with this idempotency key may have reached WhatsApp (it timed out, or the
+    /// browser or daemon died mid-send); it is never sent again.
+    #[error(
+        "the outcome of the send with this idempotency key is unknown (message id {message_id})"
+    )]
+    SendOutcomeUnknown { message_id: String },
     #[error("more than SEND_PER_MINUTE messages in a minute")]
     RateLimited { retry_after_secs: u64 },
     #[error("WhatsApp Web did not take the message: {0}")]

@@ -13,6 +13,7 @@
 //! it and `restarting()` schedules the relaunch after a backoff ([`supervision`]), or the
 //! session fails. docs/ARCHITECTURE.md describes the whole.
 
+mod backfill;
 mod env;
 mod error;
 mod handover;
@@ -57,7 +58,7 @@ pub use machine::{Cause, Machine, StopKind};
 pub use pair::{Pair, PAIR_WAIT};
 pub use qr::GetQr;
 pub use recycle::OverMemory;
-pub use send::{Send, SentMessage, IDEMPOTENCY_WINDOW_MS};
+pub use send::{Send, SendJob, SentMessage, IDEMPOTENCY_WINDOW_MS};
 pub use shutdown::Shutdown;
 pub use start::Start;
 pub use status::GetStatus;
@@ -172,6 +173,10 @@ pub struct SessionActor {
     recycles: u32,
     /// When the page was last polled.
     polled_at: Instant,
+    /// A gap-filling pass is running.
+    backfilling: bool,
+    /// Where gap filling starts for the current browser (read as it launched).
+    backfill_since: Option<i64>,
 }
 
 impl SessionActor {
@@ -209,6 +214,8 @@ impl SessionActor {
             wa_js_version: None,
             recycles: 0,
             polled_at: Instant::now(),
+            backfilling: false,
+            backfill_since: None,
             key,
             env,
         }
@@ -401,6 +408,7 @@ impl SessionActor {
         self.env.metrics.launches.fetch_add(1, Relaxed);
         self.launched_at = Some(Instant::now());
         self.qr_since = None;
+        self.note_backfill_start(generation, ctx);
 
         let env = self.env.clone();
         let gate = self.gate.clone();
@@ -624,6 +632,9 @@ impl SessionActor {
                     self.wa_js_version = Some(version);
                     self.bridge = Bridge::WaJs;
                     self.poll(ctx);
+                    if self.machine.is_connected() {
+                        self.backfill("WA-JS ready after the fallback", ctx);
+                    }
                 }
             }
             // The DOM watcher beside a ready bridge: not believed.
@@ -721,8 +732,11 @@ impl SessionActor {
                     self.env.metrics.qr_to_connected.observe(since.elapsed());
                 }
                 self.launched_at = None;
-                self.transition(Cause::Linked(number), SYSTEM, ctx);
+                if self.transition(Cause::Linked(number), SYSTEM, ctx) {
+                    self.backfill("the page is linked", ctx);
+                }
             }
+            Observation::OfflineDeliveryEnd => self.backfill("offline delivery ended", ctx),
             Observation::PairingCode(code) => {
                 if state == SessionState::Pairing
                     && self.machine.pairing_code.as_deref() != Some(code.as_str())

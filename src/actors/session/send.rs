@@ -2,22 +2,40 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use super::{Bridge, SessionActor, SessionError};
-use crate::browser::Command;
+use crate::browser::{BrowserError, Command};
 use crate::domain::{ChatId, MessageText, SessionKey};
-use crate::store::Reservation;
+use crate::store::{Reservation, SendOutcome};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// Sends a text through WA-JS once WhatsApp Web accepted it locally. With an idempotency key,
-/// a key seen within 24 h answers the first send's result and sends nothing.
+/// a key seen within 24 h answers the first send's result and sends nothing
+/// (docs/nothing-lost.md). The answer is a [`SendJob`] the caller runs: the send does not belong
+/// to the actor's context, so a browser crash mid-send (which restarts the actor) cannot cut
+/// the caller off from its outcome.
 #[derive(Message)]
-#[rtype(result = "Result<SentMessage, SessionError>")]
+#[rtype(result = "SendJob")]
 pub struct Send {
     pub key: SessionKey,
     pub to: ChatId,
     pub text: MessageText,
     pub idempotency_key: Option<String>,
+}
+
+/// The send, to be awaited by whoever asked for it.
+pub type SendJob = crate::browser::BoxFuture<Result<SentMessage, SessionError>>;
+
+/// A send that did not happen (a replay, a refusal) gives back the budget it took.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RefundSend;
+
+impl Handler<RefundSend> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, _: RefundSend, _: &mut Context<Self>) {
+        self.send_budget.refund(self.env.send_per_minute);
+    }
 }
 
 /// What a send answers.
@@ -71,23 +89,47 @@ impl SendBudget {
     }
 }
 
-impl Handler<Send> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<SentMessage, SessionError>>;
+/// A reservation older than this with no outcome belongs to a send that died with its daemon:
+/// its outcome is unknown (the page's command timeout, and some room).
+const IN_FLIGHT_STALE_MS: i64 = crate::browser::page::COMMAND_TIMEOUT.as_millis() as i64 + 10_000;
 
-    fn handle(&mut self, msg: Send, _: &mut Context<Self>) -> Self::Result {
-        let refused = |e| Box::pin(fut::ready(Err(e))) as Self::Result;
+/// The id a send with an idempotency key asks WhatsApp Web to give its message: derived from
+/// the session and the key, so a retry can look in the page's store for the message the first
+/// attempt may have sent (WhatsApp Web's own ids look alike: `3EB0` and hex).
+pub fn message_id_for(key: &SessionKey, idem: &str) -> String {
+    let hex = crate::browser::wajs::sha256_hex(format!("wa-supervisor:{key}:{idem}").as_bytes());
+    format!("3EB0{}", hex[..18].to_ascii_uppercase())
+}
+
+impl Handler<Send> for SessionActor {
+    type Result = MessageResult<Send>;
+
+    fn handle(&mut self, msg: Send, ctx: &mut Context<Self>) -> Self::Result {
+        let refused = |e| MessageResult(Box::pin(std::future::ready(Err(e))) as SendJob);
         if let Err(e) = self.check_key(&msg.key) {
             return refused(e);
         }
+        let to = msg.to.as_str().to_owned();
+        let idem = msg.idempotency_key;
+        let message_id = idem.as_deref().map(|k| message_id_for(&self.key, k));
         // Whether a send can happen now is settled after the idempotency key: a replay answers
-        // the first result even when the session is no longer linked.
-        let ready = match (&self.run, self.machine.is_connected(), self.bridge) {
-            (Some(run), true, Bridge::WaJs) => Ok(run.browser.command(Command::SendText {
-                to: msg.to.as_str().to_owned(),
-                text: msg.text.as_str().to_owned(),
-            })),
-            (Some(_), true, _) => Err(SessionError::BridgeUnavailable),
-            _ => Err(SessionError::NotConnected),
+        // the first result even when the session is no longer linked. Neither command runs
+        // unless awaited.
+        let (ready, find) = match (&self.run, self.machine.is_connected(), self.bridge) {
+            (Some(run), true, Bridge::WaJs) => (
+                Ok(run.browser.command(Command::SendText {
+                    to: to.clone(),
+                    text: msg.text.as_str().to_owned(),
+                    message_id: message_id.clone(),
+                })),
+                message_id.as_ref().map(|id| {
+                    run.browser.command(Command::FindSent {
+                        id: format!("true_{to}_{id}"),
+                    })
+                }),
+            ),
+            (Some(_), true, _) => (Err(SessionError::BridgeUnavailable), None),
+            _ => (Err(SessionError::NotConnected), None),
         };
         let budget = match ready {
             Ok(_) => self.send_budget.take(self.env.send_per_minute),
@@ -102,61 +144,145 @@ impl Handler<Send> for SessionActor {
         };
         let store = self.env.store.clone();
         let key = self.key.clone();
-        let to = msg.to.as_str().to_owned();
-        let idem = msg.idempotency_key;
-        Box::pin(
-            async move {
-                // `(answer, refund)`: a send that did not happen gives its budget back.
-                if let Some(idem) = &idem {
-                    let now = crate::store::now_ms();
-                    let reserved = store
-                        .reserve_send(&key, idem.clone(), now, IDEMPOTENCY_WINDOW_MS, fence)
-                        .await
-                        .map_err(SessionError::store);
-                    match reserved {
-                        Err(e) => return (Err(e), true),
-                        Ok(Reservation::Done(json)) => {
-                            let first = serde_json::from_str(&json)
-                                .map_err(|e| SessionError::store(std::io::Error::other(e)));
-                            return (first, true);
-                        }
-                        Ok(Reservation::InFlight) => {
-                            return (Err(SessionError::SendInProgress), true)
-                        }
-                        Ok(Reservation::Reserved) => {}
+        let actor = ctx.address();
+        let job = async move {
+            // `(answer, refund)`: a send that did not happen gives its budget back.
+            if let (Some(idem), Some(message_id)) = (&idem, &message_id) {
+                let now = crate::store::now_ms();
+                let reserved = store
+                    .reserve_send(
+                        &key,
+                        idem.clone(),
+                        message_id.clone(),
+                        now,
+                        IDEMPOTENCY_WINDOW_MS,
+                        fence,
+                    )
+                    .await
+                    .map_err(SessionError::store);
+                let unknown = match reserved {
+                    Err(e) => return (Err(e), true),
+                    Ok(Reservation::Done(json)) => {
+                        let first = serde_json::from_str(&json)
+                            .map_err(|e| SessionError::store(std::io::Error::other(e)));
+                        return (first, true);
                     }
-                }
-                let result = match (ready, budget) {
-                    (Err(e), _) => Err(e),
-                    (Ok(_), Err(retry_after_secs)) => {
-                        Err(SessionError::RateLimited { retry_after_secs })
+                    Ok(Reservation::InFlight { since_ms, .. })
+                        if now - since_ms < IN_FLIGHT_STALE_MS =>
+                    {
+                        return (Err(SessionError::SendInProgress), true)
                     }
-                    (Ok(send), Ok(())) => match send.await {
-                        Ok(answer) => Ok(sent_message(&answer, &to)),
-                        Err(e) => Err(SessionError::SendFailed(crate::chain(&e))),
-                    },
+                    // In flight for longer than any send takes: it died with its daemon.
+                    Ok(Reservation::InFlight { message_id, .. }) => {
+                        record(&store, &key, idem, SendOutcome::Unknown, fence).await;
+                        message_id
+                    }
+                    Ok(Reservation::Unknown { message_id }) => message_id,
+                    Ok(Reservation::Reserved) => String::new(),
                 };
-                if let Some(idem) = idem {
-                    // The answer is kept for replays; a send that did not happen frees its key.
-                    let json = result
-                        .as_ref()
-                        .ok()
-                        .map(|s| serde_json::to_string(s).expect("serializes"));
-                    if let Err(e) = store.finish_send(&key, idem, json, fence).await {
-                        log::error!("{key} idempotency key not recorded: {}", crate::chain(&e));
-                    }
+                if !unknown.is_empty() {
+                    return (
+                        resolve_unknown(&store, &key, idem, unknown, find, &to, fence).await,
+                        true,
+                    );
                 }
-                (result, false)
             }
-            .into_actor(self)
-            .map(move |(result, refund), act, _| {
-                if refund && took {
-                    act.send_budget.refund(act.env.send_per_minute);
-                }
-                result
-            }),
-        )
+            let (result, outcome) = match (ready, budget) {
+                (Err(e), _) => (Err(e), SendOutcome::NotSent),
+                (Ok(_), Err(retry_after_secs)) => (
+                    Err(SessionError::RateLimited { retry_after_secs }),
+                    SendOutcome::NotSent,
+                ),
+                (Ok(send), Ok(())) => match send.await {
+                    Ok(answer) => {
+                        let sent = sent_message(&answer, &to);
+                        let json = serde_json::to_string(&sent).expect("serializes");
+                        (Ok(sent), SendOutcome::Sent(json))
+                    }
+                    // The page answered: WhatsApp Web refused it, nothing was sent.
+                    Err(e @ BrowserError::Command { .. }) => (
+                        Err(SessionError::SendFailed(crate::chain(&e))),
+                        SendOutcome::NotSent,
+                    ),
+                    // No answer (a timeout, a browser that died): it may have been sent.
+                    Err(e) => {
+                        log::warn!(
+                            "{key} send outcome unknown (message id {}): {}",
+                            message_id.as_deref().unwrap_or("none"),
+                            crate::chain(&e)
+                        );
+                        let err = match &message_id {
+                                Some(id) => SessionError::SendOutcomeUnknown {
+                                    message_id: id.clone(),
+                                },
+                                None => SessionError::SendFailed(format!(
+                                    "no answer from WhatsApp Web, the message may have been sent (send with an idempotencyKey to be safe): {}",
+                                    crate::chain(&e)
+                                )),
+                            };
+                        (Err(err), SendOutcome::Unknown)
+                    }
+                },
+            };
+            if let Some(idem) = &idem {
+                record(&store, &key, idem, outcome, fence).await;
+            }
+            (result, false)
+        };
+        let job: SendJob = Box::pin(async move {
+            let (result, refund) = job.await;
+            if refund && took {
+                actor.do_send(RefundSend);
+            }
+            result
+        });
+        MessageResult(job)
     }
+}
+
+/// Records how a reserved send ended (logged when it cannot be).
+async fn record(
+    store: &crate::store::Store,
+    key: &SessionKey,
+    idem: &str,
+    outcome: SendOutcome,
+    fence: Option<crate::store::Fence>,
+) {
+    if let Err(e) = store
+        .finish_send(key, idem.to_owned(), outcome, fence)
+        .await
+    {
+        log::error!("{key} idempotency key not recorded: {}", crate::chain(&e));
+    }
+}
+
+/// A retry of a send whose outcome is unknown: never a second send. The page's store is asked
+/// for the message; found, its result is the answer from now on; else still unknown.
+async fn resolve_unknown(
+    store: &crate::store::Store,
+    key: &SessionKey,
+    idem: &str,
+    message_id: String,
+    find: Option<crate::browser::BoxFuture<Result<serde_json::Value, BrowserError>>>,
+    to: &str,
+    fence: Option<crate::store::Fence>,
+) -> Result<SentMessage, SessionError> {
+    if let Some(find) = find {
+        match find.await {
+            Ok(found) if found.is_object() => {
+                let sent = sent_message(&found, to);
+                let json = serde_json::to_string(&sent).expect("serializes");
+                record(store, key, idem, SendOutcome::Sent(json), fence).await;
+                return Ok(sent);
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!(
+                "{key} looking for message {message_id}: {}",
+                crate::chain(&e)
+            ),
+        }
+    }
+    Err(SessionError::SendOutcomeUnknown { message_id })
 }
 
 fn sent_message(answer: &serde_json::Value, to: &str) -> SentMessage {

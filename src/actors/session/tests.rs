@@ -132,6 +132,8 @@ impl Browser for FakeBrowser {
                 Command::SendText { to, .. } => {
                     serde_json::json!({"id": format!("true_{to}_FAKE"), "ack": 0, "to": to})
                 }
+                Command::RecentMessages { .. } => serde_json::json!([]),
+                Command::FindSent { .. } => serde_json::Value::Null,
             })
         })
     }

@@ -139,8 +139,10 @@ async fn events(
     };
     who.authorize_user(&user)?;
     let slot = state.streams.take(&user)?;
-    // Subscribe before reading the snapshot so no change falls between the two.
+    // Subscribe before reading the snapshot so no change falls between the two; a stream that
+    // falls behind before its first event catches up from the newest event at this moment.
     let rx = registry.subscribe_events();
+    let start_after = registry.latest_event_id().await?;
     let snapshot: VecDeque<Bytes> = registry
         .list(user.clone())
         .await?
@@ -148,14 +150,15 @@ async fn events(
         .map(session_frame)
         .collect();
     let registry = registry.get_ref().clone();
-    let catch_up = move |user: UserId, after: i64| {
+    let catch_up = move |user: UserId, after: i64, first: bool| {
         let registry = registry.clone();
-        async move { catch_up(&registry, user, after).await }
+        async move { catch_up(&registry, user, after, first).await }
     };
-    let body = event_stream(user, rx, snapshot, KEEP_ALIVE, catch_up).map(move |frame| {
-        let _held_until_the_stream_ends = &slot;
-        frame
-    });
+    let body =
+        event_stream(user, rx, snapshot, start_after, KEEP_ALIVE, catch_up).map(move |frame| {
+            let _held_until_the_stream_ends = &slot;
+            frame
+        });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -163,33 +166,49 @@ async fn events(
         .streaming(body))
 }
 
-/// What a stream that fell behind sends: the user's sessions as they are now, then every stored
-/// message and ack after the last event it sent.
-async fn catch_up(registry: &RegistryHandle, user: UserId, after: i64) -> VecDeque<Bytes> {
-    let mut frames: VecDeque<Bytes> = registry
-        .list(user.clone())
-        .await
-        .unwrap_or_default()
-        .iter()
-        .map(session_frame)
-        .collect();
-    let mut after = after;
-    loop {
-        let page = registry
-            .user_events(user.clone(), after, 500)
-            .await
-            .unwrap_or_default();
-        let Some(last) = page.last().map(|e| e.id) else {
-            break;
-        };
-        after = last;
-        frames.extend(
-            page.iter()
-                .filter(|e| e.kind != crate::events::SESSION_STATUS)
-                .map(event_frame),
-        );
+/// Events one catch-up step reads (a stream never holds a user's whole history).
+pub const CATCH_UP_PAGE: i64 = 200;
+
+/// One step of a stream that fell behind: on the `first` step the user's sessions as they are
+/// now, then one page of the stored messages and acks after `after`. The frames, the cursor after
+/// them, and whether more may follow. `Err` when the database failed: the stream ends (the
+/// client reconnects) rather than skip what it could not read.
+async fn catch_up(
+    registry: &RegistryHandle,
+    user: UserId,
+    after: i64,
+    first: bool,
+) -> Result<CatchUp, ()> {
+    let mut frames = VecDeque::new();
+    if first {
+        let sessions = registry.list(user.clone()).await.map_err(drop)?;
+        frames.extend(sessions.iter().map(session_frame));
     }
-    frames
+    let page = registry
+        .user_events(user.clone(), after, CATCH_UP_PAGE)
+        .await
+        .map_err(|e| log::warn!("{user}: event stream catch-up failed: {e:?}"))?;
+    let cursor = page.last().map_or(after, |e| e.id);
+    let more = page.len() as i64 == CATCH_UP_PAGE;
+    frames.extend(
+        page.iter()
+            .filter(|e| e.kind != crate::events::SESSION_STATUS)
+            .map(event_frame),
+    );
+    Ok(CatchUp {
+        frames,
+        cursor,
+        more,
+    })
+}
+
+/// What one catch-up step gives a stream.
+pub struct CatchUp {
+    pub frames: VecDeque<Bytes>,
+    /// The id of the last event read (the stream never sends an id at or below it again).
+    pub cursor: i64,
+    /// Another page may follow.
+    pub more: bool,
 }
 
 fn session_frame(session: &Session) -> Bytes {
@@ -211,19 +230,22 @@ fn event_frame(e: &StoredEvent) -> Bytes {
     ))
 }
 
-/// `snapshot` first, then each stored event of `user`'s, with keep-alive comments. When the
-/// stream falls behind (a slow client), `catch_up(user, last id sent)` gives what it missed, so
-/// no state change and no message is ever lost to a subscriber.
+/// `snapshot` first, then each stored event of `user`'s after `start_after`, with keep-alive
+/// comments. When the stream falls behind (a slow client), it catches up from the store page by
+/// page (`catch_up(user, cursor, first step)`), then goes on with the live events it has not sent
+/// yet: no state change and no message is ever lost to a subscriber, none is sent twice, and a
+/// user's history is never in memory at once.
 pub fn event_stream<C, F>(
     user: UserId,
     rx: broadcast::Receiver<StoredEvent>,
     snapshot: VecDeque<Bytes>,
+    start_after: i64,
     keep_alive: Duration,
     catch_up: C,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>>
 where
-    C: Fn(UserId, i64) -> F + 'static,
-    F: std::future::Future<Output = VecDeque<Bytes>>,
+    C: Fn(UserId, i64, bool) -> F + 'static,
+    F: std::future::Future<Output = Result<CatchUp, ()>>,
 {
     let ticker = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     struct State<C> {
@@ -232,7 +254,10 @@ where
         pending: VecDeque<Bytes>,
         ticker: tokio::time::Interval,
         catch_up: C,
-        last_id: i64,
+        /// The last event id sent (or read while catching up).
+        cursor: i64,
+        /// Catching up: `Some(first step?)`.
+        catching: Option<bool>,
     }
     let state = State {
         user,
@@ -240,24 +265,35 @@ where
         pending: snapshot,
         ticker,
         catch_up,
-        last_id: 0,
+        cursor: start_after,
+        catching: None,
     };
     stream::unfold(state, |mut st| async move {
         loop {
             if let Some(frame) = st.pending.pop_front() {
                 return Some((Ok(frame), st));
             }
+            if let Some(first) = st.catching {
+                let Ok(step) = (st.catch_up)(st.user.clone(), st.cursor, first).await else {
+                    return None;
+                };
+                st.pending = step.frames;
+                st.cursor = step.cursor;
+                st.catching = step.more.then_some(false);
+                continue;
+            }
             tokio::select! {
                 received = st.rx.recv() => match received {
-                    // The only filter between users: the event's own user id.
-                    Ok(e) if e.key.user_id() == &st.user => {
-                        st.last_id = st.last_id.max(e.id);
+                    // The only filter between users: the event's own user id. An event read
+                    // while catching up is not sent again.
+                    Ok(e) if e.key.user_id() == &st.user && e.id > st.cursor => {
+                        st.cursor = e.id;
                         return Some((Ok(event_frame(&e)), st));
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(missed)) => {
                         log::warn!("{}: event stream fell {missed} events behind; catching up", st.user);
-                        st.pending = (st.catch_up)(st.user.clone(), st.last_id).await;
+                        st.catching = Some(true);
                     }
                     Err(RecvError::Closed) => return None,
                 },
@@ -304,45 +340,84 @@ mod tests {
         }
     }
 
+    fn text(b: &Bytes) -> String {
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    /// A stream that falls behind catches up from its cursor (the newest event at its start when
+    /// it sent none yet, not the user's whole history), page by page with the cursor moving on,
+    /// and then sends none of the live events it already read again.
     #[tokio::test]
-    async fn a_lagging_stream_catches_up_from_its_last_event() {
+    async fn a_lagging_stream_catches_up_page_by_page_and_sends_no_id_twice() {
         let user = UserId::parse("alice").unwrap();
         let (tx, rx) = broadcast::channel(2);
-        // More changes than the channel holds: the stream lags and misses `connected`.
-        for (id, state) in [
-            (1, SessionState::Starting),
-            (2, SessionState::Qr),
-            (3, SessionState::Qr),
-            (4, SessionState::Connected),
-        ] {
-            tx.send(stored(&user, id, state)).unwrap();
+        // More than the channel holds: the stream lags before its first event.
+        for id in 11..=14 {
+            tx.send(stored(&user, id, SessionState::Qr)).unwrap();
         }
-        let current = session(&user, 1, SessionState::Connected);
-        let asked = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let current = session(&user, 1, SessionState::Qr);
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let catch_up = {
-            let (current, asked) = (current.clone(), asked.clone());
-            move |_, after| {
-                *asked.lock().unwrap() = Some(after);
-                let frames: VecDeque<Bytes> = [session_frame(&current)].into();
-                async move { frames }
+            let (current, calls, user) = (current.clone(), calls.clone(), user.clone());
+            move |_, after: i64, first: bool| {
+                calls.lock().unwrap().push((after, first));
+                let frame = |id| event_frame(&stored(&user, id, SessionState::Qr));
+                let step = match after {
+                    10 => CatchUp {
+                        frames: [session_frame(&current), frame(11), frame(12)].into(),
+                        cursor: 12,
+                        more: true,
+                    },
+                    _ => CatchUp {
+                        frames: [frame(13)].into(),
+                        cursor: 13,
+                        more: false,
+                    },
+                };
+                async move { Ok(step) }
             }
         };
         let frames: Vec<String> = event_stream(
             user.clone(),
             rx,
             VecDeque::new(),
+            10,
             Duration::from_secs(60),
             catch_up,
         )
-        .take(1)
-        .map(|f| String::from_utf8(f.unwrap().to_vec()).unwrap())
+        .take(5)
+        .map(|f| text(&f.unwrap()))
         .collect()
         .await;
-        assert_eq!(
-            frames,
-            [String::from_utf8(session_frame(&current).to_vec()).unwrap()]
-        );
-        assert!(frames[0].contains("\"state\":\"connected\""));
-        assert_eq!(*asked.lock().unwrap(), Some(0), "from the last event sent");
+        assert_eq!(*calls.lock().unwrap(), [(10, true), (12, false)]);
+        assert_eq!(frames[0], text(&session_frame(&current)));
+        let ids: Vec<&str> = frames[1..]
+            .iter()
+            .map(|f| f.lines().find_map(|l| l.strip_prefix("id: ")).unwrap())
+            .collect();
+        assert_eq!(ids, ["11", "12", "13", "14"], "each id once, in order");
+    }
+
+    /// A catch-up the database cannot answer ends the stream (the client reconnects) instead
+    /// of skipping what it could not read.
+    #[tokio::test]
+    async fn a_failed_catch_up_ends_the_stream() {
+        let user = UserId::parse("alice").unwrap();
+        let (tx, rx) = broadcast::channel(1);
+        for id in 1..=3 {
+            tx.send(stored(&user, id, SessionState::Qr)).unwrap();
+        }
+        let catch_up = |_, _, _| async { Err(()) };
+        let frames: Vec<_> = event_stream(
+            user,
+            rx,
+            VecDeque::new(),
+            0,
+            Duration::from_secs(60),
+            catch_up,
+        )
+        .collect()
+        .await;
+        assert!(frames.is_empty());
     }
 }

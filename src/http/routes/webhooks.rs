@@ -37,7 +37,8 @@ pub struct WebhookRequest {
 pub struct WebhookView {
     url: String,
     events: Vec<String>,
-    /// `active`, or `disabled` (the receiver answered 410 Gone; PUT it again).
+    /// `active`, or `disabled` (the receiver answered 410 Gone, or did not take its deliveries
+    /// for `WEBHOOK_DISABLE_AFTER`; PUT it again).
     state: &'static str,
     disabled_reason: Option<String>,
     /// `whsec_…`: the signing secret, shown this once.
@@ -136,8 +137,10 @@ pub struct DeliveriesQuery {
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryView {
     id: i64,
-    /// The event (its `webhook-id` is `evt_<eventId>`).
+    /// The event (the `id` of `GET /api/messages`).
     event_id: i64,
+    /// The `webhook-id` header it carries, the same at every attempt: receivers dedupe by it.
+    webhook_id: String,
     #[serde(rename = "type")]
     kind: String,
     slot: u16,
@@ -158,6 +161,7 @@ impl From<DeliveryRow> for DeliveryView {
             next_attempt_at: (d.status == "pending").then(|| rfc3339(d.next_attempt_ms)),
             id: d.id,
             event_id: d.event_id,
+            webhook_id: d.webhook_id,
             kind: d.kind,
             slot: d.key.slot().get(),
             status: d.status,

@@ -50,9 +50,10 @@ pub async fn spawn_app(opts: StandInOptions, extra: &[&str]) -> TestApp {
         data.to_str().unwrap(),
         "--sessions-dir",
         sessions.to_str().unwrap(),
-        "--database-url",
-        db.to_str().unwrap(),
     ];
+    if !extra.contains(&"--database-url") {
+        args.extend_from_slice(&["--database-url", db.to_str().unwrap()]);
+    }
     if !extra.contains(&"--whatsapp-url") {
         args.extend_from_slice(&["--whatsapp-url", &url]);
     }

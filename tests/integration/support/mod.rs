@@ -22,3 +22,4 @@ pub fn keep_alive_client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+pub mod soak;

@@ -35,6 +35,8 @@ struct Behavior {
     always: Option<u16>,
     /// Answer every request with a redirect to this URL.
     redirect_to: Option<String>,
+    /// Take this long before answering.
+    delay: Option<Duration>,
 }
 
 pub struct Receiver {
@@ -53,7 +55,13 @@ impl Receiver {
             let (g, b) = (g.clone(), b.clone());
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
                 let (g, b) = (g.clone(), b.clone());
-                async move { answer(&req, body, &g, &b) }
+                async move {
+                    let delay = b.lock().unwrap().delay;
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
+                    answer(&req, body, &g, &b)
+                }
             }))
         })
         .workers(1)
@@ -92,6 +100,11 @@ impl Receiver {
     /// Every request gets a 307 redirect to `url` (`None`: no more redirects).
     pub fn redirect(&self, url: Option<String>) {
         self.behavior.lock().unwrap().redirect_to = url;
+    }
+
+    /// Every answer takes `delay` (`None`: at once).
+    pub fn slow(&self, delay: Option<Duration>) {
+        self.behavior.lock().unwrap().delay = delay;
     }
 
     /// Every request gets `status` (`None`: 200 again).

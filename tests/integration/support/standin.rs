@@ -173,6 +173,8 @@ struct State {
     refuse: Refuse,
     /// How many times the refusal page was served.
     refusals: usize,
+    /// How long WhatsApp's side takes to answer a send (it has the message at once).
+    send_delay: Duration,
 }
 
 impl State {
@@ -329,6 +331,7 @@ impl StandIn {
                 .route("/api/logout", web::post().to(api_logout))
                 .route("/api/send", web::post().to(api_send))
                 .route("/api/caps", web::post().to(api_caps))
+                .route("/api/received", web::post().to(api_received))
                 .route("/api/refused", web::post().to(api_refused))
                 .route("/control/enter-code", web::post().to(control_enter_code))
                 .route("/control/online", web::post().to(control_online))
@@ -405,6 +408,21 @@ impl StandIn {
     /// A contact `from` (digits) writes `body` to the number `phone`: every device linked to it
     /// gets the message. Its WhatsApp id; Err when no device is linked to `phone`.
     pub fn incoming(&self, phone: &str, from: &str, body: &str) -> Result<String, String> {
+        self.deliver(phone, from, body, false)
+    }
+
+    /// Like [`Self::incoming`], but the page stores the message without announcing it (as a
+    /// page that received it while nothing could record it: only gap filling finds it).
+    pub fn incoming_unannounced(
+        &self,
+        phone: &str,
+        from: &str,
+        body: &str,
+    ) -> Result<String, String> {
+        self.deliver(phone, from, body, true)
+    }
+
+    fn deliver(&self, phone: &str, from: &str, body: &str, silent: bool) -> Result<String, String> {
         let mut st = self.state.lock().unwrap();
         let id = format!("false_{from}@c.us_{:016X}", rand::random::<u64>());
         let msg = json!({
@@ -417,13 +435,23 @@ impl StandIn {
             .values_mut()
             .filter(|d| d.phone.as_deref() == Some(phone))
         {
-            dev.inbox.push(msg.clone());
+            dev.inbox.push(json!({"msg": msg, "silent": silent}));
             n += 1;
         }
         if n == 0 {
             return Err(format!("no device is linked to {phone}"));
         }
         Ok(id)
+    }
+
+    /// Messages handed to the devices of `phone` that their page has not stored yet.
+    pub fn unstored(&self, phone: &str) -> usize {
+        let st = self.state.lock().unwrap();
+        st.devices
+            .values()
+            .filter(|d| d.phone.as_deref() == Some(phone))
+            .map(|d| d.inbox.len())
+            .sum()
     }
 
     /// The recipient read message `id` sent by a device of `phone` (ack 3).
@@ -440,6 +468,12 @@ impl StandIn {
             dev.acks
                 .push(json!({"ack": 3, "id": sent.id, "chat": sent.to}));
         }
+    }
+
+    /// From now on WhatsApp's side answers each send after `delay` (it has the message at
+    /// once: a page that dies meanwhile has sent it without knowing).
+    pub fn delay_sends(&self, delay: Duration) {
+        self.state.lock().unwrap().send_delay = delay;
     }
 
     /// Every message the devices sent, in order.
@@ -662,11 +696,9 @@ async fn api_state(st: web::Data<Mutex<State>>, q: web::Query<DeviceQuery>) -> H
     let code = s.pairing_code(&q.device);
     let needs_update = s.needs_update;
     let dev = s.devices.get_mut(&q.device).unwrap();
+    // Messages stay in the inbox until the page says it stored them (`/api/received`).
     let (messages, acks) = if dev.phone.is_some() {
-        (
-            std::mem::take(&mut dev.inbox),
-            std::mem::take(&mut dev.acks),
-        )
+        (dev.inbox.clone(), std::mem::take(&mut dev.acks))
     } else {
         (Vec::new(), Vec::new())
     };
@@ -691,9 +723,12 @@ fn now_secs() -> u64 {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct SendBody {
     to: String,
     body: String,
+    /// The id the sender asked for (WA-JS's `messageId` option).
+    message_id: Option<String>,
 }
 
 /// A device sends a text: the recipient's "phone" gets it; acks 1 (server) and 2 (device)
@@ -703,26 +738,56 @@ async fn api_send(
     q: web::Query<DeviceQuery>,
     b: web::Json<SendBody>,
 ) -> HttpResponse {
+    let (answer, delay) = {
+        let mut s = st.lock().unwrap();
+        let delay = s.send_delay;
+        let Some(dev) = s.devices.get_mut(&q.device) else {
+            return no_store(HttpResponse::BadRequest()).json(json!({"error": "unknown device"}));
+        };
+        let Some(phone) = dev.phone.clone() else {
+            return no_store(HttpResponse::Conflict()).json(json!({"error": "not linked"}));
+        };
+        let id = match &b.message_id {
+            Some(given) => format!("true_{}_{given}", b.to),
+            None => format!("true_{}_{:016X}", b.to, rand::random::<u64>()),
+        };
+        for ack in [1, 2] {
+            dev.acks.push(json!({"ack": ack, "id": id, "chat": b.to}));
+        }
+        s.sent.push(SentMessage {
+            device: q.device.clone(),
+            from: Some(phone.clone()),
+            to: b.to.clone(),
+            body: b.body.clone(),
+            id: id.clone(),
+        });
+        (
+            json!({"id": id, "from": format!("{phone}@c.us"), "t": now_secs()}),
+            delay,
+        )
+    };
+    // WhatsApp's side has the message now; its answer to the page may take a while.
+    actix_web::rt::time::sleep(delay).await;
+    no_store(HttpResponse::Ok()).json(answer)
+}
+
+#[derive(Deserialize)]
+struct ReceivedBody {
+    ids: Vec<String>,
+}
+
+/// The page stored these messages: the server forgets them (it never sends them again).
+async fn api_received(
+    st: web::Data<Mutex<State>>,
+    q: web::Query<DeviceQuery>,
+    b: web::Json<ReceivedBody>,
+) -> HttpResponse {
     let mut s = st.lock().unwrap();
-    let Some(dev) = s.devices.get_mut(&q.device) else {
-        return no_store(HttpResponse::BadRequest()).json(json!({"error": "unknown device"}));
-    };
-    let Some(phone) = dev.phone.clone() else {
-        return no_store(HttpResponse::Conflict()).json(json!({"error": "not linked"}));
-    };
-    let id = format!("true_{}_{:016X}", b.to, rand::random::<u64>());
-    for ack in [1, 2] {
-        dev.acks.push(json!({"ack": ack, "id": id, "chat": b.to}));
+    if let Some(dev) = s.devices.get_mut(&q.device) {
+        dev.inbox
+            .retain(|m| !b.ids.iter().any(|id| m["msg"]["id"] == id.as_str()));
     }
-    s.sent.push(SentMessage {
-        device: q.device.clone(),
-        from: Some(phone.clone()),
-        to: b.to.clone(),
-        body: b.body.clone(),
-        id: id.clone(),
-    });
-    no_store(HttpResponse::Ok())
-        .json(json!({"id": id, "from": format!("{phone}@c.us"), "t": now_secs()}))
+    no_store(HttpResponse::Ok()).json(json!({"ok": true}))
 }
 
 /// The page reports what its browser looks like, at every load.
@@ -903,38 +968,54 @@ function randomId() {
   const b = new Uint8Array(16); crypto.getRandomValues(b);
   return Array.from(b, x => x.toString(16).padStart(2, "0")).join("");
 }
-// The device's login, as WhatsApp Web keeps it: an id and a non-extractable signing key in
-// IndexedDB. A key that no longer signs (a profile that lost it) is a new device: unlinked.
-async function deviceFromIdb() {
-  const db = await new Promise((resolve, reject) => {
-    const req = indexedDB.open("wa-standin", 1);
-    req.onupgradeneeded = () => req.result.createObjectStore("kv");
+// The page's own store (IndexedDB, committed durably): its login and every message it received
+// or sent, as WhatsApp Web keeps them.
+let idb = null;
+function openIdb() {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open("wa-standin", 2);
+    req.onupgradeneeded = () => {
+      for (const name of ["kv", "msgs"]) if (!req.result.objectStoreNames.contains(name)) req.result.createObjectStore(name);
+    };
     req.onerror = () => reject(req.error);
     req.onsuccess = () => resolve(req.result);
   });
-  const tx = (mode, run) => new Promise((resolve, reject) => {
+}
+function tx(store, mode, run) {
+  return new Promise((resolve, reject) => {
     let t;
-    try { t = db.transaction("kv", mode, {durability: "strict"}); }
-    catch (e) { t = db.transaction("kv", mode); }
-    const out = run(t.objectStore("kv"));
+    try { t = idb.transaction(store, mode, {durability: "strict"}); }
+    catch (e) { t = idb.transaction(store, mode); }
+    const out = run(t.objectStore(store));
     t.oncomplete = () => resolve(out.result);
     t.onerror = () => reject(t.error);
     t.onabort = () => reject(t.error || new Error("idb abort"));
   });
-  const stored = await tx("readonly", (s) => s.get("login"));
+}
+// The login: an id and a non-extractable signing key. A key that no longer signs (a profile that
+// lost it) is a new device: unlinked.
+async function deviceFromIdb() {
+  idb = await openIdb();
+  const stored = await tx("kv", "readonly", (s) => s.get("login"));
   if (stored && stored.id && stored.key) {
     try {
       await crypto.subtle.sign({name: "ECDSA", hash: "SHA-256"}, stored.key, new TextEncoder().encode(stored.id));
-      db.close();
       return stored.id;
     } catch (e) {}
   }
   const pair = await crypto.subtle.generateKey({name: "ECDSA", namedCurve: "P-256"}, false, ["sign"]);
   const id = randomId();
-  await tx("readwrite", (s) => s.put({id, key: pair.privateKey}, "login"));
-  db.close();
+  await tx("kv", "readwrite", (s) => s.put({id, key: pair.privateKey}, "login"));
   return id;
 }
+// A message into the store; whether it is new (a message already stored is not announced again).
+async function remember(m) {
+  const known = await tx("msgs", "readonly", (s) => s.get(m.id));
+  if (known) return false;
+  await tx("msgs", "readwrite", (s) => s.put(m, m.id));
+  return true;
+}
+const storedMessages = () => tx("msgs", "readonly", (s) => s.getAll());
 async function api(method, path) {
   const r = await fetch(path + "?device=" + encodeURIComponent(device) + "&instance=" + instance, {method, cache: "no-store"});
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
@@ -951,10 +1032,12 @@ async function post(path, body) {
   return r.json();
 }
 window.__standin = {
+  messages: () => storedMessages(),
+  remember: (m) => remember(m),
   reloadQr: () => showQr(),
   pair: async (phone) => (await post("/api/pair", {phone: String(phone)})).code,
   logout: async () => { await post("/api/logout"); },
-  send: async (to, body) => post("/api/send", {to: String(to), body: String(body)}),
+  send: async (to, body, messageId) => post("/api/send", {to: String(to), body: String(body), messageId: messageId || null}),
 };
 
 function drawQr(canvas, payload) {
@@ -1068,7 +1151,14 @@ async function poll() {
     if (phone && r.online !== lastOnline) announce({type: "online", online: r.online});
     lastOnline = r.online;
     if (r.needsUpdate && !updateAsked) { updateAsked = true; announce({type: "needs_update"}); }
-    for (const m of r.messages || []) announce({type: "message", msg: m});
+    // As a device receives: stored first, then acknowledged to the server (which then forgets
+    // it), then announced — unless it was stored before, or the test wants it unannounced.
+    if ((r.messages || []).length) {
+      const fresh = [];
+      for (const m of r.messages) if (await remember(m.msg)) fresh.push(m);
+      await post("/api/received", {ids: r.messages.map((m) => m.msg.id)});
+      for (const m of fresh) if (!m.silent) announce({type: "message", msg: m.msg});
+    }
     for (const a of r.acks || []) announce({type: "ack", ack: a.ack, id: a.id, chat: a.chat});
   } catch (e) {}
   setTimeout(poll, POLL_MS);
@@ -1114,7 +1204,7 @@ let ballast = [];
   announce({type: "boot"});
   let r = {phone: null};
   try { r = await api("GET", "/api/state"); } catch (e) {}
-  if (r.phone) showLinked(r.phone);
+  if (r.phone) { showLinked(r.phone); setTimeout(() => announce({type: "offline_delivery_end"}), 300); }
   else {
     localStorage.removeItem("last-wid-md");
     localStorage.removeItem("last-wid");

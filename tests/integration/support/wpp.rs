@@ -37,9 +37,36 @@ pub const SCRIPT: &str = r#"(() => {
       // message (fromMe) goes through chat.new_message too.
       sendTextMessage: async (chatId, content, options) => {
         const to = typeof chatId === "string" ? chatId : chatId._serialized;
-        const r = await window.__standin.send(to, content);
-        emit("chat.new_message", msgModel({ id: r.id, from: r.from, to, body: String(content), t: r.t, type: "chat" }, true));
+        const r = await window.__standin.send(to, content, options && options.messageId);
+        const m = { id: r.id, from: r.from, to, body: String(content), t: r.t, type: "chat", fromMe: true };
+        await window.__standin.remember(m);
+        emit("chat.new_message", msgModel(m, true));
         return { id: r.id, ack: 0, from: r.from, to, sendMsgResult: null };
+      },
+      // A message of the page's store by its serialized id; WA-JS throws when there is none.
+      getMessageById: async (id) => {
+        const m = (await window.__standin.messages()).find((m) => m.id === id);
+        if (!m) throw new Error("msg_not_found");
+        return msgModel(m, !!m.fromMe);
+      },
+      // The chats of the page's store, the most recent first (`ChatModel`: `id` a Wid, `t`).
+      list: async (options) => {
+        const chats = new Map();
+        for (const m of await window.__standin.messages()) {
+          const chat = m.fromMe ? m.to : m.from;
+          chats.set(chat, Math.max(chats.get(chat) || 0, Number(m.t || 0)));
+        }
+        const sorted = [...chats].sort((a, b) => b[1] - a[1]).map(([id, t]) => ({ id: wid(id), t }));
+        return options && options.count != null ? sorted.slice(0, options.count) : sorted;
+      },
+      // A chat's latest messages, oldest first (`MsgModel`s).
+      getMessages: async (chatId, options) => {
+        const id = typeof chatId === "string" ? chatId : chatId._serialized;
+        const all = (await window.__standin.messages())
+          .filter((m) => (m.fromMe ? m.to : m.from) === id)
+          .sort((a, b) => Number(a.t || 0) - Number(b.t || 0));
+        const count = options && options.count != null ? options.count : 20;
+        return all.slice(Math.max(0, all.length - count)).map((m) => msgModel(m, !!m.fromMe));
       },
     },
   };
@@ -65,6 +92,7 @@ pub const SCRIPT: &str = r#"(() => {
       case "online": online = d.online; emit("conn.online", d.online); break;
       case "needs_update": updateNeeded = true; emit("conn.needs_update"); break;
       case "message": emit("chat.new_message", msgModel(d.msg, false)); break;
+      case "offline_delivery_end": emit("conn.backend_event", "offline_delivery_end"); break;
       case "ack": emit("chat.msg_ack_change", { ack: d.ack, chat: wid(d.chat), ids: [{ _serialized: d.id }] }); break;
     }
   });
