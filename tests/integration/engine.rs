@@ -358,17 +358,7 @@ async fn chromium_shows_a_qr_links_sends_survives_a_crash_and_restarts_without_a
     assert_eq!(ready.json["browser"]["engine"], "chromium");
     let user = uuid_like(0x2050);
     let phone = "4915100020501";
-    assert_eq!(t.start(&user, 1).await, 202);
-    t.wait_state(&user, 1, "qr", LAUNCH).await;
-    t.scan(&user, 1, phone).await;
-    t.wait_json(
-        &format!("/api/status/{user}/1"),
-        SERVICE_TOKEN,
-        QUICK,
-        "wa-js",
-        |s| s["bridge"] == "wa-js",
-    )
-    .await;
+    t.link(&user, 1, phone).await;
 
     let sent = t
         .json(

@@ -192,16 +192,7 @@ async fn send(t: &TestApp, user: &str, text: &str, key: &str) -> crate::support:
 async fn a_send_that_timed_out_is_never_sent_twice_and_its_result_comes_later() {
     let t = spawn_app(opts(), &[]).await;
     let user = uuid_like(0x2103);
-    assert_eq!(t.start(&user, 1).await, 202);
-    t.scan(&user, 1, "4915100021031").await;
-    t.wait_json(
-        &format!("/api/status/{user}/1"),
-        SERVICE_TOKEN,
-        QUICK,
-        "wa-js",
-        |s| s["bridge"] == "wa-js",
-    )
-    .await;
+    t.link(&user, 1, "4915100021031").await;
     t.standin.delay_sends(Duration::from_secs(25));
     let first = send(&t, &user, "pedido confirmado", "order-77").await;
     assert_eq!(
@@ -243,16 +234,7 @@ async fn a_send_that_timed_out_is_never_sent_twice_and_its_result_comes_later() 
 async fn a_send_cut_by_a_browser_crash_is_never_sent_twice() {
     let t = spawn_app(opts(), &[]).await;
     let user = uuid_like(0x2104);
-    assert_eq!(t.start(&user, 1).await, 202);
-    t.scan(&user, 1, "4915100021041").await;
-    t.wait_json(
-        &format!("/api/status/{user}/1"),
-        SERVICE_TOKEN,
-        QUICK,
-        "wa-js",
-        |s| s["bridge"] == "wa-js",
-    )
-    .await;
+    t.link(&user, 1, "4915100021041").await;
     t.standin.delay_sends(Duration::from_secs(5));
     let pid = t
         .get("/actors", crate::support::harness::ADMIN_TOKEN)
@@ -489,6 +471,10 @@ async fn nothing_is_lost_or_doubled_while_browsers_the_daemon_and_the_database_f
     eprintln!("soak: {r:?}");
     assert!(r.injected >= 100, "{r:?}");
     assert!(r.browser_kills + r.daemon_kills + r.db_cuts >= 6, "{r:?}");
-    assert_eq!((r.lost, r.duplicated, r.delivered_twice), (0, 0, 0), "{r:?}");
+    assert_eq!(
+        (r.lost, r.duplicated, r.delivered_twice),
+        (0, 0, 0),
+        "{r:?}"
+    );
     assert_eq!((r.recorded, r.delivered), (r.injected, r.injected), "{r:?}");
 }

@@ -269,6 +269,21 @@ impl TestApp {
         .await
     }
 
+    /// Starts `user`'s slot, links it to `phone` by a scan and waits until WA-JS drives it (sends
+    /// and WA-JS commands work from then on).
+    pub async fn link(&self, user: &str, slot: u16, phone: &str) {
+        assert_eq!(self.start(user, slot).await, 202);
+        self.scan(user, slot, phone).await;
+        self.wait_json(
+            &format!("/api/status/{user}/{slot}"),
+            SERVICE_TOKEN,
+            LAUNCH,
+            "the WA-JS bridge",
+            |s| s["bridge"] == "wa-js",
+        )
+        .await;
+    }
+
     pub fn sessions_dir(&self) -> PathBuf {
         self.env().sessions.path().to_path_buf()
     }

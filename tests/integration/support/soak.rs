@@ -203,15 +203,27 @@ pub async fn soak(length: Duration) -> SoakReport {
             }
         }
         report.backfilled = backfilled;
-        let missing = injected.iter().filter(|(_, id)| !counts.contains_key(id)).count();
+        let missing = injected
+            .iter()
+            .filter(|(_, id)| !counts.contains_key(id))
+            .count();
         if (pending == 0 && missing == 0) || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    report.recorded = injected.iter().filter(|(_, id)| counts.get(id) == Some(&1)).count();
-    report.lost = injected.iter().filter(|(_, id)| !counts.contains_key(id)).count();
-    report.duplicated = injected.iter().filter(|(_, id)| counts.get(id) > Some(&1)).count();
+    report.recorded = injected
+        .iter()
+        .filter(|(_, id)| counts.get(id) == Some(&1))
+        .count();
+    report.lost = injected
+        .iter()
+        .filter(|(_, id)| !counts.contains_key(id))
+        .count();
+    report.duplicated = injected
+        .iter()
+        .filter(|(_, id)| counts.get(id) > Some(&1))
+        .count();
 
     let ids: HashSet<&String> = injected.iter().map(|(_, id)| id).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -229,7 +241,10 @@ pub async fn soak(length: Duration) -> SoakReport {
                 per_message.entry(id).or_default().insert(r.id.clone());
             }
         }
-        report.delivered = ids.iter().filter(|id| per_message.contains_key(**id)).count();
+        report.delivered = ids
+            .iter()
+            .filter(|id| per_message.contains_key(**id))
+            .count();
         report.delivered_twice = per_message
             .iter()
             .filter(|(id, hooks)| ids.contains(id) && hooks.len() > 1)
