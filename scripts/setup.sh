@@ -8,6 +8,8 @@ need_apt=()
 # switch (BROWSER=chromium) and runs part of the test suite.
 [ -x /usr/lib/chromium/chromium-headless-shell ] || need_apt+=(chromium-headless-shell)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
+# ffmpeg transcodes voice notes to Ogg/Opus (docs/messaging.md).
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v pg_isready >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
