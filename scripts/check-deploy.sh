@@ -492,6 +492,7 @@ cargo build --release --locked|cargo build --release --locked
 ^FROM debian:bookworm-slim|runtime debian:bookworm-slim
 apt-get install .*chromium-headless-shell|chromium-headless-shell installed (the default engine)
 apt-get install .* chromium [a-z]|chromium installed (BROWSER=chromium)
+apt-get install .*ffmpeg|ffmpeg installed (voice notes)
 apt-get install .*ca-certificates|ca-certificates installed
 apt-get install .*tini|tini installed
 apt-get install .*curl|curl installed (HEALTHCHECK)

@@ -217,6 +217,16 @@ pub struct Settings {
           value_delimiter = ',', value_parser = parse_network)]
     pub webhook_allow_networks: Vec<ipnet::IpNet>,
 
+    /// The largest media a message may carry (e.g. `64MiB`, `16MiB`), by URL or base64; larger
+    /// is refused with 413 before anything reaches the page (WhatsApp's own limits apply below).
+    #[arg(long, env = "MEDIA_MAX_BYTES", value_name = "MEDIA_MAX_BYTES", default_value = "64MiB",
+          value_parser = parse_media_max)]
+    pub media_max_bytes: ByteSize,
+
+    /// ffmpeg, which turns voice notes into Ogg/Opus (default: `ffmpeg` on PATH).
+    #[arg(long, env = "FFMPEG_PATH", value_name = "FFMPEG_PATH")]
+    pub ffmpeg_path: Option<PathBuf>,
+
     /// Delays between webhook attempts (`500ms`, `5s`, `5m`, `2h`, comma-separated); after the
     /// last one a delivery is `failed`.
     #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", value_name = "WEBHOOK_RETRY_SCHEDULE",
@@ -418,6 +428,14 @@ impl std::str::FromStr for ByteSize {
 
 /// The smallest `SESSION_MEMORY_MAX`: an idle session alone takes about 100 MiB.
 pub const SESSION_MEMORY_FLOOR: ByteSize = ByteSize(128 * ByteSize::MIB);
+
+fn parse_media_max(raw: &str) -> Result<ByteSize, String> {
+    let size: ByteSize = raw.parse()?;
+    if !(1024..=(1u64 << 30)).contains(&size.0) {
+        return Err(format!("{raw:?} must be 1 KiB to 1 GiB"));
+    }
+    Ok(size)
+}
 
 fn parse_memory_max(raw: &str) -> Result<ByteSize, String> {
     let size: ByteSize = raw.parse()?;

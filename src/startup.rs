@@ -184,6 +184,18 @@ impl Application {
             .with_schedule(settings.webhook_retry_schedule.clone())
             .with_disable_after(settings.webhook_disable_after)
             .spawn();
+        let intake = web::Data::new(crate::messaging::Intake::new(
+            guard.clone(),
+            settings.media_max_bytes.0,
+            settings
+                .ffmpeg_path
+                .clone()
+                .or_else(|| find_on_path("ffmpeg")),
+        ));
+        match intake.ffmpeg() {
+            Some(path) => log::info!("voice notes: transcoded with {}", path.display()),
+            None => log::warn!("voice notes: ffmpeg not found (install it, or set FFMPEG_PATH); only Ogg/Opus mono voice notes can be sent"),
+        }
         let webhooks = crate::webhooks::Webhooks::new(store.clone(), guard, outbox.wake());
         spawn_retention(store.clone(), settings.event_retention_days);
         let env = Arc::new(SessionEnv {
@@ -287,6 +299,7 @@ impl Application {
                 .app_data(registry_data.clone())
                 .app_data(auth.clone())
                 .app_data(cluster_data.clone())
+                .app_data(intake.clone())
                 .configure(crate::http::routes)
         })
         .workers(2)
@@ -479,4 +492,11 @@ fn ensure_writable(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".write-test-{}", std::process::id()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)
+}
+
+/// An executable called `name` in a folder of `PATH`.
+fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| crate::browser::is_executable(path))
 }

@@ -22,10 +22,8 @@ pub const WPP_MEMBERS: &[&str] = &[
     "WPP.conn.refreshQR",
     "WPP.conn.genLinkDeviceCodeForPhoneNumber",
     "WPP.conn.logout",
-    "WPP.chat.sendTextMessage",
     "WPP.chat.list",
     "WPP.chat.getMessages",
-    "WPP.chat.getMessageById",
 ];
 
 /// Every WA-JS event the bridge subscribes to.
@@ -74,7 +72,7 @@ pub fn script(binding: &str) -> String {
 
 /// WhatsApp Web's message model as the daemon reports it (`message(m)`; `wid(w)` for ids): the
 /// bridge's live events and gap filling read messages the same way.
-const MESSAGE_FNS: &str = r#"const wid = (w) => w == null ? null : (typeof w === "string" ? w : (w._serialized || String(w)));
+pub const MESSAGE_FNS: &str = r#"const wid = (w) => w == null ? null : (typeof w === "string" ? w : (w._serialized || String(w)));
   const message = (m) => ({
     id: wid(m.id), chatId: wid(m.id && m.id.remote) || wid(m.from), from: wid(m.from), to: wid(m.to),
     fromMe: !!(m.id && m.id.fromMe), type: String(m.type || "chat"),
@@ -107,16 +105,9 @@ pub enum Command {
     PairingCode { phone: String },
     /// Unlink this device on WhatsApp's side.
     Logout,
-    /// Send a text; answers `{id, ack, to}` once WhatsApp Web accepted it. With `message_id`,
-    /// the message gets that id (a retry can then look for it: [`Command::FindSent`]).
-    SendText {
-        to: String,
-        text: String,
-        message_id: Option<String>,
-    },
-    /// A message this device sent, by its serialized id (`true_<chat>_<id>`): `{id, ack, to}`,
-    /// or `null` when WhatsApp Web's store has no such message.
-    FindSent { id: String },
+    /// A call of the messaging room (`src/messaging/page.rs`): `body` is an async function's
+    /// body that may use `wid(w)` and `message(m)`; its return value is the answer.
+    Call { what: &'static str, body: String },
     /// Gap filling: the messages in the page's own store with a timestamp at or after `since`
     /// (unix seconds), from the `chats` chats at the top of the chat list, at most `per_chat`
     /// each; answers a list of messages.
@@ -137,29 +128,7 @@ impl Command {
                 serde_json::to_string(phone).expect("a string serializes")
             ),
             Command::Logout => "return !!(await WPP.conn.logout());".to_owned(),
-            Command::SendText {
-                to,
-                text,
-                message_id,
-            } => format!(
-                "const r = await WPP.chat.sendTextMessage({}, {}, {{ createChat: true{} }}); \
-                 return {{ id: String(r.id), ack: Number(r.ack), to: r.to ? String(r.to) : null }};",
-                serde_json::to_string(to).expect("a string serializes"),
-                serde_json::to_string(text).expect("a string serializes"),
-                message_id
-                    .as_ref()
-                    .map(|id| format!(
-                        ", messageId: {}",
-                        serde_json::to_string(id).expect("a string serializes")
-                    ))
-                    .unwrap_or_default(),
-            ),
-            Command::FindSent { id } => format!(
-                "{MESSAGE_FNS} let m = null; \
-                 try {{ m = await WPP.chat.getMessageById({}); }} catch (e) {{ m = null; }} \
-                 return m ? {{ id: wid(m.id), ack: Number(m.ack || 0), to: wid(m.to) }} : null;",
-                serde_json::to_string(id).expect("a string serializes"),
-            ),
+            Command::Call { body, .. } => format!("{MESSAGE_FNS} {body}"),
             Command::RecentMessages {
                 since,
                 chats,
@@ -185,8 +154,7 @@ impl Command {
             Command::RefreshQr => "refreshQR",
             Command::PairingCode { .. } => "genLinkDeviceCodeForPhoneNumber",
             Command::Logout => "logout",
-            Command::SendText { .. } => "sendTextMessage",
-            Command::FindSent { .. } => "getMessageById",
+            Command::Call { what, .. } => what,
             Command::RecentMessages { .. } => "getMessages",
         }
     }
@@ -275,14 +243,6 @@ mod tests {
                 Command::RefreshQr,
                 Command::PairingCode { phone: "1".into() },
                 Command::Logout,
-                Command::SendText {
-                    to: "1@c.us".into(),
-                    text: "hi".into(),
-                    message_id: Some("3EB0".into()),
-                },
-                Command::FindSent {
-                    id: "true_1@c.us_3EB0".into(),
-                },
                 Command::RecentMessages {
                     since: 1,
                     chats: 2,

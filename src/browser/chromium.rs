@@ -166,9 +166,12 @@ impl Browser for ChromiumBrowser {
         })
     }
 
-    fn command(&self, command: Command) -> BoxFuture<Result<serde_json::Value, BrowserError>> {
+    fn page(&self) -> super::PageHandle {
         let probe = self.probe.clone();
-        Box::pin(async move { probe.command(command).await })
+        std::sync::Arc::new(move |command| {
+            let probe = probe.clone();
+            Box::pin(async move { probe.command(command).await })
+        })
     }
 
     fn close(self: Box<Self>, grace: Duration) -> BoxFuture<()> {

@@ -31,6 +31,11 @@ pub use profile::FolderLock;
 /// A boxed future, as the seam's methods return (they are called through `dyn`).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// Runs commands on one browser's page ([`Browser::page`]).
+pub type PageHandle = std::sync::Arc<
+    dyn Fn(Command) -> BoxFuture<Result<serde_json::Value, BrowserError>> + Send + Sync,
+>;
+
 /// Where the page's observations go (the session actor's mailbox), with the watcher that saw
 /// each.
 pub type ObservationSink = Box<dyn Fn(Source, Observation) + Send + Sync + 'static>;
@@ -65,7 +70,12 @@ pub trait Browser: Send + 'static {
     /// the page's reload button.
     fn refresh_qr(&self, source: Source) -> BoxFuture<Result<(), BrowserError>>;
     /// Runs a WA-JS command (one at a time per browser, with a timeout); its JSON answer.
-    fn command(&self, command: Command) -> BoxFuture<Result<serde_json::Value, BrowserError>>;
+    fn command(&self, command: Command) -> BoxFuture<Result<serde_json::Value, BrowserError>> {
+        (self.page())(command)
+    }
+    /// A handle that runs commands on this browser's page for as long as it lives (after it,
+    /// they fail): what a job outside the session actor (a send) holds.
+    fn page(&self) -> PageHandle;
     /// Orderly close (the profile is flushed): resolves once the browser is gone and its
     /// profile is free; killed after `grace`.
     fn close(self: Box<Self>, grace: Duration) -> BoxFuture<()>;

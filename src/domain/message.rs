@@ -6,13 +6,14 @@ pub const TEXT_MAX_CHARS: usize = 65_536;
 pub const IDEMPOTENCY_KEY_MAX: usize = 128;
 
 /// Where a message goes: `<digits>` (a phone number, country code first), `<digits>@c.us` (a
-/// contact) or `<id>@g.us` (a group). Kept in WhatsApp's `@`-form.
+/// contact), `<id>@g.us` (a group) or `<digits>@lid` (a linked id, as WhatsApp gives many chats
+/// now: a bot replies to an event's `chatId` as it came). Kept in WhatsApp's `@`-form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`to` must be a phone number (5 to 20 digits, country code first), <digits>@c.us or <id>@g.us"
+    "`to` must be a phone number (5 to 20 digits, country code first), <digits>@c.us, <id>@g.us or <digits>@lid"
 )]
 pub struct ChatIdError;
 
@@ -20,7 +21,7 @@ impl ChatId {
     pub fn parse(raw: &str) -> Result<ChatId, ChatIdError> {
         let digits = |s: &str| (5..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
         let raw = raw.trim();
-        if let Some(user) = raw.strip_suffix("@c.us") {
+        if let Some(user) = raw.strip_suffix("@c.us").or(raw.strip_suffix("@lid")) {
             return digits(user)
                 .then(|| ChatId(raw.to_owned()))
                 .ok_or(ChatIdError);
@@ -88,6 +89,10 @@ mod tests {
         );
         assert!(ChatId::parse("120363041234567890@g.us").is_ok());
         assert!(ChatId::parse("4915112345678-1600000000@g.us").is_ok());
+        assert_eq!(
+            ChatId::parse("203458712345678@lid").unwrap().as_str(),
+            "203458712345678@lid"
+        );
         for bad in [
             "",
             "1234",
@@ -95,6 +100,8 @@ mod tests {
             "491511x@c.us",
             "49151@s.whatsapp.net",
             "1-2-3@g.us",
+            "abc@lid",
+            "@lid",
             "49151 12345678",
         ] {
             assert!(ChatId::parse(bad).is_err(), "{bad:?}");

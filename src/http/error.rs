@@ -42,6 +42,14 @@ pub enum ApiError {
     SendOutcomeUnknown { message_id: String },
     #[error("{0}")]
     SendFailed(String),
+    #[error("the media is larger than MEDIA_MAX_BYTES ({max} bytes)")]
+    MediaTooLarge { max: u64 },
+    #[error("{0}")]
+    UnsupportedMedia(String),
+    #[error("{0}")]
+    MediaUnavailable(String),
+    #[error("WhatsApp Web refused the file: {0}")]
+    MediaRefused(String),
     #[error("{0}")]
     InvalidWebhookUrl(String),
     #[error("{limit} browsers are running, the most this host allows")]
@@ -88,6 +96,22 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// Media intake's refusals as HTTP (before anything reached the page).
+impl From<crate::messaging::MediaError> for ApiError {
+    fn from(e: crate::messaging::MediaError) -> ApiError {
+        use crate::messaging::MediaError;
+        match e {
+            MediaError::TooLarge { max } => ApiError::MediaTooLarge { max },
+            MediaError::Unsupported(why) => ApiError::UnsupportedMedia(why),
+            MediaError::Unavailable(why) => ApiError::MediaUnavailable(why),
+            MediaError::Bad(why) => ApiError::BadRequest(why),
+            MediaError::NoTranscoder => ApiError::Unavailable {
+                retry_after_secs: 3600,
+            },
+        }
+    }
+}
+
 /// Webhook management's answers as HTTP.
 impl From<crate::webhooks::WebhookError> for ApiError {
     fn from(e: crate::webhooks::WebhookError) -> ApiError {
@@ -123,6 +147,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Session(SessionError::SendFailed(why)) => {
                 ApiError::SendFailed(format!("WhatsApp Web did not take the message: {why}"))
             }
+            RegistryError::Session(SessionError::MediaRefused(why)) => ApiError::MediaRefused(why),
             RegistryError::Store(e) => ApiError::internal(e),
             RegistryError::Session(e) => ApiError::internal(e),
             RegistryError::TooManySessions { limit } => ApiError::TooManySessions {
@@ -154,7 +179,8 @@ impl From<RegistryError> for ApiError {
 pub struct ErrorBody {
     /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
     /// not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
-    /// bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed, invalid_webhook_url,
+    /// bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed,
+    /// media_too_large, unsupported_media, media_unavailable, media_refused, invalid_webhook_url,
     /// too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
     /// unknown_node, owner_unreachable, internal.
     #[schema(example = "unknown_session")]
@@ -183,6 +209,10 @@ impl ApiError {
             ApiError::SendInProgress => "send_in_progress",
             ApiError::SendOutcomeUnknown { .. } => "send_outcome_unknown",
             ApiError::SendFailed(_) => "send_failed",
+            ApiError::MediaTooLarge { .. } => "media_too_large",
+            ApiError::UnsupportedMedia(_) => "unsupported_media",
+            ApiError::MediaUnavailable(_) => "media_unavailable",
+            ApiError::MediaRefused(_) => "media_refused",
             ApiError::InvalidWebhookUrl(_) => "invalid_webhook_url",
             ApiError::TooManySessions { .. } => "too_many_sessions",
             ApiError::TooManyPending { .. } => "too_many_pending",
@@ -232,6 +262,10 @@ impl ResponseError for ApiError {
             | ApiError::SendInProgress
             | ApiError::SendOutcomeUnknown { .. } => StatusCode::CONFLICT,
             ApiError::SendFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::MediaTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMedia(_)
+            | ApiError::MediaUnavailable(_)
+            | ApiError::MediaRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManySessions { .. }
             | ApiError::TooManyPending { .. }
             | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -22,7 +22,7 @@ async fn healthz() -> HttpResponse {
 
 /// Readiness: the database answers (checked at most once a second) and the browser binary
 /// sessions launch is there and executable (checked on every request); which engine and version
-/// it is, and the WA-JS in use.
+/// it is, the WA-JS in use, and the ffmpeg voice notes are transcoded with (`null`: none).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -33,7 +33,10 @@ async fn healthz() -> HttpResponse {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
 )]
-async fn readyz(registry: web::Data<RegistryHandle>) -> HttpResponse {
+async fn readyz(
+    registry: web::Data<RegistryHandle>,
+    intake: web::Data<crate::messaging::Intake>,
+) -> HttpResponse {
     let ready = registry.readiness().await;
     let database = ready.database.map_err(|_| "unreachable");
     let chromium = ready.browser.map_err(|e| {
@@ -45,6 +48,11 @@ async fn readyz(registry: web::Data<RegistryHandle>) -> HttpResponse {
         "chromium": chromium.err().unwrap_or("ok"),
         "browser": ready.binary,
         "waJs": ready.wa_js,
+        // Voice notes only: a missing ffmpeg does not make the daemon unready.
+        "ffmpeg": match intake.ffmpeg() {
+            Some(path) => json!({ "path": path }),
+            None => json!(null),
+        },
     });
     if database.is_ok() && chromium.is_ok() {
         HttpResponse::Ok().json(body)

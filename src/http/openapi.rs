@@ -59,7 +59,11 @@ Errors are `{error, message}` with a stable `error` code."
     ),
     components(schemas(
         ErrorBody, UserId, Slot, SessionState, Session, QrView, QrFormat, ActorInfo, RegistryInfo,
-        sessions::PairRequest, crate::browser::wajs::WaJsInfo, messages::SendRequest,
+        sessions::PairRequest, crate::browser::wajs::WaJsInfo, crate::messaging::SendRequest,
+        crate::messaging::TextMessage, crate::messaging::MediaMessage,
+        crate::messaging::LocationMessage, crate::messaging::ContactMessage,
+        crate::messaging::ReactionMessage, crate::messaging::PollMessage,
+        crate::messaging::MediaInput,
         messages::EventPage, messages::StoredEventView, crate::actors::session::SentMessage,
         crate::events::MessageEvent, crate::events::AckEvent, crate::events::Ack,
         webhooks::WebhookRequest, webhooks::WebhookView, webhooks::DeliveryView,
@@ -125,6 +129,12 @@ pub fn api_doc(max_slots: u16) -> utoipa::openapi::OpenApi {
         components
             .schemas
             .insert(Slot::name().into_owned(), slot_schema(max_slots));
+        // A send's body is one schema per `type`: say which field tells them apart.
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::OneOf(one_of))) =
+            components.schemas.get_mut("SendRequest")
+        {
+            one_of.discriminator = Some(utoipa::openapi::Discriminator::new("type"));
+        }
     }
     doc
 }
@@ -205,8 +215,8 @@ pub struct Liveness {
     status: String,
 }
 
-/// `{database, chromium, browser, waJs}` of `GET /readyz`: each `ok` or why not, the browser
-/// (engine, version, path) and the WA-JS in use.
+/// `{database, chromium, browser, waJs, ffmpeg}` of `GET /readyz`: each `ok` or why not, the
+/// browser (engine, version, path), the WA-JS in use and the ffmpeg of voice notes.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Describes a `json!` reply; never built.
 pub struct Readiness {
@@ -219,6 +229,16 @@ pub struct Readiness {
     /// The WA-JS the pages get (`null`: none installed, the sessions use the DOM signals).
     #[schema(rename = "waJs")]
     wa_js: Option<crate::browser::wajs::WaJsInfo>,
+    /// The ffmpeg voice notes are transcoded with (`null`: none; only Ogg/Opus mono voice
+    /// notes can then be sent).
+    ffmpeg: Option<FfmpegInfo>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes a `json!` reply; never built.
+pub struct FfmpegInfo {
+    #[schema(example = "/usr/bin/ffmpeg")]
+    path: String,
 }
 
 // The error responses the annotations list: each a status, its codes and headers.
@@ -333,12 +353,13 @@ pub struct RateLimited(ErrorBody);
 #[allow(dead_code)]
 pub struct Unavailable(ErrorBody);
 
-/// `invalid_user_id`, `invalid_slot` or `bad_request` (a `to` that is no chat, an empty or
-/// oversized `text`, a bad `idempotencyKey`).
+/// `invalid_user_id`, `invalid_slot` or `bad_request` (an unknown `type`, a field the type does
+/// not take, a `to` that is no chat, an empty or oversized `text`, a bad `replyTo`,
+/// `idempotencyKey` or `media`).
 #[derive(IntoResponses)]
 #[response(status = 400, examples(
     ("invalid_slot" = (value = json!({"error": "invalid_slot", "message": "slot must be an integer from 1 to 10"}))),
-    ("bad_request" = (value = json!({"error": "bad_request", "message": "`to` must be a phone number (5 to 20 digits, country code first), <digits>@c.us or <id>@g.us"}))),
+    ("bad_request" = (value = json!({"error": "bad_request", "message": "`to` must be a phone number (5 to 20 digits, country code first), <digits>@c.us, <id>@g.us or <digits>@lid"}))),
 ))]
 #[allow(dead_code)]
 pub struct BadSend(ErrorBody);
@@ -355,6 +376,26 @@ pub struct BadSend(ErrorBody);
 ))]
 #[allow(dead_code)]
 pub struct SendConflict(ErrorBody);
+
+/// `media_too_large`: the media (or the body carrying it) is larger than `MEDIA_MAX_BYTES`;
+/// nothing reached the page.
+#[derive(IntoResponses)]
+#[response(status = 413, example = json!({"error": "media_too_large", "message": "the media is larger than MEDIA_MAX_BYTES (67108864 bytes)"}))]
+#[allow(dead_code)]
+pub struct MediaTooLarge(ErrorBody);
+
+/// `unsupported_media` (the bytes are not what the type takes, contradict `media.mimetype`, or
+/// cannot be decoded), `media_unavailable` (`media.url` could not be fetched: refused,
+/// unreachable, an error status, a redirect) or `media_refused` (WhatsApp Web refused the file,
+/// with its reason).
+#[derive(IntoResponses)]
+#[response(status = 422, examples(
+    ("unsupported_media" = (value = json!({"error": "unsupported_media", "message": "`media.mimetype` says image/png, the bytes are image/jpeg"}))),
+    ("media_unavailable" = (value = json!({"error": "media_unavailable", "message": "`media.url` (cdn.example.com): answered 302 Found: redirects are not followed (give the final URL)"}))),
+    ("media_refused" = (value = json!({"error": "media_refused", "message": "WhatsApp Web refused the file: file_too_large"}))),
+))]
+#[allow(dead_code)]
+pub struct MediaRefused(ErrorBody);
 
 /// `send_failed`: WhatsApp Web did not take the message.
 #[derive(IntoResponses)]

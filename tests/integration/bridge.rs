@@ -39,8 +39,8 @@ async fn pair(t: &TestApp, user: &str, slot: u16, body: Value) -> crate::support
     }
 }
 
-/// Every member and event the bridge uses is declared by the pinned WA-JS's `.d.ts` files
-/// (installed with the package by `scripts/fetch-wa-js.sh`).
+/// Every member and event the bridge and the messaging calls use is declared by the pinned
+/// WA-JS's `.d.ts` files (installed with the package by `scripts/fetch-wa-js.sh`).
 #[test]
 fn the_bridge_uses_only_what_the_pinned_wa_js_declares() {
     let dist = wpp::real().parent().unwrap().join("dist");
@@ -73,7 +73,10 @@ fn the_bridge_uses_only_what_the_pinned_wa_js_declares() {
         false
     };
     let index = read("index.d.ts");
-    for member in wa_supervisor::browser::bridge::WPP_MEMBERS {
+    for member in wa_supervisor::browser::bridge::WPP_MEMBERS
+        .iter()
+        .chain(wa_supervisor::messaging::page::WPP_MEMBERS)
+    {
         let path: Vec<&str> = member.strip_prefix("WPP.").unwrap().split('.').collect();
         let ok = match path.as_slice() {
             ["version"] => index.contains("export declare const version: string;"),
@@ -107,6 +110,50 @@ fn the_bridge_uses_only_what_the_pinned_wa_js_declares() {
     assert!(read("conn/functions/getMyUserId.d.ts").contains("getMyUserId(): Wid | undefined"));
     let wid = read("whatsapp/misc/Wid.d.ts");
     assert!(wid.contains("_serialized"), "Wid has _serialized");
+    // The options the messaging calls pass (src/messaging/page.rs).
+    let options = read("chat/types.d.ts");
+    for option in [
+        "createChat?: boolean;",
+        "messageId?: string | MsgKey;",
+        "quotedMsg?: string | MsgKey | MsgModel;",
+    ] {
+        assert!(options.contains(option), "SendMessageOptions has {option}");
+    }
+    let file = read("chat/functions/sendFileMessage.d.ts");
+    for option in [
+        "caption?: string;",
+        "filename?: string;",
+        "mimetype?: string;",
+        "isPtt?: boolean;",
+        "type: 'sticker';",
+        "type: 'document';",
+    ] {
+        assert!(file.contains(option), "sendFileMessage takes {option}");
+    }
+    assert!(read("chat/functions/sendCreatePollMessage.d.ts").contains("selectableCount?: number;"));
+    assert!(read("chat/functions/sendReactionToMessage.d.ts")
+        .contains("reaction: string | false | null"));
+    // The stand-in WPP of the tests declares nothing the real one does not (its `conn` and
+    // `chat` members sit at six spaces).
+    let mut standin = 0;
+    for line in wpp::SCRIPT.lines() {
+        let Some(rest) = line.strip_prefix("      ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if name.is_empty() || !rest[name.len()..].starts_with(':') {
+            continue;
+        }
+        assert!(
+            declared_in_folder("conn", &name) || declared_in_folder("chat", &name),
+            "the stand-in WPP has {name}, which WA-JS does not declare"
+        );
+        standin += 1;
+    }
+    assert!(standin >= 15, "{standin} stand-in members found");
 }
 
 /// The real WA-JS file, loaded and checked against the built-in pin; on a page that is not

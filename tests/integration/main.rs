@@ -19,5 +19,6 @@ mod lifecycle;
 mod messages;
 mod nothing_lost;
 mod openapi;
+mod sending;
 mod session;
 mod store;

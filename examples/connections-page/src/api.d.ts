@@ -144,8 +144,10 @@ export interface paths {
         get: operations["list_messages"];
         put?: never;
         /**
-         * Sends a text through the session (201 once WhatsApp Web accepted it locally; `message.ack`
-         *     events follow).
+         * Sends a message through the session: text (the default `type`), image, video, audio, voice,
+         *     document, sticker, location, contact, reaction or poll (201 once WhatsApp Web accepted it
+         *     locally; `message.ack` events follow). Media comes by `url` (fetched by the daemon) or as
+         *     base64 `data`, at most `MEDIA_MAX_BYTES`.
          */
         post: operations["send"];
         delete?: never;
@@ -408,7 +410,7 @@ export interface paths {
         /**
          * Readiness: the database answers (checked at most once a second) and the browser binary
          *     sessions launch is there and executable (checked on every request); which engine and version
-         *     it is, and the WA-JS in use.
+         *     it is, the WA-JS in use, and the ffmpeg voice notes are transcoded with (`null`: none).
          */
         get: operations["readyz"];
         put?: never;
@@ -485,6 +487,18 @@ export interface components {
             node: string;
             nodes: components["schemas"]["NodeRow"][];
         };
+        /** @description `type: contact`: a whole `vcard`, or a `name` and a `phone` WhatsApp makes the card of. */
+        ContactMessage: {
+            idempotencyKey?: string | null;
+            name?: string | null;
+            /** @description Digits, country code first (optional `+`). */
+            phone?: string | null;
+            replyTo?: string | null;
+            /** @example 4915112345678 */
+            to: string;
+            /** @description A vCard (`BEGIN:VCARD` … `END:VCARD`, at most 16 KiB); or `name` and `phone`. */
+            vcard?: string | null;
+        };
         /** @description One delivery of one event to the user's webhook. */
         DeliveryView: {
             /** Format: int32 */
@@ -526,7 +540,8 @@ export interface components {
             /**
              * @description The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
              *     not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
-             *     bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed, invalid_webhook_url,
+             *     bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed,
+             *     media_too_large, unsupported_media, media_unavailable, media_refused, invalid_webhook_url,
              *     too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
              *     unknown_node, owner_unreachable, internal.
              * @example unknown_session
@@ -547,6 +562,10 @@ export interface components {
              */
             next: number;
         };
+        FfmpegInfo: {
+            /** @example /usr/bin/ffmpeg */
+            path: string;
+        };
         /** @description One session's lease. */
         LeaseView: {
             /**
@@ -565,6 +584,57 @@ export interface components {
         Liveness: {
             /** @example ok */
             status: string;
+        };
+        /** @description `type: location`. */
+        LocationMessage: {
+            address?: string | null;
+            idempotencyKey?: string | null;
+            /**
+             * Format: double
+             * @description −90 to 90.
+             * @example 52.52
+             */
+            lat: number;
+            /**
+             * Format: double
+             * @description −180 to 180.
+             * @example 13.405
+             */
+            lng: number;
+            name?: string | null;
+            replyTo?: string | null;
+            /** @example 4915112345678 */
+            to: string;
+        };
+        /** @description `media` of a media message: exactly one of `url` and `data`. */
+        MediaInput: {
+            /** @description The file itself, base64 (standard alphabet, padding optional). */
+            data?: string | null;
+            /**
+             * @description The name the recipient sees (documents).
+             * @example menu.pdf
+             */
+            filename?: string | null;
+            /**
+             * @description What the file is; checked against its bytes.
+             * @example application/pdf
+             */
+            mimetype?: string | null;
+            /**
+             * @description Fetched by the daemon (https; no redirects).
+             * @example https://example.com/menu.pdf
+             */
+            url?: string | null;
+        };
+        /** @description `type: image | video | audio | voice | document | sticker`. */
+        MediaMessage: {
+            /** @description Images, videos and documents only; at most 1 024 characters. */
+            caption?: string | null;
+            idempotencyKey?: string | null;
+            media: components["schemas"]["MediaInput"];
+            replyTo?: string | null;
+            /** @example 4915112345678 */
+            to: string;
         };
         /** @description `message`: a new message of a linked session. */
         MessageEvent: {
@@ -637,6 +707,22 @@ export interface components {
              */
             phoneNumber: string;
         };
+        /** @description `type: poll`. */
+        PollMessage: {
+            idempotencyKey?: string | null;
+            /** @description The question. */
+            name: string;
+            /** @description 2 to 12 distinct options. */
+            options: string[];
+            replyTo?: string | null;
+            /**
+             * Format: int32
+             * @description How many options one voter may pick (1 to the number of options; default 1).
+             */
+            selectable?: number | null;
+            /** @example 4915112345678 */
+            to: string;
+        };
         /**
          * @description How a QR code is returned.
          * @enum {string}
@@ -649,9 +735,22 @@ export interface components {
             /** @description What the QR code encodes. */
             payload: string;
         };
+        /** @description `type: reaction` (no `replyTo`): `emoji` on message `messageId`; an empty emoji removes it. */
+        ReactionMessage: {
+            /** @example 👍 */
+            emoji: string;
+            idempotencyKey?: string | null;
+            /** @description The message reacted to (an event's `id`). */
+            messageId: string;
+            /**
+             * @description The chat of the message.
+             * @example 4915112345678
+             */
+            to: string;
+        };
         /**
-         * @description `{database, chromium, browser, waJs}` of `GET /readyz`: each `ok` or why not, the browser
-         *     (engine, version, path) and the WA-JS in use.
+         * @description `{database, chromium, browser, waJs, ffmpeg}` of `GET /readyz`: each `ok` or why not, the
+         *     browser (engine, version, path), the WA-JS in use and the ffmpeg of voice notes.
          */
         Readiness: {
             browser?: null | components["schemas"]["BrowserBinary"];
@@ -659,6 +758,7 @@ export interface components {
             chromium: string;
             /** @example ok */
             database: string;
+            ffmpeg?: null | components["schemas"]["FfmpegInfo"];
             waJs?: null | components["schemas"]["WaJsInfo"];
         };
         RegistryInfo: {
@@ -673,21 +773,41 @@ export interface components {
             runningBrowsers: number;
             waJs?: null | components["schemas"]["WaJsInfo"];
         };
-        /** @description The body of `POST /api/messages/{userId}/{slot}`. */
-        SendRequest: {
-            /**
-             * @description The same key within 24 h answers the first send's result and sends nothing (≤ 128
-             *     characters).
-             */
-            idempotencyKey?: string | null;
-            /** @description 1 to 65 536 characters. */
-            text: string;
-            /**
-             * @description `<digits>` (country code first), `<digits>@c.us` or `<id>@g.us`.
-             * @example 4915112345678
-             */
-            to: string;
-        };
+        /** @description The body of `POST /api/messages/{userId}/{slot}`: one schema per `type` (`text` when absent). */
+        SendRequest: (components["schemas"]["TextMessage"] & {
+            /** @enum {string} */
+            type: "text";
+        }) | (components["schemas"]["MediaMessage"] & {
+            /** @enum {string} */
+            type: "image";
+        }) | (components["schemas"]["MediaMessage"] & {
+            /** @enum {string} */
+            type: "video";
+        }) | (components["schemas"]["MediaMessage"] & {
+            /** @enum {string} */
+            type: "audio";
+        }) | (components["schemas"]["MediaMessage"] & {
+            /** @enum {string} */
+            type: "voice";
+        }) | (components["schemas"]["MediaMessage"] & {
+            /** @enum {string} */
+            type: "document";
+        }) | (components["schemas"]["MediaMessage"] & {
+            /** @enum {string} */
+            type: "sticker";
+        }) | (components["schemas"]["LocationMessage"] & {
+            /** @enum {string} */
+            type: "location";
+        }) | (components["schemas"]["ContactMessage"] & {
+            /** @enum {string} */
+            type: "contact";
+        }) | (components["schemas"]["ReactionMessage"] & {
+            /** @enum {string} */
+            type: "reaction";
+        }) | (components["schemas"]["PollMessage"] & {
+            /** @enum {string} */
+            type: "poll";
+        });
         /** @description What a send answers. */
         SentMessage: {
             ack: components["schemas"]["Ack"];
@@ -754,6 +874,23 @@ export interface components {
              * @example evt_3f9c1e0b7a2d4c58b1e6a0d9f2c47e15
              */
             webhookId: string;
+        };
+        /** @description `type: text`. */
+        TextMessage: {
+            /**
+             * @description The same key within 24 h answers the first send's result and sends nothing (≤ 128
+             *     characters).
+             */
+            idempotencyKey?: string | null;
+            /** @description A message id (an event's `id`): sent as a quoted reply to it. */
+            replyTo?: string | null;
+            /** @description 1 to 65 536 characters. */
+            text: string;
+            /**
+             * @description `<digits>` (country code first), `<digits>@c.us`, `<id>@g.us` or `<digits>@lid`.
+             * @example 4915112345678
+             */
+            to: string;
         };
         /** @description `{ticket, url}` of `POST /api/events/{userId}/ticket`. */
         TicketReply: {
@@ -1450,8 +1587,9 @@ export interface operations {
                 };
             };
             /**
-             * @description `invalid_user_id`, `invalid_slot` or `bad_request` (a `to` that is no chat, an empty or
-             *     oversized `text`, a bad `idempotencyKey`).
+             * @description `invalid_user_id`, `invalid_slot` or `bad_request` (an unknown `type`, a field the type does
+             *     not take, a `to` that is no chat, an empty or oversized `text`, a bad `replyTo`,
+             *     `idempotencyKey` or `media`).
              */
             400: {
                 headers: {
@@ -1514,6 +1652,38 @@ export interface operations {
              *     WhatsApp: never sent again; ask again with the key for its result).
              */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `media_too_large`: the media (or the body carrying it) is larger than `MEDIA_MAX_BYTES`;
+             *     nothing reached the page.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "media_too_large",
+                     *       "message": "the media is larger than MEDIA_MAX_BYTES (67108864 bytes)"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `unsupported_media` (the bytes are not what the type takes, contradict `media.mimetype`, or
+             *     cannot be decoded), `media_unavailable` (`media.url` could not be fetched: refused,
+             *     unreachable, an error status, a redirect) or `media_refused` (WhatsApp Web refused the file,
+             *     with its reason).
+             */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use super::{messages::*, Registry};
 use crate::actors::session::{Initiator, QrView, SentMessage, Session, SessionEnv};
-use crate::domain::{ChatId, MessageText, PhoneNumber, SessionKey, SessionState, UserId};
+use crate::domain::{PhoneNumber, SessionKey, SessionState, UserId};
 
 /// How long a database check answers readiness (it is unauthenticated: at most one ping a
 /// second whatever the request rate).
@@ -80,22 +80,20 @@ impl RegistryHandle {
         self.addr.send(Pair { key, phone, by }).await?
     }
 
-    /// Sends a text through `key`'s linked session.
-    pub async fn send_text(
+    /// Sends a message through `key`'s linked session.
+    pub async fn send(
         &self,
         key: SessionKey,
-        to: ChatId,
-        text: MessageText,
+        message: crate::messaging::Outgoing,
         idempotency_key: Option<String>,
     ) -> Result<SentMessage, RegistryError> {
         self.known(&key, || {
             let send = crate::actors::session::Send {
                 key: key.clone(),
-                to: to.clone(),
-                text: text.clone(),
+                message: message.clone(),
                 idempotency_key: idempotency_key.clone(),
             };
-            async move { Ok(self.addr.send(SendText(send)).await??.await?) }
+            async move { Ok(self.addr.send(SendMessage(send)).await??.await?) }
         })
         .await
     }

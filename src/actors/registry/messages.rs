@@ -216,16 +216,16 @@ impl Handler<Qr> for Registry {
     }
 }
 
-/// Sends a text through a known session (see [`session::Send`]).
+/// Sends a message through a known session (see [`session::Send`]).
 #[derive(Message)]
 #[rtype(result = "Result<crate::actors::session::SendJob, RegistryError>")]
-pub struct SendText(pub session::Send);
+pub struct SendMessage(pub session::Send);
 
-impl Handler<SendText> for Registry {
+impl Handler<SendMessage> for Registry {
     type Result = ResponseFuture<Result<crate::actors::session::SendJob, RegistryError>>;
 
     /// The session's send job, for the caller to run (outside every actor).
-    fn handle(&mut self, msg: SendText, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: SendMessage, _: &mut Context<Self>) -> Self::Result {
         let addr = self.known_actor(&msg.0.key);
         Box::pin(async move {
             let addr = addr.ok_or(RegistryError::Unknown)?;

@@ -32,6 +32,9 @@ pub enum SessionError {
     RateLimited { retry_after_secs: u64 },
     #[error("WhatsApp Web did not take the message: {0}")]
     SendFailed(String),
+    /// WhatsApp Web refused a file (its reason, e.g. `file_too_large`).
+    #[error("WhatsApp Web refused the file: {0}")]
+    MediaRefused(String),
     #[error("the database failed")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the profile folder {path} was not deleted")]

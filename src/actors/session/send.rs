@@ -2,14 +2,16 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use super::{Bridge, SessionActor, SessionError};
-use crate::browser::{BrowserError, Command};
-use crate::domain::{ChatId, MessageText, SessionKey};
+use crate::browser::PageHandle;
+use crate::domain::SessionKey;
+use crate::messaging::{page, Outgoing};
 use crate::store::{Reservation, SendOutcome};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
-/// Sends a text through WA-JS once WhatsApp Web accepted it locally. With an idempotency key,
+/// Sends a message through WA-JS once WhatsApp Web accepted it locally (how: `src/messaging/`;
+/// the actor only settles whether it may happen now). With an idempotency key,
 /// a key seen within 24 h answers the first send's result and sends nothing
 /// (docs/nothing-lost.md). The answer is a [`SendJob`] the caller runs: the send does not belong
 /// to the actor's context, so a browser crash mid-send (which restarts the actor) cannot cut
@@ -18,8 +20,7 @@ pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 #[rtype(result = "SendJob")]
 pub struct Send {
     pub key: SessionKey,
-    pub to: ChatId,
-    pub text: MessageText,
+    pub message: Outgoing,
     pub idempotency_key: Option<String>,
 }
 
@@ -90,8 +91,8 @@ impl SendBudget {
 }
 
 /// A reservation older than this with no outcome belongs to a send that died with its daemon:
-/// its outcome is unknown (the page's command timeout, and some room).
-const IN_FLIGHT_STALE_MS: i64 = crate::browser::page::COMMAND_TIMEOUT.as_millis() as i64 + 10_000;
+/// its outcome is unknown (the longest a send may take, and some room).
+const IN_FLIGHT_STALE_MS: i64 = page::SEND_DEADLINE_MAX.as_millis() as i64 + 10_000;
 
 /// The id a send with an idempotency key asks WhatsApp Web to give its message: derived from
 /// the session and the key, so a retry can look in the page's store for the message the first
@@ -109,28 +110,19 @@ impl Handler<Send> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return refused(e);
         }
-        let to = msg.to.as_str().to_owned();
+        let to = msg.message.to.as_str().to_owned();
         let idem = msg.idempotency_key;
         let message_id = idem.as_deref().map(|k| message_id_for(&self.key, k));
         // Whether a send can happen now is settled after the idempotency key: a replay answers
-        // the first result even when the session is no longer linked. Neither command runs
-        // unless awaited.
-        let (ready, find) = match (&self.run, self.machine.is_connected(), self.bridge) {
-            (Some(run), true, Bridge::WaJs) => (
-                Ok(run.browser.command(Command::SendText {
-                    to: to.clone(),
-                    text: msg.text.as_str().to_owned(),
-                    message_id: message_id.clone(),
-                })),
-                message_id.as_ref().map(|id| {
-                    run.browser.command(Command::FindSent {
-                        id: format!("true_{to}_{id}"),
-                    })
-                }),
-            ),
-            (Some(_), true, _) => (Err(SessionError::BridgeUnavailable), None),
-            _ => (Err(SessionError::NotConnected), None),
-        };
+        // the first result even when the session is no longer linked.
+        let ready: Result<PageHandle, SessionError> =
+            match (&self.run, self.machine.is_connected(), self.bridge) {
+                (Some(run), true, Bridge::WaJs) => Ok(run.browser.page()),
+                (Some(_), true, _) => Err(SessionError::BridgeUnavailable),
+                _ => Err(SessionError::NotConnected),
+            };
+        let find = ready.as_ref().ok().cloned();
+        let message = msg.message;
         let budget = match ready {
             Ok(_) => self.send_budget.take(self.env.send_per_minute),
             Err(_) => Ok(()),
@@ -181,8 +173,12 @@ impl Handler<Send> for SessionActor {
                     Ok(Reservation::Reserved) => String::new(),
                 };
                 if !unknown.is_empty() {
+                    let found = find.map(|page| {
+                        let id = format!("true_{to}_{unknown}");
+                        async move { page::find_sent(&page, &id).await }
+                    });
                     return (
-                        resolve_unknown(&store, &key, idem, unknown, find, &to, fence).await,
+                        resolve_unknown(&store, &key, idem, unknown, found, &to, fence).await,
                         true,
                     );
                 }
@@ -193,25 +189,33 @@ impl Handler<Send> for SessionActor {
                     Err(SessionError::RateLimited { retry_after_secs }),
                     SendOutcome::NotSent,
                 ),
-                (Ok(send), Ok(())) => match send.await {
-                    Ok(answer) => {
-                        let sent = sent_message(&answer, &to);
-                        let json = serde_json::to_string(&sent).expect("serializes");
-                        (Ok(sent), SendOutcome::Sent(json))
-                    }
-                    // The page answered: WhatsApp Web refused it, nothing was sent.
-                    Err(e @ BrowserError::Command { .. }) => (
-                        Err(SessionError::SendFailed(crate::chain(&e))),
-                        SendOutcome::NotSent,
-                    ),
-                    // No answer (a timeout, a browser that died): it may have been sent.
-                    Err(e) => {
-                        log::warn!(
-                            "{key} send outcome unknown (message id {}): {}",
-                            message_id.as_deref().unwrap_or("none"),
-                            crate::chain(&e)
-                        );
-                        let err = match &message_id {
+                (Ok(handle), Ok(())) => {
+                    match page::send(&handle, &message, message_id.as_deref()).await {
+                        Ok(answer) => {
+                            let sent = sent_message(&answer, &to);
+                            let json = serde_json::to_string(&sent).expect("serializes");
+                            (Ok(sent), SendOutcome::Sent(json))
+                        }
+                        // The page refused it, or it never started: nothing was sent.
+                        Err(page::SendError::NotSent(e)) => (
+                            Err(match (&message.body, &e) {
+                                (
+                                    crate::messaging::Body::Media { .. },
+                                    crate::browser::BrowserError::Command { message, .. },
+                                ) => SessionError::MediaRefused(message.clone()),
+                                _ => SessionError::SendFailed(crate::chain(&e)),
+                            }),
+                            SendOutcome::NotSent,
+                        ),
+                        // No answer (a timeout, a browser that died): it may have been sent.
+                        Err(page::SendError::Unknown(e)) => {
+                            log::warn!(
+                                "{key} {} send outcome unknown (message id {}): {}",
+                                message.kind(),
+                                message_id.as_deref().unwrap_or("none"),
+                                crate::chain(&e)
+                            );
+                            let err = match &message_id {
                                 Some(id) => SessionError::SendOutcomeUnknown {
                                     message_id: id.clone(),
                                 },
@@ -220,9 +224,10 @@ impl Handler<Send> for SessionActor {
                                     crate::chain(&e)
                                 )),
                             };
-                        (Err(err), SendOutcome::Unknown)
+                            (Err(err), SendOutcome::Unknown)
+                        }
                     }
-                },
+                }
             };
             if let Some(idem) = &idem {
                 record(&store, &key, idem, outcome, fence).await;
@@ -263,7 +268,9 @@ async fn resolve_unknown(
     key: &SessionKey,
     idem: &str,
     message_id: String,
-    find: Option<crate::browser::BoxFuture<Result<serde_json::Value, BrowserError>>>,
+    find: Option<
+        impl std::future::Future<Output = Result<serde_json::Value, crate::browser::BrowserError>>,
+    >,
     to: &str,
     fence: Option<crate::store::Fence>,
 ) -> Result<SentMessage, SessionError> {

@@ -121,19 +121,26 @@ impl Browser for FakeBrowser {
         Box::pin(async { Ok(()) })
     }
 
-    fn command(&self, command: Command) -> BoxFuture<Result<serde_json::Value, BrowserError>> {
+    fn page(&self) -> crate::browser::PageHandle {
         let commands = self.commands.clone();
-        Box::pin(async move {
-            commands.lock().unwrap().push(command.clone());
-            Ok(match command {
-                Command::PairingCode { .. } => serde_json::json!("FAKE-CODE"),
-                Command::Logout => serde_json::json!(true),
-                Command::RefreshQr => serde_json::Value::Null,
-                Command::SendText { to, .. } => {
-                    serde_json::json!({"id": format!("true_{to}_FAKE"), "ack": 0, "to": to})
-                }
-                Command::RecentMessages { .. } => serde_json::json!([]),
-                Command::FindSent { .. } => serde_json::Value::Null,
+        std::sync::Arc::new(move |command: Command| {
+            let commands = commands.clone();
+            Box::pin(async move {
+                commands.lock().unwrap().push(command.clone());
+                Ok(match command {
+                    Command::PairingCode { .. } => serde_json::json!("FAKE-CODE"),
+                    Command::Logout => serde_json::json!(true),
+                    Command::RefreshQr => serde_json::Value::Null,
+                    // A send job: started, then collected done.
+                    Command::Call { body, .. } if body.contains("pending") => serde_json::json!(
+                        {"done": {"id": "true_4915100000001@c.us_FAKE", "ack": 0, "to": "4915100000001@c.us"}}
+                    ),
+                    Command::Call { body, .. } if body.contains("getMessageById") => {
+                        serde_json::Value::Null
+                    }
+                    Command::Call { .. } => serde_json::json!(true),
+                    Command::RecentMessages { .. } => serde_json::json!([]),
+                })
             })
         })
     }

@@ -1,4 +1,5 @@
-//! `/api/messages/{userId}/{slot}`: send a text through a linked session; page through the
+//! `/api/messages/{userId}/{slot}`: send a message through a linked session (its types and
+//! media: `src/messaging/`); page through the
 //! session's stored events (messages, acks, state changes).
 
 use actix_web::{web, HttpResponse};
@@ -7,13 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::actors::registry::RegistryHandle;
 use crate::actors::session::{rfc3339, SentMessage};
 use crate::auth::Principal;
-use crate::domain::{ChatId, MessageText, Slot, UserId, IDEMPOTENCY_KEY_MAX};
+use crate::domain::{Slot, UserId};
 use crate::http::extract::SessionPath;
 use crate::http::openapi::{
-    BadSend, BadSession, Forbidden, SendConflict, SendFailed, TooMany, Unauthorized, Unavailable,
-    UnknownSession,
+    BadSend, BadSession, Forbidden, MediaRefused, MediaTooLarge, SendConflict, SendFailed, TooMany,
+    Unauthorized, Unavailable, UnknownSession,
 };
 use crate::http::ApiError;
+use crate::messaging::{Intake, SendRequest};
 
 crate::http::route_table! {
     post "/api/messages/{userId}/{slot}" => send,
@@ -23,22 +25,10 @@ crate::http::route_table! {
 /// Events a page holds at most.
 pub const PAGE_MAX: i64 = 500;
 
-/// The body of `POST /api/messages/{userId}/{slot}`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SendRequest {
-    /// `<digits>` (country code first), `<digits>@c.us` or `<id>@g.us`.
-    #[schema(example = "4915112345678")]
-    to: String,
-    /// 1 to 65 536 characters.
-    text: String,
-    /// The same key within 24 h answers the first send's result and sends nothing (≤ 128
-    /// characters).
-    idempotency_key: Option<String>,
-}
-
-/// Sends a text through the session (201 once WhatsApp Web accepted it locally; `message.ack`
-/// events follow).
+/// Sends a message through the session: text (the default `type`), image, video, audio, voice,
+/// document, sticker, location, contact, reaction or poll (201 once WhatsApp Web accepted it
+/// locally; `message.ack` events follow). Media comes by `url` (fetched by the daemon) or as
+/// base64 `data`, at most `MEDIA_MAX_BYTES`.
 #[utoipa::path(
     post,
     path = "/api/messages/{userId}/{slot}",
@@ -46,27 +36,33 @@ pub struct SendRequest {
     params(("userId" = UserId, Path), ("slot" = Slot, Path)),
     request_body = SendRequest,
     security(("bearer" = []), ("stackAccessToken" = [])),
-    responses((status = 201, description = "Accepted by WhatsApp Web", body = SentMessage), BadSend, Unauthorized, Forbidden, UnknownSession, SendConflict, TooMany, SendFailed, Unavailable),
+    responses((status = 201, description = "Accepted by WhatsApp Web", body = SentMessage), BadSend, Unauthorized, Forbidden, UnknownSession, SendConflict, MediaTooLarge, MediaRefused, TooMany, SendFailed, Unavailable),
 )]
 async fn send(
     SessionPath(key): SessionPath,
     who: Principal,
-    body: web::Json<SendRequest>,
+    body: web::Payload,
     registry: web::Data<RegistryHandle>,
+    intake: web::Data<Intake>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_user(key.user_id())?;
-    let to = ChatId::parse(&body.to).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let text = MessageText::parse(&body.text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if let Some(k) = &body.idempotency_key {
-        if k.is_empty() || k.chars().count() > IDEMPOTENCY_KEY_MAX {
-            return Err(ApiError::BadRequest(format!(
-                "`idempotencyKey` must be 1 to {IDEMPOTENCY_KEY_MAX} characters"
-            )));
-        }
-    }
-    let sent = registry
-        .send_text(key, to, text, body.idempotency_key.clone())
-        .await?;
+    // Base64 media makes the body 4/3 of the file, and JSON a little more.
+    let limit = intake.max_bytes as usize / 3 * 4 + 64 * 1024;
+    let body = body
+        .to_bytes_limited(limit)
+        .await
+        .map_err(|_| ApiError::MediaTooLarge {
+            max: intake.max_bytes,
+        })?
+        .map_err(|e| ApiError::BadRequest(format!("the body could not be read: {e}")))?;
+    let draft = SendRequest::parse(&body)
+        .and_then(SendRequest::check)
+        .map_err(ApiError::BadRequest)?;
+    drop(body);
+    let idempotency_key = draft.idempotency_key.clone();
+    let trusted = matches!(who, Principal::Service | Principal::Admin);
+    let message = draft.take_in(&intake, trusted).await?;
+    let sent = registry.send(key, message, idempotency_key).await?;
     Ok(HttpResponse::Created().json(sent))
 }
 

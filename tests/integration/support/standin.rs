@@ -137,13 +137,27 @@ impl Instances {
 }
 
 /// A message a device sent (as the stand-in "phone" of its recipient received it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SentMessage {
     pub device: String,
     pub from: Option<String>,
     pub to: String,
     pub body: String,
     pub id: String,
+    /// WhatsApp's type (`chat`, `image`, `ptt`, `document`, `location`, `vcard`, `reaction`,
+    /// `poll_creation`, …).
+    pub kind: String,
+    /// What the page passed beside the body: `quoted`, `media` (`token`, `size`, `mimetype`,
+    /// `filename`), `lat`/`lng`, `contacts`, `raw`, `choices`, `msgId`/`reaction`, `isPtt`.
+    pub extra: serde_json::Value,
+}
+
+impl SentMessage {
+    /// The bytes of the file this message carried, as the recipient got them.
+    pub fn media_bytes(&self, standin: &StandIn) -> Option<Vec<u8>> {
+        let token = self.extra["media"]["token"].as_str()?;
+        standin.state.lock().unwrap().uploads.get(token).cloned()
+    }
 }
 
 #[derive(Default)]
@@ -175,6 +189,8 @@ struct State {
     refusals: usize,
     /// How long WhatsApp's side takes to answer a send (it has the message at once).
     send_delay: Duration,
+    /// Files the pages uploaded, by token.
+    uploads: HashMap<String, Vec<u8>>,
 }
 
 impl State {
@@ -330,6 +346,8 @@ impl StandIn {
                 .route("/api/pair", web::post().to(api_pair))
                 .route("/api/logout", web::post().to(api_logout))
                 .route("/api/send", web::post().to(api_send))
+                .app_data(web::PayloadConfig::new(256 << 20))
+                .route("/api/upload", web::post().to(api_upload))
                 .route("/api/caps", web::post().to(api_caps))
                 .route("/api/received", web::post().to(api_received))
                 .route("/api/refused", web::post().to(api_refused))
@@ -424,9 +442,14 @@ impl StandIn {
 
     fn deliver(&self, phone: &str, from: &str, body: &str, silent: bool) -> Result<String, String> {
         let mut st = self.state.lock().unwrap();
-        let id = format!("false_{from}@c.us_{:016X}", rand::random::<u64>());
+        // A number, or a whole chat id (`…@lid`).
+        let from = match from.contains('@') {
+            true => from.to_owned(),
+            false => format!("{from}@c.us"),
+        };
+        let id = format!("false_{from}_{:016X}", rand::random::<u64>());
         let msg = json!({
-            "id": id, "from": format!("{from}@c.us"), "to": format!("{phone}@c.us"),
+            "id": id, "from": from, "to": format!("{phone}@c.us"),
             "body": body, "t": now_secs(), "type": "chat",
         });
         let mut n = 0;
@@ -729,6 +752,8 @@ struct SendBody {
     body: String,
     /// The id the sender asked for (WA-JS's `messageId` option).
     message_id: Option<String>,
+    /// The message's type and what goes with it (`chat` when absent).
+    extra: Option<serde_json::Value>,
 }
 
 /// A device sends a text: the recipient's "phone" gets it; acks 1 (server) and 2 (device)
@@ -754,12 +779,15 @@ async fn api_send(
         for ack in [1, 2] {
             dev.acks.push(json!({"ack": ack, "id": id, "chat": b.to}));
         }
+        let extra = b.extra.clone().unwrap_or(serde_json::Value::Null);
         s.sent.push(SentMessage {
             device: q.device.clone(),
             from: Some(phone.clone()),
             to: b.to.clone(),
             body: b.body.clone(),
             id: id.clone(),
+            kind: extra["type"].as_str().unwrap_or("chat").to_owned(),
+            extra,
         });
         (
             json!({"id": id, "from": format!("{phone}@c.us"), "t": now_secs()}),
@@ -769,6 +797,22 @@ async fn api_send(
     // WhatsApp's side has the message now; its answer to the page may take a while.
     actix_web::rt::time::sleep(delay).await;
     no_store(HttpResponse::Ok()).json(answer)
+}
+
+/// A page uploads a file (WhatsApp's media servers): kept as it came, by a token.
+async fn api_upload(
+    st: web::Data<Mutex<State>>,
+    q: web::Query<DeviceQuery>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    if s.devices.get(&q.device).is_none_or(|d| d.phone.is_none()) {
+        return no_store(HttpResponse::Conflict()).json(json!({"error": "not linked"}));
+    }
+    let token = format!("{:016x}", rand::random::<u64>());
+    let size = body.len();
+    s.uploads.insert(token.clone(), body.to_vec());
+    no_store(HttpResponse::Ok()).json(json!({"token": token, "size": size}))
 }
 
 #[derive(Deserialize)]
@@ -1037,7 +1081,13 @@ window.__standin = {
   reloadQr: () => showQr(),
   pair: async (phone) => (await post("/api/pair", {phone: String(phone)})).code,
   logout: async () => { await post("/api/logout"); },
-  send: async (to, body, messageId) => post("/api/send", {to: String(to), body: String(body), messageId: messageId || null}),
+  send: async (to, body, messageId, extra) => post("/api/send", {to: String(to), body: String(body), messageId: messageId || null, extra: extra || null}),
+  // A file to WhatsApp's servers, as it is; what they keep of it.
+  upload: async (blob) => {
+    const r = await fetch("/api/upload?device=" + encodeURIComponent(device) + "&instance=" + instance, {method: "POST", cache: "no-store", body: blob});
+    if (!r.ok) throw new Error("/api/upload: HTTP " + r.status);
+    return r.json();
+  },
 };
 
 function drawQr(canvas, payload) {

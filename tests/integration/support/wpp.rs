@@ -35,14 +35,35 @@ pub const SCRIPT: &str = r#"(() => {
     chat: {
       // Like WA-JS: answers once WhatsApp Web took the message (ack 0, the clock), and the new
       // message (fromMe) goes through chat.new_message too.
-      sendTextMessage: async (chatId, content, options) => {
-        const to = typeof chatId === "string" ? chatId : chatId._serialized;
-        const r = await window.__standin.send(to, content, options && options.messageId);
-        const m = { id: r.id, from: r.from, to, body: String(content), t: r.t, type: "chat", fromMe: true };
-        await window.__standin.remember(m);
-        emit("chat.new_message", msgModel(m, true));
-        return { id: r.id, ack: 0, from: r.from, to, sendMsgResult: null };
+      sendTextMessage: async (chatId, content, options) => sent(chatId, "chat", String(content), options, {}),
+      // `content` a File or Blob (a string would be a URL fetched by the page: the daemon never
+      // passes one). The bytes go to the recipient's phone as they are.
+      sendFileMessage: async (chatId, content, options) => {
+        if (typeof content === "string") throw new Error("the stand-in takes files only");
+        const o = options || {};
+        const media = await window.__standin.upload(content);
+        const type = o.type === "audio" && o.isPtt ? "ptt" : o.type;
+        return sent(chatId, type, o.caption || "", o, {
+          media: Object.assign(media, { mimetype: o.mimetype || content.type, filename: o.filename || content.name || null }),
+          isPtt: !!o.isPtt,
+        });
       },
+      sendLocationMessage: async (chatId, options) =>
+        sent(chatId, "location", "", options, { lat: Number(options.lat), lng: Number(options.lng), name: options.name || null, address: options.address || null }),
+      sendVCardContactMessage: async (chatId, contacts, options) => {
+        const list = (Array.isArray(contacts) ? contacts : [contacts]).map((c) => typeof c === "string" ? { id: c, name: c } : { id: String(c.id._serialized || c.id), name: c.name });
+        return sent(chatId, "vcard", "", options, { contacts: list });
+      },
+      sendRawMessage: async (chatId, raw, options) => sent(chatId, String(raw.type), String(raw.body || ""), options, { raw }),
+      sendReactionToMessage: async (messageId, reaction) => {
+        const id = typeof messageId === "string" ? messageId : String(messageId._serialized || messageId);
+        const m = (await window.__standin.messages()).find((m) => m.id === id);
+        if (!m) throw new Error("msg_not_found");
+        await window.__standin.send(m.fromMe ? m.to : m.from, "", null, { type: "reaction", msgId: id, reaction: reaction || null });
+        return { sendMsgResult: "OK" };
+      },
+      sendCreatePollMessage: async (chatId, name, choices, options) =>
+        sent(chatId, "poll_creation", String(name), options, { choices: choices.map(String), selectableCount: (options || {}).selectableCount }),
       // A message of the page's store by its serialized id; WA-JS throws when there is none.
       getMessageById: async (id) => {
         const m = (await window.__standin.messages()).find((m) => m.id === id);
@@ -69,6 +90,18 @@ pub const SCRIPT: &str = r#"(() => {
         return all.slice(Math.max(0, all.length - count)).map((m) => msgModel(m, !!m.fromMe));
       },
     },
+  };
+  // Like WA-JS: answers once WhatsApp Web took the message (ack 0, the clock), and the new
+  // message (fromMe) goes through chat.new_message too. A quoted message must be in the store.
+  const sent = async (chatId, type, body, options, extra) => {
+    const to = typeof chatId === "string" ? chatId : chatId._serialized;
+    const o = options || {};
+    if (o.quotedMsg && !(await window.__standin.messages()).some((m) => m.id === String(o.quotedMsg))) throw new Error("quoted message not found");
+    const r = await window.__standin.send(to, body, o.messageId, Object.assign({ type, quoted: o.quotedMsg ? String(o.quotedMsg) : null }, extra));
+    const m = { id: r.id, from: r.from, to, body, t: r.t, type, fromMe: true };
+    await window.__standin.remember(m);
+    emit("chat.new_message", msgModel(m, true));
+    return { id: r.id, ack: 0, from: r.from, to, sendMsgResult: null };
   };
   const wid = (s) => (s ? { _serialized: s, user: s.split("@")[0], server: s.split("@")[1] } : undefined);
   const msgModel = (m, fromMe) => ({
