@@ -19,7 +19,7 @@ pub const SESSION_STATUS: &str = "session.status";
 pub const TYPES: [&str; 3] = [MESSAGE, MESSAGE_ACK, SESSION_STATUS];
 
 /// A message of a linked session, as the page reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PageMessage {
     pub id: String,
@@ -35,6 +35,10 @@ pub struct PageMessage {
     pub timestamp: i64,
     pub is_group: bool,
     pub author: Option<String>,
+    /// The other side's phone number (digits) when WhatsApp knows it: an `@c.us` chat's
+    /// number, or what `WPP.contact.getPnLidEntry` maps an `@lid` to.
+    #[serde(default)]
+    pub phone: Option<String>,
     /// Read from the page's own store by gap filling, not announced by the page.
     #[serde(default)]
     pub backfill: bool,
@@ -48,8 +52,13 @@ pub struct MessageEvent {
     pub slot: Slot,
     /// WhatsApp's message id.
     pub id: String,
-    /// The chat (`<number>@c.us`, or `<id>@g.us` for a group).
+    /// The chat as WhatsApp gives it (`<number>@c.us`, `<digits>@lid`, or `<id>@g.us` for a
+    /// group): reply to it as it is.
     pub chat_id: String,
+    /// The other side's phone number (digits; in a group, the author's) when WhatsApp knows it
+    /// — also for an `@lid` chat.
+    #[schema(example = "4915112345678")]
+    pub phone: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
     pub from_me: bool,
@@ -74,6 +83,7 @@ impl MessageEvent {
             slot: key.slot(),
             id: m.id,
             chat_id: m.chat_id,
+            phone: m.phone,
             from: m.from,
             to: m.to,
             from_me: m.from_me,

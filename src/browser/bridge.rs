@@ -24,6 +24,7 @@ pub const WPP_MEMBERS: &[&str] = &[
     "WPP.conn.logout",
     "WPP.chat.list",
     "WPP.chat.getMessages",
+    "WPP.contact.getPnLidEntry",
 ];
 
 /// Every WA-JS event the bridge subscribes to.
@@ -59,7 +60,12 @@ pub fn script(binding: &str) -> String {
     WPP.on("conn.needs_update", () => send({{ bridge: "needs_update" }}));
     WPP.on("conn.online", (o) => send({{ bridge: "online", online: !!o }}));
     WPP.on("conn.link_code_change", (code) => send({{ bridge: "link_code", code: String(code) }}));
-    WPP.on("chat.new_message", (m) => send({{ bridge: "message", message: message(m) }}));
+    // In order, each with the phone behind an @lid when WhatsApp knows it (at most 2 s).
+    let messages = Promise.resolve();
+    WPP.on("chat.new_message", (m) => {{
+      const msg = message(m);
+      messages = messages.then(async () => {{ if (!msg.phone) msg.phone = await lidPhone(msg); send({{ bridge: "message", message: msg }}); }});
+    }});
     WPP.on("chat.msg_ack_change", (e) => send({{ bridge: "ack", ack: Number(e.ack), ids: (e.ids || []).map(wid) }}));
     WPP.on("conn.backend_event", (name) => {{ if (name === "offline_delivery_end") send({{ bridge: "offline_delivery_end" }}); }});
     send({{ bridge: "ready", version: String(WPP.version) }});
@@ -78,7 +84,17 @@ pub const MESSAGE_FNS: &str = r#"const wid = (w) => w == null ? null : (typeof w
     fromMe: !!(m.id && m.id.fromMe), type: String(m.type || "chat"),
     body: m.type === "chat" ? (typeof m.body === "string" ? m.body : null) : (m.caption || null),
     timestamp: Number(m.t || 0), isGroup: !!m.isGroupMsg, author: wid(m.author),
-  });"#;
+    phone: phoneOf(m.isGroupMsg ? wid(m.author) : (wid(m.id && m.id.remote) || wid(m.from))),
+  });
+  const phoneOf = (id) => (id && id.endsWith("@c.us")) ? id.split("@")[0] : null;
+  const lidPhone = async (msg) => {
+    const id = msg.isGroup ? msg.author : msg.chatId;
+    if (!id || !id.endsWith("@lid")) return null;
+    try {
+      const e = await Promise.race([WPP.contact.getPnLidEntry(id), new Promise((r) => setTimeout(() => r(null), 2000))]);
+      return e && e.phoneNumber ? phoneOf(e.phoneNumber._serialized) : null;
+    } catch (e) { return null; }
+  };"#;
 
 /// The bridge's view of the page now, as one message (the initial report and the poll).
 const SNAPSHOT: &str = r#"(async () => {

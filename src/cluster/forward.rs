@@ -46,13 +46,16 @@ pub fn from_node(cluster: &Cluster, headers: &header::HeaderMap) -> Option<bool>
 fn session_of(method: &Method, path: &str, max_slots: u16) -> Option<SessionKey> {
     let mut parts = path.strip_prefix("/api/")?.split('/');
     let (verb, user, slot) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let ours = matches!(
-        (method.as_str(), verb),
-        ("POST", "start" | "pair" | "stop" | "logout" | "messages") | ("GET", "status" | "qr")
-    );
+    let deeper = parts.next().is_some();
+    let ours = match deeper {
+        false => matches!(
+            (method.as_str(), verb),
+            ("POST", "start" | "pair" | "stop" | "logout" | "messages")
+                | ("GET", "status" | "qr" | "chats")
+        ),
+        // A chat's messages, read and presence; a number check: the session's page answers.
+        true => matches!(verb, "chats" | "contacts"),
+    };
     if !ours {
         return None;
     }
@@ -267,6 +270,11 @@ mod tests {
         assert!(key(Method::POST, "/api/messages/u1/1").is_some());
         assert!(key(Method::GET, "/api/qr/u1/3").is_some());
         assert!(key(Method::GET, "/api/status/u1/3").is_some());
+        // Around the conversation: the session's page answers.
+        assert!(key(Method::GET, "/api/chats/u1/1").is_some());
+        assert!(key(Method::POST, "/api/chats/u1/1/49151@c.us/read").is_some());
+        assert!(key(Method::GET, "/api/chats/u1/1/49151@c.us/messages").is_some());
+        assert!(key(Method::GET, "/api/contacts/u1/1/4915112345678").is_some());
         // Stored events, a user's list, bad slots and other routes are served where they land.
         assert!(key(Method::GET, "/api/messages/u1/1").is_none());
         assert!(key(Method::GET, "/api/status/u1").is_none());

@@ -26,6 +26,8 @@ pub enum ApiError {
     NotFound,
     #[error("this session was never started")]
     UnknownSession,
+    #[error("WhatsApp Web has no such chat")]
+    UnknownChat,
     #[error("no QR code is being shown for this session")]
     NoQr,
     #[error("{0}")]
@@ -178,7 +180,7 @@ impl From<RegistryError> for ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
-    /// not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
+    /// not_found, unknown_session, unknown_chat, no_qr, invalid_phone_number, already_connected,
     /// bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed,
     /// media_too_large, unsupported_media, media_unavailable, media_refused, invalid_webhook_url,
     /// too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
@@ -201,6 +203,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::UnknownSession => "unknown_session",
+            ApiError::UnknownChat => "unknown_chat",
             ApiError::NoQr => "no_qr",
             ApiError::InvalidPhoneNumber(_) => "invalid_phone_number",
             ApiError::AlreadyConnected => "already_connected",
@@ -250,9 +253,10 @@ impl ResponseError for ApiError {
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::NotFound | ApiError::UnknownSession | ApiError::UnknownNode => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound
+            | ApiError::UnknownSession
+            | ApiError::UnknownChat
+            | ApiError::UnknownNode => StatusCode::NOT_FOUND,
             ApiError::NotClustered => StatusCode::CONFLICT,
             ApiError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             ApiError::NoQr

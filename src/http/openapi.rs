@@ -11,7 +11,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::routes::sessions::{self, QrFormat};
-use super::routes::{admin, events, messages, nodes, webhooks};
+use super::routes::{admin, chats, events, messages, nodes, webhooks};
 use super::{console, health};
 use crate::actors::registry::RegistryInfo;
 use crate::actors::session::{ActorInfo, QrView, Session};
@@ -41,6 +41,11 @@ Errors are `{error, message}` with a stable `error` code."
         sessions::logout,
         messages::send,
         messages::list,
+        chats::chats,
+        chats::history,
+        chats::read,
+        chats::presence,
+        chats::contact,
         webhooks::put,
         webhooks::get,
         webhooks::delete,
@@ -63,7 +68,9 @@ Errors are `{error, message}` with a stable `error` code."
         crate::messaging::TextMessage, crate::messaging::MediaMessage,
         crate::messaging::LocationMessage, crate::messaging::ContactMessage,
         crate::messaging::ReactionMessage, crate::messaging::PollMessage,
-        crate::messaging::MediaInput,
+        crate::messaging::MediaInput, chats::ChatList, chats::History, chats::PresenceRequest,
+        crate::messaging::conversation::ChatView, crate::messaging::conversation::NumberCheck,
+        crate::messaging::conversation::Presence,
         messages::EventPage, messages::StoredEventView, crate::actors::session::SentMessage,
         crate::events::MessageEvent, crate::events::AckEvent, crate::events::Ack,
         webhooks::WebhookRequest, webhooks::WebhookView, webhooks::DeliveryView,
@@ -396,6 +403,12 @@ pub struct MediaTooLarge(ErrorBody);
 ))]
 #[allow(dead_code)]
 pub struct MediaRefused(ErrorBody);
+
+/// `unknown_chat`: WhatsApp Web has no such chat.
+#[derive(IntoResponses)]
+#[response(status = 404, example = json!({"error": "unknown_chat", "message": "WhatsApp Web has no such chat"}))]
+#[allow(dead_code)]
+pub struct UnknownChat(ErrorBody);
 
 /// `send_failed`: WhatsApp Web did not take the message.
 #[derive(IntoResponses)]

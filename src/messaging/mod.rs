@@ -5,6 +5,7 @@
 //! budget, idempotency) and gives the job a [`crate::browser::PageHandle`]: it does not grow with
 //! every message type.
 
+pub mod conversation;
 pub mod media;
 pub mod page;
 
@@ -321,7 +322,7 @@ impl SendRequest {
                 (m.to, m.reply_to, m.idempotency_key, ready(body))
             }
             SendRequest::Reaction(m) => {
-                let message_id = message_id(&m.message_id, "messageId")?;
+                let message_id = check_message_id(&m.message_id, "messageId")?;
                 let emoji = m.emoji;
                 let letters = emoji
                     .chars()
@@ -363,7 +364,9 @@ impl SendRequest {
             }
         };
         let to = ChatId::parse(&to).map_err(|e| e.to_string())?;
-        let reply_to = reply_to.map(|r| message_id(&r, "replyTo")).transpose()?;
+        let reply_to = reply_to
+            .map(|r| check_message_id(&r, "replyTo"))
+            .transpose()?;
         if let Some(k) = &idempotency_key {
             if k.is_empty() || k.chars().count() > IDEMPOTENCY_KEY_MAX {
                 return Err(format!(
@@ -400,7 +403,7 @@ fn label(raw: &str, field: &str, max: usize) -> Result<String, String> {
 
 /// A serialized message id as events carry it: `true_<chat>_<id>` or `false_<chat>_<id>`
 /// (groups add `_<participant>`).
-fn message_id(raw: &str, field: &str) -> Result<String, String> {
+pub fn check_message_id(raw: &str, field: &str) -> Result<String, String> {
     let shaped = (raw.starts_with("true_") || raw.starts_with("false_"))
         && raw.len() <= 256
         && raw.split('_').count() >= 3

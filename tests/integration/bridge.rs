@@ -76,6 +76,7 @@ fn the_bridge_uses_only_what_the_pinned_wa_js_declares() {
     for member in wa_supervisor::browser::bridge::WPP_MEMBERS
         .iter()
         .chain(wa_supervisor::messaging::page::WPP_MEMBERS)
+        .chain(wa_supervisor::messaging::conversation::WPP_MEMBERS)
     {
         let path: Vec<&str> = member.strip_prefix("WPP.").unwrap().split('.').collect();
         let ok = match path.as_slice() {
@@ -133,8 +134,8 @@ fn the_bridge_uses_only_what_the_pinned_wa_js_declares() {
     assert!(read("chat/functions/sendCreatePollMessage.d.ts").contains("selectableCount?: number;"));
     assert!(read("chat/functions/sendReactionToMessage.d.ts")
         .contains("reaction: string | false | null"));
-    // The stand-in WPP of the tests declares nothing the real one does not (its `conn` and
-    // `chat` members sit at six spaces).
+    // The stand-in WPP of the tests declares nothing the real one does not (its `conn`,
+    // `contact` and `chat` members sit at six spaces).
     let mut standin = 0;
     for line in wpp::SCRIPT.lines() {
         let Some(rest) = line.strip_prefix("      ") else {
@@ -148,7 +149,9 @@ fn the_bridge_uses_only_what_the_pinned_wa_js_declares() {
             continue;
         }
         assert!(
-            declared_in_folder("conn", &name) || declared_in_folder("chat", &name),
+            ["conn", "chat", "contact"]
+                .iter()
+                .any(|folder| declared_in_folder(folder, &name)),
             "the stand-in WPP has {name}, which WA-JS does not declare"
         );
         standin += 1;

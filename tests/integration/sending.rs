@@ -553,3 +553,180 @@ async fn large_documents_arrive_whole_and_two_users_files_never_cross() {
     t.stop(&b, 1).await;
     t.assert_no_browsers_left().await;
 }
+
+/// Around the conversation: read, presence, a number check (with its linked id), chats and
+/// history from the page; `phone` on events of an `@lid` chat; another user's token refused;
+/// the calls share the session's `SEND_PER_MINUTE` with sends.
+#[actix_web::test]
+async fn read_presence_number_checks_chats_and_history_go_through_the_page() {
+    let issuer = TestIssuer::start().await;
+    let mut args = issuer.settings_args();
+    args.extend(["--send-per-minute", "20"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = spawn_app(opts(), &args).await;
+    let (user, other) = (uuid_like(0x2205), uuid_like(0x2206));
+    let phone = "4915100022051";
+    t.link(&user, 1, phone).await;
+    let (customer, hidden, lid) = ("4915199990051", "4915199990052", "203458799990052@lid");
+    t.standin.add_contact(hidden, Some(lid));
+    let first = t.standin.incoming(phone, customer, "first").unwrap();
+    t.standin.incoming(phone, customer, "second").unwrap();
+    t.standin.incoming(phone, lid, "from a linked id").unwrap();
+    let events = eventually(Duration::from_secs(10), "three messages", || async {
+        let r = t
+            .get(&format!("/api/messages/{user}/1"), SERVICE_TOKEN)
+            .await;
+        let msgs: Vec<Value> = r.json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "message")
+            .map(|e| e["data"].clone())
+            .collect();
+        (msgs.len() == 3).then_some(msgs)
+    })
+    .await;
+    let phone_of = |body: &str| events.iter().find(|m| m["body"] == body).unwrap()["phone"].clone();
+    assert_eq!(phone_of("first"), customer);
+    assert_eq!(
+        phone_of("from a linked id"),
+        hidden,
+        "the phone behind the @lid"
+    );
+    let chat = format!("{customer}@c.us");
+
+    let base = format!("/api/chats/{user}/1/{chat}");
+    assert_eq!(
+        t.json("POST", &format!("{base}/read"), json!({}))
+            .await
+            .status,
+        204
+    );
+    let r = t
+        .json(
+            "POST",
+            &format!("{base}/presence"),
+            json!({"state": "typing"}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{r:?}");
+    let r = t
+        .json(
+            "POST",
+            &format!("{base}/presence"),
+            json!({"state": "dancing"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (400, Some("bad_request"))
+    );
+    assert_eq!(
+        t.standin.presence(),
+        [
+            (phone.to_owned(), chat.clone(), "read".to_owned()),
+            (phone.to_owned(), chat.clone(), "typing".to_owned())
+        ]
+    );
+
+    let r = t
+        .get(&format!("/api/contacts/{user}/1/+{hidden}"), SERVICE_TOKEN)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json,
+        json!({"exists": true, "chatId": format!("{hidden}@c.us"), "lid": lid, "phone": hidden})
+    );
+    let r = t
+        .get(
+            &format!("/api/contacts/{user}/1/4915199990099"),
+            SERVICE_TOKEN,
+        )
+        .await;
+    assert_eq!((r.status, &r.json["exists"]), (200, &json!(false)));
+    let r = t
+        .get(&format!("/api/contacts/{user}/1/12ab"), SERVICE_TOKEN)
+        .await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (400, Some("invalid_phone_number"))
+    );
+
+    let r = t.get(&format!("/api/chats/{user}/1"), SERVICE_TOKEN).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let ids: Vec<&str> = r.json["chats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&chat.as_str()) && ids.contains(&lid),
+        "{ids:?}"
+    );
+    let r = t.get(&format!("{base}/messages"), SERVICE_TOKEN).await;
+    let bodies: Vec<&str> = r.json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["first", "second"]);
+    let second = r.json["messages"][1]["id"].as_str().unwrap().to_owned();
+    let r = t
+        .get(
+            &format!("{base}/messages?before={second}&limit=5"),
+            SERVICE_TOKEN,
+        )
+        .await;
+    assert_eq!(r.json["messages"].as_array().unwrap().len(), 1, "{r:?}");
+    assert_eq!(r.json["messages"][0]["id"], first.as_str());
+    let r = t
+        .get(&format!("{base}/messages?limit=0"), SERVICE_TOKEN)
+        .await;
+    assert_eq!(r.status, 400);
+    let r = t
+        .get(
+            &format!("/api/chats/{user}/1/not-a-chat/messages"),
+            SERVICE_TOKEN,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (400, Some("bad_request"))
+    );
+
+    // Another user's token: 403 on every one, nothing shown.
+    let theirs = issuer.token(&other, TokenOpts::default());
+    for (method, path) in [
+        ("GET", format!("/api/chats/{user}/1")),
+        ("GET", format!("{base}/messages")),
+        ("POST", format!("{base}/read")),
+        ("GET", format!("/api/contacts/{user}/1/{hidden}")),
+    ] {
+        let r = t.call(method, &path, Some(&theirs)).await;
+        assert_eq!(r.status, 403, "{method} {path}: {r:?}");
+    }
+    // A session that is not linked.
+    let r = t.get(&format!("/api/chats/{other}/1"), SERVICE_TOKEN).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(t.standin.presence().len(), 2);
+
+    // The session's budget is shared with sends: it runs out.
+    let mut limited = None;
+    for _ in 0..30 {
+        let r = t
+            .get(&format!("/api/contacts/{user}/1/{hidden}"), SERVICE_TOKEN)
+            .await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("429 within the budget");
+    assert_eq!(r.json["error"], "rate_limited");
+    let r = send(&t, &user, json!({"to": customer, "text": "over budget"})).await;
+    assert_eq!(r.status, 429, "{r:?}");
+    t.stop(&user, 1).await;
+    t.assert_no_browsers_left().await;
+}

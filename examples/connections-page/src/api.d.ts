@@ -76,6 +76,91 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/chats/{userId}/{slot}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The session's chats from WhatsApp Web, the most recent first. */
+        get: operations["chats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/chats/{userId}/{slot}/{chatId}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A chat's messages from WhatsApp Web's own store (not only those the daemon recorded). */
+        get: operations["history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/chats/{userId}/{slot}/{chatId}/presence": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Shows "typing…" or "recording audio…" in the chat, or stops it (`paused`). */
+        post: operations["presence"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/chats/{userId}/{slot}/{chatId}/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Marks the chat read (its messages get the blue ticks). */
+        post: operations["read"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/contacts/{userId}/{slot}/{phone}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Whether a number is on WhatsApp, with the chat id to send to and its linked id. */
+        get: operations["contact"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/events/{userId}": {
         parameters: {
             query?: never;
@@ -480,6 +565,26 @@ export interface components {
              */
             version: string;
         };
+        ChatList: {
+            chats: components["schemas"]["ChatView"][];
+        };
+        /** @description A chat of `GET /api/chats/{userId}/{slot}`. */
+        ChatView: {
+            /** @description `<digits>@c.us`, `<id>@g.us` or `<digits>@lid`: where to send. */
+            id: string;
+            isGroup: boolean;
+            name?: string | null;
+            /**
+             * Format: int64
+             * @description Unix seconds of the last activity.
+             */
+            timestamp: number;
+            /**
+             * Format: int32
+             * @description Unread messages.
+             */
+            unread: number;
+        };
         /** @description The cluster as the database has it. */
         ClusterView: {
             leases: components["schemas"]["LeaseView"][];
@@ -539,7 +644,7 @@ export interface components {
         ErrorBody: {
             /**
              * @description The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
-             *     not_found, unknown_session, no_qr, invalid_phone_number, already_connected,
+             *     not_found, unknown_session, unknown_chat, no_qr, invalid_phone_number, already_connected,
              *     bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed,
              *     media_too_large, unsupported_media, media_unavailable, media_refused, invalid_webhook_url,
              *     too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
@@ -565,6 +670,10 @@ export interface components {
         FfmpegInfo: {
             /** @example /usr/bin/ffmpeg */
             path: string;
+        };
+        History: {
+            /** @description Oldest first, shaped like `message` events. */
+            messages: Record<string, never>[];
         };
         /** @description One session's lease. */
         LeaseView: {
@@ -646,13 +755,22 @@ export interface components {
              */
             backfill: boolean;
             body?: string | null;
-            /** @description The chat (`<number>@c.us`, or `<id>@g.us` for a group). */
+            /**
+             * @description The chat as WhatsApp gives it (`<number>@c.us`, `<digits>@lid`, or `<id>@g.us` for a
+             *     group): reply to it as it is.
+             */
             chatId: string;
             from?: string | null;
             fromMe: boolean;
             /** @description WhatsApp's message id. */
             id: string;
             isGroup: boolean;
+            /**
+             * @description The other side's phone number (digits; in a group, the author's) when WhatsApp knows it
+             *     — also for an `@lid` chat.
+             * @example 4915112345678
+             */
+            phone?: string | null;
             slot: components["schemas"]["Slot"];
             /**
              * Format: int64
@@ -699,6 +817,26 @@ export interface components {
             seenMsAgo: number;
             url: string;
         };
+        /** @description `GET /api/contacts/{userId}/{slot}/{phone}`. */
+        NumberCheck: {
+            /**
+             * @description The chat to send to (`<digits>@c.us`), when it exists.
+             * @example 4915112345678@c.us
+             */
+            chatId?: string | null;
+            /** @description Whether the number is on WhatsApp. */
+            exists: boolean;
+            /**
+             * @description Its linked id (`<digits>@lid`), when WhatsApp gives one.
+             * @example 203458712345678@lid
+             */
+            lid?: string | null;
+            /**
+             * @description The number asked about, digits only.
+             * @example 4915112345678
+             */
+            phone: string;
+        };
         /** @description The body of `POST /api/pair/{userId}/{slot}`. */
         PairRequest: {
             /**
@@ -722,6 +860,15 @@ export interface components {
             selectable?: number | null;
             /** @example 4915112345678 */
             to: string;
+        };
+        /**
+         * @description What a chat shows to its other side.
+         * @enum {string}
+         */
+        Presence: "typing" | "recording" | "paused";
+        /** @description The body of `POST …/{chatId}/presence`. */
+        PresenceRequest: {
+            state: components["schemas"]["Presence"];
         };
         /**
          * @description How a QR code is returned.
@@ -1182,6 +1329,696 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    chats: {
+        parameters: {
+            query?: {
+                /** @description Only chats with unread messages. */
+                unread?: boolean;
+                /** @description At most this many (1 to 200, default 50). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                userId: components["schemas"]["UserId"];
+                slot: components["schemas"]["Slot"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The chats */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatList"];
+                };
+            };
+            /** @description `invalid_user_id` or `invalid_slot`: the path does not name a session. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unknown_chat`: WhatsApp Web has no such chat. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unknown_chat",
+                     *       "message": "WhatsApp Web has no such chat"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `not_connected` (not linked), `bridge_unavailable` (no WA-JS), `send_in_progress` (the
+             *     idempotency key's first send has no answer yet) or `send_outcome_unknown` (it may have reached
+             *     WhatsApp: never sent again; ask again with the key for its result).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `too_many_sessions` (the host's browser limit), `too_many_pending` (this user's browsers not
+             *     linked yet) or `rate_limited` (this user's start rate).
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `send_failed`: WhatsApp Web did not take the message. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "send_failed",
+                     *       "message": "WhatsApp Web did not take the message: …"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    history: {
+        parameters: {
+            query?: {
+                /** @description Only messages before this one (a message id), for the next page back. */
+                before?: string;
+                /** @description At most this many (1 to 200, default 50). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                userId: components["schemas"]["UserId"];
+                slot: components["schemas"]["Slot"];
+                chatId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The messages */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["History"];
+                };
+            };
+            /** @description `invalid_user_id` or `invalid_slot`: the path does not name a session. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unknown_chat`: WhatsApp Web has no such chat. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unknown_chat",
+                     *       "message": "WhatsApp Web has no such chat"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `not_connected` (not linked), `bridge_unavailable` (no WA-JS), `send_in_progress` (the
+             *     idempotency key's first send has no answer yet) or `send_outcome_unknown` (it may have reached
+             *     WhatsApp: never sent again; ask again with the key for its result).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `too_many_sessions` (the host's browser limit), `too_many_pending` (this user's browsers not
+             *     linked yet) or `rate_limited` (this user's start rate).
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `send_failed`: WhatsApp Web did not take the message. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "send_failed",
+                     *       "message": "WhatsApp Web did not take the message: …"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    presence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                userId: components["schemas"]["UserId"];
+                slot: components["schemas"]["Slot"];
+                chatId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PresenceRequest"];
+            };
+        };
+        responses: {
+            /** @description Shown */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `invalid_user_id` or `invalid_slot`: the path does not name a session. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unknown_chat`: WhatsApp Web has no such chat. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unknown_chat",
+                     *       "message": "WhatsApp Web has no such chat"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `not_connected` (not linked), `bridge_unavailable` (no WA-JS), `send_in_progress` (the
+             *     idempotency key's first send has no answer yet) or `send_outcome_unknown` (it may have reached
+             *     WhatsApp: never sent again; ask again with the key for its result).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `too_many_sessions` (the host's browser limit), `too_many_pending` (this user's browsers not
+             *     linked yet) or `rate_limited` (this user's start rate).
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `send_failed`: WhatsApp Web did not take the message. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "send_failed",
+                     *       "message": "WhatsApp Web did not take the message: …"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    read: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                userId: components["schemas"]["UserId"];
+                slot: components["schemas"]["Slot"];
+                chatId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Marked read */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `invalid_user_id` or `invalid_slot`: the path does not name a session. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unknown_chat`: WhatsApp Web has no such chat. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unknown_chat",
+                     *       "message": "WhatsApp Web has no such chat"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `not_connected` (not linked), `bridge_unavailable` (no WA-JS), `send_in_progress` (the
+             *     idempotency key's first send has no answer yet) or `send_outcome_unknown` (it may have reached
+             *     WhatsApp: never sent again; ask again with the key for its result).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `too_many_sessions` (the host's browser limit), `too_many_pending` (this user's browsers not
+             *     linked yet) or `rate_limited` (this user's start rate).
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `send_failed`: WhatsApp Web did not take the message. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "send_failed",
+                     *       "message": "WhatsApp Web did not take the message: …"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    contact: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                userId: components["schemas"]["UserId"];
+                slot: components["schemas"]["Slot"];
+                /** @description Digits, country code first (optional `+`) */
+                phone: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Checked (`exists: false` for a number not on WhatsApp) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NumberCheck"];
+                };
+            };
+            /** @description `invalid_user_id` or `invalid_slot`: the path does not name a session. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `not_connected` (not linked), `bridge_unavailable` (no WA-JS), `send_in_progress` (the
+             *     idempotency key's first send has no answer yet) or `send_outcome_unknown` (it may have reached
+             *     WhatsApp: never sent again; ask again with the key for its result).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `too_many_sessions` (the host's browser limit), `too_many_pending` (this user's browsers not
+             *     linked yet) or `rate_limited` (this user's start rate).
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `send_failed`: WhatsApp Web did not take the message. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "send_failed",
+                     *       "message": "WhatsApp Web did not take the message: …"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };

@@ -98,6 +98,15 @@ impl RegistryHandle {
         .await
     }
 
+    /// The page of `key`'s linked session, for one call around the conversation.
+    pub async fn page(&self, key: SessionKey) -> Result<crate::browser::PageHandle, RegistryError> {
+        self.known(&key, || {
+            let msg = UsePage(crate::actors::session::UsePage { key: key.clone() });
+            async move { self.addr.send(msg).await? }
+        })
+        .await
+    }
+
     /// Cluster mode: starts `key` on this node if it should run and no node holds it (the
     /// sweeper's call).
     pub async fn adopt(&self, key: SessionKey) {

@@ -234,6 +234,23 @@ impl Handler<SendMessage> for Registry {
     }
 }
 
+/// The page of a known, linked session (see [`session::UsePage`]).
+#[derive(Message)]
+#[rtype(result = "Result<crate::browser::PageHandle, RegistryError>")]
+pub struct UsePage(pub session::UsePage);
+
+impl Handler<UsePage> for Registry {
+    type Result = ResponseFuture<Result<crate::browser::PageHandle, RegistryError>>;
+
+    fn handle(&mut self, msg: UsePage, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.known_actor(&msg.0.key);
+        Box::pin(async move {
+            let addr = addr.ok_or(RegistryError::Unknown)?;
+            Ok(addr.send(msg.0).await??)
+        })
+    }
+}
+
 /// Stops a known session (keeps its profile). Replies once its browser is gone.
 #[derive(Message)]
 #[rtype(result = "Result<Session, RegistryError>")]

@@ -58,7 +58,7 @@ pub use machine::{Cause, Machine, StopKind};
 pub use pair::{Pair, PAIR_WAIT};
 pub use qr::GetQr;
 pub use recycle::OverMemory;
-pub use send::{Send, SendJob, SentMessage, IDEMPOTENCY_WINDOW_MS};
+pub use send::{Send, SendJob, SentMessage, UsePage, IDEMPOTENCY_WINDOW_MS};
 pub use shutdown::Shutdown;
 pub use start::Start;
 pub use status::GetStatus;

@@ -39,6 +39,32 @@ impl Handler<RefundSend> for SessionActor {
     }
 }
 
+/// The page of a linked session for a call around the conversation (mark read, presence, a
+/// number check, chats, history: `src/messaging/conversation.rs`); it takes one from the send
+/// budget like a send.
+#[derive(Message)]
+#[rtype(result = "Result<PageHandle, SessionError>")]
+pub struct UsePage {
+    pub key: SessionKey,
+}
+
+impl Handler<UsePage> for SessionActor {
+    type Result = Result<PageHandle, SessionError>;
+
+    fn handle(&mut self, msg: UsePage, _: &mut Context<Self>) -> Self::Result {
+        self.check_key(&msg.key)?;
+        let page = match (&self.run, self.machine.is_connected(), self.bridge) {
+            (Some(run), true, Bridge::WaJs) => run.browser.page(),
+            (Some(_), true, _) => return Err(SessionError::BridgeUnavailable),
+            _ => return Err(SessionError::NotConnected),
+        };
+        self.send_budget
+            .take(self.env.send_per_minute)
+            .map_err(|retry_after_secs| SessionError::RateLimited { retry_after_secs })?;
+        Ok(page)
+    }
+}
+
 /// What a send answers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -975,6 +975,7 @@ fn message(id: &str) -> Observation {
         timestamp: 1_700_000_000,
         is_group: false,
         author: None,
+        phone: None,
         backfill: false,
     })
 }

@@ -1,6 +1,7 @@
 //! Routes per resource.
 
 pub mod admin;
+pub mod chats;
 pub mod events;
 pub mod messages;
 pub mod nodes;

@@ -191,6 +191,10 @@ struct State {
     send_delay: Duration,
     /// Files the pages uploaded, by token.
     uploads: HashMap<String, Vec<u8>>,
+    /// Numbers on WhatsApp beside the linked devices' own, with their linked id if any.
+    contacts: HashMap<String, Option<String>>,
+    /// Every read and presence a device showed: (device's phone, chat, state).
+    presence: Vec<(String, String, String)>,
 }
 
 impl State {
@@ -348,6 +352,8 @@ impl StandIn {
                 .route("/api/send", web::post().to(api_send))
                 .app_data(web::PayloadConfig::new(256 << 20))
                 .route("/api/upload", web::post().to(api_upload))
+                .route("/api/presence", web::post().to(api_presence))
+                .route("/api/contact", web::post().to(api_contact))
                 .route("/api/caps", web::post().to(api_caps))
                 .route("/api/received", web::post().to(api_received))
                 .route("/api/refused", web::post().to(api_refused))
@@ -497,6 +503,20 @@ impl StandIn {
     /// once: a page that dies meanwhile has sent it without knowing).
     pub fn delay_sends(&self, delay: Duration) {
         self.state.lock().unwrap().send_delay = delay;
+    }
+
+    /// The number `phone` is on WhatsApp, with linked id `lid` (`<digits>@lid`) if given.
+    pub fn add_contact(&self, phone: &str, lid: Option<&str>) {
+        self.state
+            .lock()
+            .unwrap()
+            .contacts
+            .insert(phone.to_owned(), lid.map(str::to_owned));
+    }
+
+    /// Every read and presence the devices showed: (device's phone, chat, state).
+    pub fn presence(&self) -> Vec<(String, String, String)> {
+        self.state.lock().unwrap().presence.clone()
     }
 
     /// Every message the devices sent, in order.
@@ -799,6 +819,56 @@ async fn api_send(
     no_store(HttpResponse::Ok()).json(answer)
 }
 
+#[derive(Deserialize)]
+struct PresenceBody {
+    chat: String,
+    state: String,
+}
+
+async fn api_presence(
+    st: web::Data<Mutex<State>>,
+    q: web::Query<DeviceQuery>,
+    b: web::Json<PresenceBody>,
+) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    let Some(phone) = s.devices.get(&q.device).and_then(|d| d.phone.clone()) else {
+        return no_store(HttpResponse::Conflict()).json(json!({"error": "not linked"}));
+    };
+    s.presence.push((phone, b.chat.clone(), b.state.clone()));
+    no_store(HttpResponse::Ok()).json(json!({"ok": true}))
+}
+
+#[derive(Deserialize)]
+struct ContactBody {
+    /// `<digits>@c.us` or `<digits>@lid`.
+    id: String,
+}
+
+/// WhatsApp's directory: `{phone, lid}` of a number or linked id it knows, else null.
+async fn api_contact(st: web::Data<Mutex<State>>, b: web::Json<ContactBody>) -> HttpResponse {
+    let s = st.lock().unwrap();
+    let found = match b.id.split_once('@') {
+        Some((phone, "c.us")) => s
+            .contacts
+            .get(phone)
+            .map(|lid| (phone.to_owned(), lid.clone()))
+            .or_else(|| {
+                s.devices
+                    .values()
+                    .any(|d| d.phone.as_deref() == Some(phone))
+                    .then(|| (phone.to_owned(), None))
+            }),
+        Some((_, "lid")) => s
+            .contacts
+            .iter()
+            .find(|(_, lid)| lid.as_deref() == Some(b.id.as_str()))
+            .map(|(phone, lid)| (phone.clone(), lid.clone())),
+        _ => None,
+    };
+    let contact = found.map(|(phone, lid)| json!({"phone": phone, "lid": lid}));
+    no_store(HttpResponse::Ok()).json(json!({ "contact": contact }))
+}
+
 /// A page uploads a file (WhatsApp's media servers): kept as it came, by a token.
 async fn api_upload(
     st: web::Data<Mutex<State>>,
@@ -1082,6 +1152,8 @@ window.__standin = {
   pair: async (phone) => (await post("/api/pair", {phone: String(phone)})).code,
   logout: async () => { await post("/api/logout"); },
   send: async (to, body, messageId, extra) => post("/api/send", {to: String(to), body: String(body), messageId: messageId || null, extra: extra || null}),
+  presence: async (chat, state) => post("/api/presence", {chat: String(typeof chat === "string" ? chat : chat._serialized), state}),
+  contact: async (id) => (await post("/api/contact", {id: String(id)})).contact,
   // A file to WhatsApp's servers, as it is; what they keep of it.
   upload: async (blob) => {
     const r = await fetch("/api/upload?device=" + encodeURIComponent(device) + "&instance=" + instance, {method: "POST", cache: "no-store", body: blob});

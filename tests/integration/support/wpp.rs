@@ -32,6 +32,18 @@ pub const SCRIPT: &str = r#"(() => {
       needsUpdate: () => updateNeeded,
       isOnline: () => online,
     },
+    // WhatsApp's directory: a number is on WhatsApp when the server knows it; some have a
+    // linked id.
+    contact: {
+      queryWidExists: async (id) => {
+        const c = await window.__standin.contact(typeof id === "string" ? id : id._serialized);
+        return c ? { wid: wid(c.phone + "@c.us"), lid: c.lid ? wid(c.lid) : undefined, biz: false } : null;
+      },
+      getPnLidEntry: async (id) => {
+        const c = await window.__standin.contact(typeof id === "string" ? id : id._serialized);
+        return c ? { phoneNumber: pn(c.phone + "@c.us"), lid: c.lid ? pn(c.lid) : undefined } : {};
+      },
+    },
     chat: {
       // Like WA-JS: answers once WhatsApp Web took the message (ack 0, the clock), and the new
       // message (fromMe) goes through chat.new_message too.
@@ -64,6 +76,10 @@ pub const SCRIPT: &str = r#"(() => {
       },
       sendCreatePollMessage: async (chatId, name, choices, options) =>
         sent(chatId, "poll_creation", String(name), options, { choices: choices.map(String), selectableCount: (options || {}).selectableCount }),
+      markIsRead: async (chatId) => { await window.__standin.presence(chatId, "read"); return { wid: wid(chatId), unreadCount: 0 }; },
+      markIsComposing: async (chatId, duration) => { await window.__standin.presence(chatId, "typing"); },
+      markIsRecording: async (chatId, duration) => { await window.__standin.presence(chatId, "recording"); },
+      markIsPaused: async (chatId) => { await window.__standin.presence(chatId, "paused"); },
       // A message of the page's store by its serialized id; WA-JS throws when there is none.
       getMessageById: async (id) => {
         const m = (await window.__standin.messages()).find((m) => m.id === id);
@@ -87,7 +103,9 @@ pub const SCRIPT: &str = r#"(() => {
           .filter((m) => (m.fromMe ? m.to : m.from) === id)
           .sort((a, b) => Number(a.t || 0) - Number(b.t || 0));
         const count = options && options.count != null ? options.count : 20;
-        return all.slice(Math.max(0, all.length - count)).map((m) => msgModel(m, !!m.fromMe));
+        const anchor = options && options.direction === "before" && options.id ? all.findIndex((m) => m.id === String(options.id)) : -1;
+        const upto = anchor >= 0 ? all.slice(0, anchor) : all;
+        return upto.slice(Math.max(0, upto.length - count)).map((m) => msgModel(m, !!m.fromMe));
       },
     },
   };
@@ -103,6 +121,7 @@ pub const SCRIPT: &str = r#"(() => {
     emit("chat.new_message", msgModel(m, true));
     return { id: r.id, ack: 0, from: r.from, to, sendMsgResult: null };
   };
+  const pn = (s) => ({ id: s.split("@")[0], server: s.split("@")[1], _serialized: s });
   const wid = (s) => (s ? { _serialized: s, user: s.split("@")[0], server: s.split("@")[1] } : undefined);
   const msgModel = (m, fromMe) => ({
     id: { _serialized: m.id, fromMe, remote: wid(fromMe ? m.to : m.from), id: m.id.split("_").pop() },
