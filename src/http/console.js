@@ -77,8 +77,13 @@
         e.preventDefault();
         const to = el.querySelector(".to").value.trim();
         const text = el.querySelector(".text").value;
-        sendText(n, to, text).then((ok) => {
-          if (ok) el.querySelector(".text").value = "";
+        const picker = el.querySelector(".file");
+        const file = picker.files && picker.files[0];
+        const sent = file ? sendFile(n, to, file, text) : sendText(n, to, text);
+        sent.then((ok) => {
+          if (!ok) return;
+          el.querySelector(".text").value = "";
+          picker.value = "";
         });
       });
       el.querySelector(".logout").addEventListener("click", () => {
@@ -288,7 +293,9 @@
     }
     if (m.fromMe) meta.appendChild(span("ack", ""));
     item.appendChild(meta);
-    item.appendChild(span("body", m.body == null ? "[" + m.type + "]" : m.body));
+    // Media shows its type beside its caption: what was sent or received.
+    const kind = m.type && m.type !== "chat" ? "[" + m.type + "]" : "";
+    item.appendChild(span("body", m.body == null || m.body === "" ? kind : (kind ? kind + " " : "") + m.body));
     if (m.fromMe && acks.has(m.id)) {
       setAck(item, acks.get(m.id));
       acks.delete(m.id);
@@ -337,6 +344,27 @@
     try {
       const sent = await api("POST", "/api/messages/" + encodeURIComponent(shownUser) + "/" + n, { to, text });
       say("Slot " + n + ": sent " + sent.id);
+      return true;
+    } catch (err) {
+      say("Slot " + n + ": " + err.message, true);
+      return false;
+    }
+  }
+
+  // An image goes as an image, anything else as a document (base64: the daemon checks its bytes).
+  async function sendFile(n, to, file, caption) {
+    try {
+      const data = await new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(String(reader.result).split(",")[1] || "");
+        reader.onerror = () => reject(reader.error || new Error("the file could not be read"));
+        reader.readAsDataURL(file);
+      });
+      const type = /^image\/(jpeg|png|webp)$/.test(file.type) ? "image" : "document";
+      const body = { type, to, media: { data, filename: file.name } };
+      if (caption.trim()) body.caption = caption;
+      const sent = await api("POST", "/api/messages/" + encodeURIComponent(shownUser) + "/" + n, body);
+      say("Slot " + n + ": sent " + type + " " + file.name + " (" + sent.id + ")");
       return true;
     } catch (err) {
       say("Slot " + n + ": " + err.message, true);

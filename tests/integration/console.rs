@@ -339,6 +339,51 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
         |s: &String| s.contains("To +4917600000042") && s.contains("Hi from the console"),
     )
     .await;
+    // A file from the page: a PNG goes as an image with its caption, and shows as sent.
+    let png: Vec<u8> = {
+        let img =
+            image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 7]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
+    let bytes = serde_json::to_string(&png).unwrap();
+    let _: bool = eval(
+        &page,
+        &format!(
+            "(() => {{ const dt = new DataTransfer(); \
+             dt.items.add(new File([new Uint8Array({bytes})], 'menu.png', {{ type: 'image/png' }})); \
+             document.querySelector('#slot-1 form.send .file').files = dt.files; \
+             document.querySelector('#slot-1 form.send .text').value = 'Our menu'; return true; }})()"
+        ),
+    )
+    .await;
+    within("send a file from the page", STEP, async {
+        page.find_element("#slot-1 form.send button")
+            .await?
+            .click()
+            .await?;
+        Ok::<_, CdpError>(())
+    })
+    .await
+    .unwrap();
+    let image = crate::support::harness::eventually(STEP, "the image sent", || async {
+        t.standin
+            .sent()
+            .into_iter()
+            .find(|m| m.kind == "image" && m.body == "Our menu")
+    })
+    .await;
+    assert_eq!(image.media_bytes(&t.standin).unwrap(), png);
+    assert_eq!(image.extra["media"]["filename"], "menu.png");
+    wait_page(
+        &page,
+        "document.querySelector('#slot-1 .messages').textContent",
+        STEP,
+        "the sent image in the slot",
+        |s: &String| s.contains("[image] Our menu"),
+    )
+    .await;
 
     // The token stayed out of every URL the page loaded (the open SSE stream, not listed
     // until it ends, went through a ticket).

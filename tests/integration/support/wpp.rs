@@ -126,6 +126,8 @@ pub const SCRIPT: &str = r#"(() => {
   const msgModel = (m, fromMe) => ({
     id: { _serialized: m.id, fromMe, remote: wid(fromMe ? m.to : m.from), id: m.id.split("_").pop() },
     from: wid(m.from), to: wid(m.to), body: m.body, type: m.type, t: m.t,
+    // WhatsApp Web keeps a media message's caption apart from its body.
+    caption: m.type && m.type !== "chat" && m.body ? m.body : undefined,
     isGroupMsg: false, author: undefined,
   });
   window.addEventListener("standin", (e) => {
