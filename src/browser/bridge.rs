@@ -121,6 +121,9 @@ pub enum Command {
     PairingCode { phone: String },
     /// Unlink this device on WhatsApp's side.
     Logout,
+    /// A full garbage collection in the page (DevTools `HeapProfiler.collectGarbage`, not a
+    /// WA-JS call): after a large media send, so the page's memory returns to its level.
+    CollectGarbage,
     /// A call of the messaging room (`src/messaging/page.rs`): `body` is an async function's
     /// body that may use `wid(w)` and `message(m)`; its return value is the answer.
     Call { what: &'static str, body: String },
@@ -145,6 +148,7 @@ impl Command {
             ),
             Command::Logout => "return !!(await WPP.conn.logout());".to_owned(),
             Command::Call { body, .. } => format!("{MESSAGE_FNS} {body}"),
+            Command::CollectGarbage => "return null;".to_owned(),
             Command::RecentMessages {
                 since,
                 chats,
@@ -171,6 +175,7 @@ impl Command {
             Command::PairingCode { .. } => "genLinkDeviceCodeForPhoneNumber",
             Command::Logout => "logout",
             Command::Call { what, .. } => what,
+            Command::CollectGarbage => "collectGarbage",
             Command::RecentMessages { .. } => "getMessages",
         }
     }

@@ -401,6 +401,12 @@ impl PageProbe {
         command: super::bridge::Command,
     ) -> Result<serde_json::Value, BrowserError> {
         let what = command.name();
+        if command == super::bridge::Command::CollectGarbage {
+            let gc =
+                chromiumoxide::cdp::js_protocol::heap_profiler::CollectGarbageParams::default();
+            timed(what, self.page.execute(gc)).await?;
+            return Ok(serde_json::Value::Null);
+        }
         let _one_at_a_time = self.commands.lock().await;
         let run = self.page.evaluate_expression(command.expression());
         let result = match tokio::time::timeout(COMMAND_TIMEOUT, run).await {

@@ -94,6 +94,32 @@ pub async fn send(
         job = js(&job),
     );
     let until = tokio::time::Instant::now() + deadline(msg);
+    let answer = collect_until(page, what, collect, until).await;
+    // A large file leaves garbage in the page (its slices, the File): collected now, not
+    // whenever the page next allocates.
+    if upload.is_some() && media_len(msg) > GC_AFTER_BYTES {
+        let _ = (page)(Command::CollectGarbage).await;
+    }
+    answer
+}
+
+/// Media larger than this is followed by a garbage collection in the page.
+const GC_AFTER_BYTES: usize = 1 << 20;
+
+fn media_len(msg: &Outgoing) -> usize {
+    match &msg.body {
+        Body::Media { media, .. } => media.bytes.len(),
+        _ => 0,
+    }
+}
+
+/// Collects the send job until it ends or `until` passes.
+async fn collect_until(
+    page: &PageHandle,
+    what: &'static str,
+    collect: String,
+    until: tokio::time::Instant,
+) -> Result<Value, SendError> {
     loop {
         let answer = (page)(Command::Call {
             what,
@@ -364,8 +390,10 @@ mod tests {
         Arc::new(move |command| {
             let calls = calls.clone();
             Box::pin(async move {
-                let Command::Call { what, body } = command else {
-                    panic!("only calls")
+                let (what, body) = match command {
+                    Command::Call { what, body } => (what, body),
+                    Command::CollectGarbage => ("collectGarbage", String::new()),
+                    other => panic!("{other:?}"),
                 };
                 calls.lock().unwrap().push((what, body.clone()));
                 Ok(if body.contains("pending") {
@@ -385,10 +413,11 @@ mod tests {
         let answer = send(&page, &doc, Some("3EB0AB")).await.unwrap();
         assert_eq!(answer["id"], "true_1@c.us_X");
         let calls = calls.lock().unwrap();
-        // Three slices, the start, one collection.
+        // Three slices, the start, one collection, a garbage collection (over 1 MiB).
+        assert_eq!(calls[5].0, "collectGarbage");
         assert_eq!(
             calls.len(),
-            5,
+            6,
             "{:?}",
             calls.iter().map(|c| c.1.len()).collect::<Vec<_>>()
         );

@@ -524,6 +524,30 @@ async fn large_documents_arrive_whole_and_two_users_files_never_cross() {
     let got = m.media_bytes(&t.standin).unwrap();
     assert_eq!((got.len(), sha(&got)), (big.len(), sha(&big)));
     drop((big, got));
+    // Under MEDIA_MAX_BYTES but over WhatsApp's own limit for images: its refusal, with the
+    // reason, and nothing sent.
+    let sent_before = t.standin.sent().len();
+    let mut huge = b"\x89PNG\r\n\x1a\n".to_vec();
+    huge.resize(17 << 20, 1);
+    let r = send(
+        &t,
+        &a,
+        json!({"type": "image", "to": "4915199990031", "media": {"data": b64(&huge)}}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (422, Some("media_refused")),
+        "{r:?}"
+    );
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("file_too_large"),
+        "{r:?}"
+    );
+    assert_eq!(t.standin.sent().len(), sent_before);
 
     let (pa, pb) = (png(200, 150, 11), png(200, 150, 22));
     let (ra, rb) = tokio::join!(

@@ -130,7 +130,7 @@ impl Browser for FakeBrowser {
                 Ok(match command {
                     Command::PairingCode { .. } => serde_json::json!("FAKE-CODE"),
                     Command::Logout => serde_json::json!(true),
-                    Command::RefreshQr => serde_json::Value::Null,
+                    Command::RefreshQr | Command::CollectGarbage => serde_json::Value::Null,
                     // A send job: started, then collected done.
                     Command::Call { body, .. } if body.contains("pending") => serde_json::json!(
                         {"done": {"id": "true_4915100000001@c.us_FAKE", "ack": 0, "to": "4915100000001@c.us"}}

@@ -53,6 +53,8 @@ pub const SCRIPT: &str = r#"(() => {
       sendFileMessage: async (chatId, content, options) => {
         if (typeof content === "string") throw new Error("the stand-in takes files only");
         const o = options || {};
+        // WhatsApp's own limit for images (WA-JS checks it before the upload).
+        if (o.type === "image" && content.size > 16 * 1024 * 1024) throw new Error("file_too_large");
         const media = await window.__standin.upload(content);
         const type = o.type === "audio" && o.isPtt ? "ptt" : o.type;
         return sent(chatId, type, o.caption || "", o, {
