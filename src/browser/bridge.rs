@@ -181,6 +181,25 @@ impl Command {
     }
 }
 
+/// Every `WPP.…` member a script text names, sorted, once each (for the checks against the
+/// lists of members, here and in `src/messaging/`).
+#[cfg(test)]
+pub(crate) fn members_used(text: &str) -> Vec<&str> {
+    let mut used: Vec<&str> = text
+        .match_indices("WPP.")
+        .map(|(i, _)| {
+            let rest = &text[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                .unwrap_or(rest.len());
+            rest[..end].trim_end_matches('.')
+        })
+        .collect();
+    used.sort();
+    used.dedup();
+    used
+}
+
 /// A message of the bridge script.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(tag = "bridge", rename_all = "snake_case")]
@@ -275,18 +294,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join(" ")
         );
-        let mut used: Vec<&str> = text
-            .match_indices("WPP.")
-            .map(|(i, _)| {
-                let rest = &text[i..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-                    .unwrap_or(rest.len());
-                rest[..end].trim_end_matches('.')
-            })
-            .collect();
-        used.sort();
-        used.dedup();
+        let used = members_used(&text);
         for member in &used {
             assert!(
                 WPP_MEMBERS.contains(member),

@@ -180,18 +180,7 @@ mod tests {
             .await
             .unwrap();
         let text = bodies.lock().unwrap().clone();
-        let mut used: Vec<&str> = text
-            .match_indices("WPP.")
-            .map(|(i, _)| {
-                let rest = &text[i..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-                    .unwrap_or(rest.len());
-                &rest[..end]
-            })
-            .collect();
-        used.sort();
-        used.dedup();
+        let used = crate::browser::bridge::members_used(&text);
         let mut listed = WPP_MEMBERS.to_vec();
         listed.sort();
         assert_eq!(used, listed);

@@ -65,22 +65,8 @@ fn mp3() -> Vec<u8> {
 }
 
 async fn send_as(t: &TestApp, user: &str, token: &str, body: Value) -> Reply {
-    let res = t
-        .client
-        .post(t.url(&format!("/api/messages/{user}/1")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+    t.json_as("POST", &format!("/api/messages/{user}/1"), token, body)
         .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let json = res.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        json,
-        headers,
-    }
 }
 
 async fn send(t: &TestApp, user: &str, body: Value) -> Reply {

@@ -137,10 +137,21 @@ impl TestApp {
 
     /// A request with a JSON body and the service token.
     pub async fn json(&self, method: &str, path: &str, body: serde_json::Value) -> Reply {
+        self.json_as(method, path, SERVICE_TOKEN, body).await
+    }
+
+    /// A request with a JSON body and `token`.
+    pub async fn json_as(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> Reply {
         let res = self
             .client
             .request(method.parse().unwrap(), self.url(path))
-            .bearer_auth(SERVICE_TOKEN)
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await
