@@ -580,6 +580,8 @@ async fn read_presence_number_checks_chats_and_history_go_through_the_page() {
     let (customer, hidden, lid) = ("4915199990051", "4915199990052", "203458799990052@lid");
     t.standin.add_contact(hidden, Some(lid));
     let first = t.standin.incoming(phone, customer, "first").unwrap();
+    // A second later: WhatsApp orders a chat by its messages' seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     t.standin.incoming(phone, customer, "second").unwrap();
     t.standin.incoming(phone, lid, "from a linked id").unwrap();
     let events = eventually(Duration::from_secs(10), "three messages", || async {
