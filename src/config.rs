@@ -227,6 +227,33 @@ pub struct Settings {
     #[arg(long, env = "FFMPEG_PATH", value_name = "FFMPEG_PATH")]
     pub ffmpeg_path: Option<PathBuf>,
 
+    /// Seconds a media link in an event (or minted by `POST /api/media/…/url`) stays valid. A
+    /// webhook or stream gets a fresh link each time it is sent (docs/media.md).
+    #[arg(long, env = "MEDIA_URL_TTL_SECS", value_name = "MEDIA_URL_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=7 * 86_400))]
+    pub media_url_ttl_secs: u64,
+
+    /// Days incoming media is kept once every webhook delivery of its event ended.
+    #[arg(long, env = "MEDIA_RETENTION_DAYS", value_name = "MEDIA_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub media_retention_days: u32,
+
+    /// The most incoming media one user's sessions keep (e.g. `1GiB`): the oldest delivered media
+    /// goes first; with nothing deletable the new media's event says `media.error: "quota"`.
+    #[arg(
+        long,
+        env = "MEDIA_QUOTA_BYTES_PER_USER",
+        value_name = "MEDIA_QUOTA_BYTES_PER_USER",
+        default_value = "1GiB"
+    )]
+    pub media_quota_bytes_per_user: ByteSize,
+
+    /// The daemon's address as webhook receivers reach it (e.g. `https://wa.example.com`): media
+    /// links are absolute with it. Unset: links are paths (`/api/media/…`) on the daemon's address
+    /// (in cluster mode, `NODE_URL`).
+    #[arg(long, env = "PUBLIC_URL", value_name = "PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
     /// Delays between webhook attempts (`500ms`, `5s`, `5m`, `2h`, comma-separated); after the
     /// last one a delivery is `failed`.
     #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE", value_name = "WEBHOOK_RETRY_SCHEDULE",
@@ -428,6 +455,15 @@ impl std::str::FromStr for ByteSize {
 
 /// The smallest `SESSION_MEMORY_MAX`: an idle session alone takes about 100 MiB.
 pub const SESSION_MEMORY_FLOOR: ByteSize = ByteSize(128 * ByteSize::MIB);
+
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim().trim_end_matches('/');
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.contains(['?', '#', ' '])
+        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    ok.then(|| url.to_owned())
+        .ok_or_else(|| format!("{raw:?} must be an http(s) URL without query or fragment"))
+}
 
 fn parse_media_max(raw: &str) -> Result<ByteSize, String> {
     let size: ByteSize = raw.parse()?;

@@ -32,6 +32,7 @@ pub mod events;
 pub mod files;
 pub mod http;
 pub mod import;
+pub mod media;
 pub mod messaging;
 pub mod metrics;
 pub mod procfs;

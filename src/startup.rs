@@ -197,7 +197,34 @@ impl Application {
             None => log::warn!("voice notes: ffmpeg not found (install it, or set FFMPEG_PATH); only Ogg/Opus mono voice notes can be sent"),
         }
         let webhooks = crate::webhooks::Webhooks::new(store.clone(), guard, outbox.wake());
-        spawn_retention(store.clone(), settings.event_retention_days);
+        let media = Arc::new(
+            crate::media::Media::open(
+                store.clone(),
+                crate::media::MediaSettings {
+                    dir: settings.data_dir.join("media"),
+                    in_database: cluster.is_some(),
+                    base: settings.public_url.clone(),
+                    ttl: Duration::from_secs(settings.media_url_ttl_secs),
+                    max_bytes: settings.media_max_bytes.0,
+                    quota: settings.media_quota_bytes_per_user.0,
+                    retention_days: settings.media_retention_days,
+                },
+            )
+            .await
+            .map_err(|source| StartupError::Database {
+                url: db.to_string(),
+                source,
+            })?,
+        );
+        // Before any session runs: what a daemon killed between storing a media and writing its
+        // event left behind (docs/media.md).
+        match media.sweep().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("media: swept {n} contents no event names"),
+            Err(e) => log::warn!("media: the sweep failed: {e}"),
+        }
+        outbox.set_media(media.clone());
+        spawn_retention(store.clone(), settings.event_retention_days, media.clone());
         let env = Arc::new(SessionEnv {
             sessions,
             launcher: Arc::new(launcher),
@@ -221,6 +248,7 @@ impl Application {
             events,
             send_per_minute: settings.send_per_minute,
             cluster: cluster.clone(),
+            media: Some(media.clone()),
         });
 
         // No browser survived the last run: rows left in running states are reset (intent kept,
@@ -275,6 +303,7 @@ impl Application {
                 format!("http://{host}:{port}")
             });
             log::info!("cluster: this node answers at {url}");
+            media.default_base(url.clone());
             c.set_url(url);
             let registry = registry.clone();
             let starter: crate::cluster::Starter = Arc::new(move |key| {
@@ -284,6 +313,7 @@ impl Application {
             crate::cluster::spawn(c.clone(), starter, env.outbox.clone());
         }
         let cluster_data = web::Data::new(cluster.clone());
+        let media_data = web::Data::from(media.clone());
         let data = state.clone();
         let registry_data = web::Data::new(registry.clone());
         let origins = settings.cors_origins.clone();
@@ -300,6 +330,7 @@ impl Application {
                 .app_data(auth.clone())
                 .app_data(cluster_data.clone())
                 .app_data(intake.clone())
+                .app_data(media_data.clone())
                 .configure(crate::http::routes)
         })
         .workers(2)
@@ -457,8 +488,9 @@ async fn reset_transient_rows(store: &Store) -> Result<Vec<SessionRow>, StoreErr
     Ok(rows)
 }
 
-/// Drops stored events past the retention (and idempotency keys past a day), once an hour.
-fn spawn_retention(store: Store, days: u32) {
+/// Drops stored events past the retention (and idempotency keys past a day), and media past
+/// its own (docs/media.md), once an hour.
+fn spawn_retention(store: Store, days: u32, media: Arc<crate::media::Media>) {
     const EVERY: Duration = Duration::from_secs(3600);
     tokio::spawn(async move {
         loop {
@@ -468,6 +500,14 @@ fn spawn_retention(store: Store, days: u32) {
                 Ok(0) => {}
                 Ok(n) => log::info!("retention: dropped {n} events older than {days} days"),
                 Err(e) => log::error!("retention: {}", crate::chain(&e)),
+            }
+            match media.expire().await {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "retention: removed {n} media delivered more than {} days ago",
+                    media.retention_days
+                ),
+                Err(e) => log::error!("retention of media: {}", crate::chain(&e)),
             }
             tokio::time::sleep(EVERY).await;
         }

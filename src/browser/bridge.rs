@@ -24,6 +24,7 @@ pub const WPP_MEMBERS: &[&str] = &[
     "WPP.conn.logout",
     "WPP.chat.list",
     "WPP.chat.getMessages",
+    "WPP.chat.getMessageById",
     "WPP.contact.getPnLidEntry",
 ];
 
@@ -39,6 +40,10 @@ pub const WPP_EVENTS: &[&str] = &[
     "conn.link_code_change",
     "chat.new_message",
     "chat.msg_ack_change",
+    "chat.new_reaction",
+    "chat.msg_revoke",
+    "chat.msg_edited",
+    "chat.poll_response",
     "conn.backend_event",
 ];
 
@@ -60,13 +65,25 @@ pub fn script(binding: &str) -> String {
     WPP.on("conn.needs_update", () => send({{ bridge: "needs_update" }}));
     WPP.on("conn.online", (o) => send({{ bridge: "online", online: !!o }}));
     WPP.on("conn.link_code_change", (code) => send({{ bridge: "link_code", code: String(code) }}));
-    // In order, each with the phone behind an @lid when WhatsApp knows it (at most 2 s).
-    let messages = Promise.resolve();
+    // In order, each with the phone behind an @lid when WhatsApp knows it (at most 2 s); what
+    // happens to a message (a reaction, a revoke, an edit, a vote) never overtakes it.
+    let queue = Promise.resolve();
+    const inOrder = (f) => {{ queue = queue.then(f).catch(() => {{}}); }};
     WPP.on("chat.new_message", (m) => {{
       const msg = message(m);
-      messages = messages.then(async () => {{ if (!msg.phone) msg.phone = await lidPhone(msg); send({{ bridge: "message", message: msg }}); }});
+      inOrder(async () => {{ if (!msg.phone) msg.phone = await lidPhone(msg); send({{ bridge: "message", message: msg }}); }});
     }});
     WPP.on("chat.msg_ack_change", (e) => send({{ bridge: "ack", ack: Number(e.ack), ids: (e.ids || []).map(wid) }}));
+    const change = (c) => send({{ bridge: "change", change: c }});
+    WPP.on("chat.new_reaction", (r) => inOrder(() => change({{ kind: "reaction", id: wid(r.id), messageId: wid(r.msgId),
+      emoji: r.reactionText ? String(r.reactionText) : null, from: wid(r.sender), timestamp: Number(r.timestamp || 0) }})));
+    WPP.on("chat.msg_revoke", (r) => inOrder(() => change({{ kind: "revoke", id: wid(r.id), messageId: wid(r.refId),
+      from: wid(r.author) || wid(r.from) }})));
+    WPP.on("chat.msg_edited", (e) => inOrder(() => {{ const m = e.msg || {{}};
+      change({{ kind: "edit", messageId: String(e.id), chatId: wid(e.chat), body: m.type === "chat" || !m.type ? (m.body == null ? null : String(m.body)) : (m.caption || null),
+        editId: wid(m.latestEditMsgKey), timestamp: Number(m.latestEditSenderTimestampMs || 0) }}); }}));
+    WPP.on("chat.poll_response", (v) => inOrder(async () => change({{ kind: "vote", messageId: wid(v.msgId), chatId: wid(v.chatId),
+      voter: wid(v.sender), options: await votedOptions(v), timestamp: Number(v.timestamp || 0) }})));
     WPP.on("conn.backend_event", (name) => {{ if (name === "offline_delivery_end") send({{ bridge: "offline_delivery_end" }}); }});
     send({{ bridge: "ready", version: String(WPP.version) }});
     {SNAPSHOT}.then((s) => send(s));
@@ -85,7 +102,33 @@ pub const MESSAGE_FNS: &str = r#"const wid = (w) => w == null ? null : (typeof w
     body: m.type === "chat" ? (typeof m.body === "string" ? m.body : null) : (m.caption || null),
     timestamp: Number(m.t || 0), isGroup: !!m.isGroupMsg, author: wid(m.author),
     phone: phoneOf(m.isGroupMsg ? wid(m.author) : (wid(m.id && m.id.remote) || wid(m.from))),
+    media: MEDIA.includes(m.type) ? { mimetype: m.mimetype ? String(m.mimetype) : null, filename: m.filename ? String(m.filename) : null, size: Number(m.size) > 0 ? Number(m.size) : null } : null,
+    location: m.type === "location" ? place(m) : null,
+    contacts: m.type === "vcard" ? [{ name: m.vcardFormattedName ? String(m.vcardFormattedName) : null, vcard: String(m.body || "") }]
+      : m.type === "multi_vcard" ? (m.vcardList || []).map((c) => ({ name: c.displayName ? String(c.displayName) : null, vcard: String(c.vcard || "") })) : null,
+    poll: m.type === "poll_creation" ? { name: String(m.pollName || ""), options: (m.pollOptions || []).map((o) => String(o.name)),
+      selectableCount: Number(m.pollSelectableOptionsCount || 0) } : null,
+    quotedMessageId: wid(m.quotedMsgId) || null,
   });
+  const MEDIA = ["image", "video", "audio", "ptt", "document", "sticker"];
+  const place = (m) => {
+    const lines = String(m.loc || "").split("\n");
+    return { latitude: Number(m.lat), longitude: Number(m.lng), name: lines[0] || null,
+      address: lines.slice(1).join("\n") || null, url: m.clientUrl ? String(m.clientUrl) : null };
+  };
+  // A vote's options: WA-JS gives the poll's option objects (its code) or their ids (its types).
+  const votedOptions = async (v) => {
+    let poll = null;
+    const out = [];
+    for (const o of v.selectedOptions || []) {
+      if (o == null) continue;
+      if (typeof o === "object") { out.push({ id: Number(o.localId), name: o.name == null ? null : String(o.name) }); continue; }
+      if (poll === null) { try { poll = await WPP.chat.getMessageById(wid(v.msgId)); } catch (e) { poll = {}; } }
+      const known = ((poll && poll.pollOptions) || []).find((p) => Number(p.localId) === Number(o));
+      out.push({ id: Number(o), name: known ? String(known.name) : null });
+    }
+    return out;
+  };
   const phoneOf = (id) => (id && id.endsWith("@c.us")) ? id.split("@")[0] : null;
   const lidPhone = async (msg) => {
     const id = msg.isGroup ? msg.author : msg.chatId;
@@ -201,7 +244,7 @@ pub(crate) fn members_used(text: &str) -> Vec<&str> {
 }
 
 /// A message of the bridge script.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "bridge", rename_all = "snake_case")]
 pub enum Signal {
     Ready { version: String },
@@ -214,6 +257,7 @@ pub enum Signal {
     LinkCode { code: String },
     Message { message: crate::events::PageMessage },
     Ack { ack: i64, ids: Vec<String> },
+    Change { change: crate::events::PageChange },
     OfflineDeliveryEnd,
 }
 
@@ -236,6 +280,7 @@ impl Signal {
             Signal::LinkCode { code } => Observation::PairingCode(code),
             Signal::Message { message } => Observation::Message(message),
             Signal::Ack { ack, ids } => Observation::Ack { ack, ids },
+            Signal::Change { change } => Observation::Change(change),
             Signal::OfflineDeliveryEnd => Observation::OfflineDeliveryEnd,
         }
     }

@@ -42,7 +42,7 @@ pub struct PageConfig {
 }
 
 /// What the page shows, reduced to what the session cares about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
     /// Nothing recognisable yet (loading, splash screen).
     Loading,
@@ -69,6 +69,8 @@ pub enum Observation {
     Message(crate::events::PageMessage),
     /// Messages got further (WhatsApp Web's ack number).
     Ack { ack: i64, ids: Vec<String> },
+    /// An earlier message got a reaction, was revoked or edited, or a poll got a vote.
+    Change(crate::events::PageChange),
     /// WhatsApp finished handing over what arrived while the device was away.
     OfflineDeliveryEnd,
 }

@@ -53,8 +53,11 @@ fn session_of(method: &Method, path: &str, max_slots: u16) -> Option<SessionKey>
             ("POST", "start" | "pair" | "stop" | "logout" | "messages")
                 | ("GET", "status" | "qr" | "chats")
         ),
-        // A chat's messages, read and presence; a number check: the session's page answers.
-        true => matches!(verb, "chats" | "contacts"),
+        // A chat's messages, read and presence; a number check; a media download tried again:
+        // the session's page answers. (Media itself is served by any node: it is in PostgreSQL.)
+        true => {
+            matches!(verb, "chats" | "contacts") || (verb == "media" && path.ends_with("/retry"))
+        }
     };
     if !ours {
         return None;

@@ -28,6 +28,12 @@ pub enum ApiError {
     UnknownSession,
     #[error("WhatsApp Web has no such chat")]
     UnknownChat,
+    #[error("this session has no such media")]
+    UnknownMedia,
+    #[error("this media was removed (retention or quota); its message is still recorded")]
+    MediaRemoved,
+    #[error("the range is outside the media ({size} bytes)")]
+    RangeNotSatisfiable { size: u64 },
     #[error("no QR code is being shown for this session")]
     NoQr,
     #[error("{0}")]
@@ -180,7 +186,8 @@ impl From<RegistryError> for ApiError {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
-    /// not_found, unknown_session, unknown_chat, no_qr, invalid_phone_number, already_connected,
+    /// not_found, unknown_session, unknown_chat, unknown_media, media_removed,
+    /// range_not_satisfiable, no_qr, invalid_phone_number, already_connected,
     /// bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed,
     /// media_too_large, unsupported_media, media_unavailable, media_refused, invalid_webhook_url,
     /// too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
@@ -204,6 +211,9 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::UnknownSession => "unknown_session",
             ApiError::UnknownChat => "unknown_chat",
+            ApiError::UnknownMedia => "unknown_media",
+            ApiError::MediaRemoved => "media_removed",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::NoQr => "no_qr",
             ApiError::InvalidPhoneNumber(_) => "invalid_phone_number",
             ApiError::AlreadyConnected => "already_connected",
@@ -256,7 +266,10 @@ impl ResponseError for ApiError {
             ApiError::NotFound
             | ApiError::UnknownSession
             | ApiError::UnknownChat
+            | ApiError::UnknownMedia
             | ApiError::UnknownNode => StatusCode::NOT_FOUND,
+            ApiError::MediaRemoved => StatusCode::GONE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::NotClustered => StatusCode::CONFLICT,
             ApiError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             ApiError::NoQr
@@ -288,6 +301,9 @@ impl ResponseError for ApiError {
         }
         if matches!(self, ApiError::Unauthorized) {
             res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let ApiError::RangeNotSatisfiable { size } = self {
+            res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
         }
         res.json(ErrorBody {
             error: self.code(),

@@ -40,11 +40,12 @@ pub struct Route {
 
 /// Every resource module: its registration and its route list, both from its `route_table!`.
 type Resource = (fn(&mut web::ServiceConfig), &'static [Route]);
-const RESOURCES: [Resource; 10] = [
+const RESOURCES: [Resource; 11] = [
     (health::routes, health::ROUTES),
     (routes::sessions::routes, routes::sessions::ROUTES),
     (routes::messages::routes, routes::messages::ROUTES),
     (routes::chats::routes, routes::chats::ROUTES),
+    (routes::media::routes, routes::media::ROUTES),
     (routes::webhooks::routes, routes::webhooks::ROUTES),
     (routes::events::routes, routes::events::ROUTES),
     (routes::admin::routes, routes::admin::ROUTES),

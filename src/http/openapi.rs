@@ -11,7 +11,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::routes::sessions::{self, QrFormat};
-use super::routes::{admin, chats, events, messages, nodes, webhooks};
+use super::routes::{admin, chats, events, media, messages, nodes, webhooks};
 use super::{console, health};
 use crate::actors::registry::RegistryInfo;
 use crate::actors::session::{ActorInfo, QrView, Session};
@@ -46,6 +46,9 @@ Errors are `{error, message}` with a stable `error` code."
         chats::read,
         chats::presence,
         chats::contact,
+        media::bytes,
+        media::url,
+        media::retry,
         webhooks::put,
         webhooks::get,
         webhooks::delete,
@@ -73,6 +76,11 @@ Errors are `{error, message}` with a stable `error` code."
         crate::messaging::conversation::Presence,
         messages::EventPage, messages::StoredEventView, crate::actors::session::SentMessage,
         crate::events::MessageEvent, crate::events::AckEvent, crate::events::Ack,
+        crate::events::MediaInfo, crate::events::Location, crate::events::ContactCard,
+        crate::events::Poll, crate::events::MediaEvent, crate::events::ReactionEvent,
+        crate::events::RevokedEvent, crate::events::EditedEvent, crate::events::VoteEvent,
+        crate::events::Reaction, crate::events::Revoke, crate::events::Edit, crate::events::Vote,
+        crate::events::VoteOption, media::MediaLink, media::MediaAnswer,
         webhooks::WebhookRequest, webhooks::WebhookView, webhooks::DeliveryView,
         nodes::ClusterView, nodes::LeaseView, crate::store::NodeRow,
         crate::cluster::drain::DrainReport, crate::cluster::drain::Moved
@@ -409,6 +417,19 @@ pub struct MediaRefused(ErrorBody);
 #[response(status = 404, example = json!({"error": "unknown_chat", "message": "WhatsApp Web has no such chat"}))]
 #[allow(dead_code)]
 pub struct UnknownChat(ErrorBody);
+
+/// `unknown_media`: this session has no such media (or its download failed: see the event's
+/// `media.error`).
+#[derive(IntoResponses)]
+#[response(status = 404, example = json!({"error": "unknown_media", "message": "this session has no such media"}))]
+#[allow(dead_code)]
+pub struct UnknownMedia(ErrorBody);
+
+/// `media_removed`: the media's bytes were removed (`MEDIA_RETENTION_DAYS` or the quota).
+#[derive(IntoResponses)]
+#[response(status = 410, example = json!({"error": "media_removed", "message": "this media was removed (retention or quota); its message is still recorded"}))]
+#[allow(dead_code)]
+pub struct MediaGone(ErrorBody);
 
 /// `send_failed`: WhatsApp Web did not take the message.
 #[derive(IntoResponses)]

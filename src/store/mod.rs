@@ -8,6 +8,7 @@
 
 mod cluster;
 mod connection;
+mod media;
 mod outbox;
 mod schema;
 mod url;
@@ -25,6 +26,7 @@ use connection::{DbConnection, Manager, Settings};
 use schema::{session_events, whatsapp_bots};
 
 pub use cluster::{Fence, Lease, NodeRow, Snapshot};
+pub use media::{MediaRow, MediaState, MediaStats, BLOB_PART_BYTES};
 pub use outbox::{
     DeliveryRow, DueDelivery, NewOutboxEvent, Outcome, Reservation, SendOutcome, StoredEvent,
     Target, WebhookRow,

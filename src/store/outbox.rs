@@ -54,6 +54,8 @@ pub struct NewOutboxEvent {
     /// What makes it the same event as another of this session (`msg:<WhatsApp id>`,
     /// `ack:<id>:<ack>`): a second one with the same value is not stored.
     pub dedupe: Option<String>,
+    /// The media row the event announces, written in its transaction (docs/media.md).
+    pub media: Option<super::MediaRow>,
 }
 
 /// A stored event.
@@ -329,6 +331,9 @@ impl Store {
                         ))
                         .returning(outbox_events::id)
                         .get_result(conn)?;
+                    if let Some(row) = &ev.media {
+                        super::media::upsert_media(conn, row, id)?;
+                    }
                     let hook: Option<WebhookRecord> = webhooks::table
                         .filter(webhooks::user_id.eq(&user))
                         .filter(webhooks::disabled_reason.is_null())

@@ -103,7 +103,47 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row per incoming media message (docs/media.md); the bytes are stored once per content.
+    media (id) {
+        id -> Text,
+        #[sql_name = "userId"]
+        user_id -> Text,
+        slot -> Integer,
+        message_id -> Text,
+        event_id -> Nullable<BigInt>,
+        state -> Text,
+        sha256 -> Nullable<Text>,
+        size -> Nullable<BigInt>,
+        mimetype -> Nullable<Text>,
+        filename -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_ms -> BigInt,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Media bytes in cluster mode, in parts (one node keeps them in files).
+    media_blobs (sha256, part) {
+        sha256 -> Text,
+        part -> Integer,
+        data -> Binary,
+    }
+}
+
+diesel::table! {
+    /// The daemon's own secrets (the key of media links), shared by every node.
+    daemon_secrets (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    media,
+    media_blobs,
+    daemon_secrets,
     whatsapp_bots,
     session_events,
     outbox_events,

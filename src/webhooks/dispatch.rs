@@ -276,7 +276,8 @@ impl Dispatcher {
             r#"{{"type":{},"timestamp":{},"data":{}}}"#,
             serde_json::to_string(&d.event.kind).expect("a string serializes"),
             serde_json::to_string(&rfc3339(d.event.created_ms)).expect("a string serializes"),
-            d.event.payload
+            // A stored media gets a link valid from this attempt on.
+            self.outbox.present(&d.event.kind, &d.event.payload)
         );
         // Unique for good (not the row id, which a restore or another database repeats):
         // receivers dedupe by it.

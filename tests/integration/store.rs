@@ -735,6 +735,7 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
         payload: format!("{{\"n\":{n}}}"),
         created_ms: 1_000 + n,
         dedupe: None,
+        media: None,
     };
     let mut ids = Vec::new();
     for (n, k) in [&a1, &a1, &a2, &b1].into_iter().enumerate() {
@@ -946,6 +947,7 @@ async fn one_event_per_message_id_per_session_with_a_uid_for_good(db: &TestDb) {
         payload: "{\"timestamp\":1700000000}".into(),
         created_ms: 1,
         dedupe: dedupe.map(str::to_owned),
+        media: None,
     };
     let first = store
         .append_event(event(&a, Some("msg:X1")), true, None)
@@ -1000,6 +1002,7 @@ async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
         payload: format!("{{\"n\":{n}}}"),
         created_ms: at,
         dedupe: None,
+        media: None,
     };
     // Two old events: the first delivered, the second still owed; one recent.
     store
@@ -1131,6 +1134,7 @@ async fn postgres_a_node_that_lost_its_lease_cannot_write_for_the_session() {
         payload: "{}".into(),
         created_ms: 1,
         dedupe: None,
+        media: None,
     };
     lost(
         a.append_event(event.clone(), false, Some(fa))

@@ -107,6 +107,17 @@ impl RegistryHandle {
         .await
     }
 
+    /// Writes a media stored on retry with its `message.media` event, through its session.
+    pub async fn record_media(
+        &self,
+        event: crate::events::MediaEvent,
+        row: crate::store::MediaRow,
+    ) -> Result<(), RegistryError> {
+        let key = row.key.clone();
+        let msg = RecordMedia(crate::actors::session::RecordMedia { key, event, row });
+        self.addr.send(msg).await?
+    }
+
     /// Cluster mode: starts `key` on this node if it should run and no node holds it (the
     /// sweeper's call).
     pub async fn adopt(&self, key: SessionKey) {
@@ -150,6 +161,7 @@ impl RegistryHandle {
             .store
             .events_after(&key, after, limit)
             .await
+            .map(|events| self.presented(events))
             .map_err(RegistryError::store)
     }
 
@@ -164,7 +176,16 @@ impl RegistryHandle {
             .store
             .user_events_after(&user, after, limit)
             .await
+            .map(|events| self.presented(events))
             .map_err(RegistryError::store)
+    }
+
+    /// Stored events as they leave the daemon: a stored media gets a fresh link.
+    fn presented(&self, events: Vec<crate::store::StoredEvent>) -> Vec<crate::store::StoredEvent> {
+        events
+            .into_iter()
+            .map(|e| self.env.outbox.presented(e))
+            .collect()
     }
 
     /// Every stored event from now on (messages, acks, state changes; filter by user).

@@ -251,6 +251,23 @@ impl Handler<UsePage> for Registry {
     }
 }
 
+/// A media stored on retry, to its session's writer (see [`session::RecordMedia`]).
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct RecordMedia(pub session::RecordMedia);
+
+impl Handler<RecordMedia> for Registry {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, msg: RecordMedia, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.known_actor(&msg.0.key);
+        Box::pin(async move {
+            let addr = addr.ok_or(RegistryError::Unknown)?;
+            Ok(addr.send(msg.0).await??)
+        })
+    }
+}
+
 /// Stops a known session (keeps its profile). Replies once its browser is gone.
 #[derive(Message)]
 #[rtype(result = "Result<Session, RegistryError>")]

@@ -91,7 +91,8 @@ impl SessionActor {
                         );
                         for mut message in found {
                             message.backfill = true;
-                            act.record_message(message);
+                            let page = act.page_of(generation);
+                            act.record_message(message, page);
                         }
                     }
                     Err(e) => log::warn!("{} gap filling ({why}) failed: {e}", act.key),

@@ -56,6 +56,8 @@ pub struct SessionEnv {
     pub send_per_minute: u32,
     /// This node in a cluster (docs/several-hosts.md); `None` for a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Incoming media (`None` in the logic tests: media messages are recorded without it).
+    pub media: Option<Arc<crate::media::Media>>,
 }
 
 impl SessionEnv {

@@ -49,6 +49,7 @@ use crate::cluster::LeaseLost;
 use crate::domain::{Intent, SessionKey, SessionState};
 use crate::store::{now_ms, Fence, NewEvent, SessionRow};
 
+use crate::media::intake::Intake;
 pub use env::{MemoryLimit, SessionEnv};
 pub use error::SessionError;
 pub use handover::HandOver;
@@ -58,14 +59,14 @@ pub use machine::{Cause, Machine, StopKind};
 pub use pair::{Pair, PAIR_WAIT};
 pub use qr::GetQr;
 pub use recycle::OverMemory;
-pub use send::{Send, SendJob, SentMessage, UsePage, IDEMPOTENCY_WINDOW_MS};
+pub use send::{RecordMedia, Send, SendJob, SentMessage, UsePage, IDEMPOTENCY_WINDOW_MS};
 pub use shutdown::Shutdown;
 pub use start::Start;
 pub use status::GetStatus;
 pub use stop::Stop;
 pub use supervision::Supervision;
 pub use view::{rfc3339, QrView, Session};
-use writer::Writer;
+pub use writer::Writer;
 
 /// Who asked for a change, for the audit trail (`system`, `service`, `admin`, `user:<sub>`).
 pub type Initiator = String;
@@ -165,6 +166,8 @@ pub struct SessionActor {
     born: Instant,
     /// Rows and audit events, written in order off the actor's thread.
     writer: Writer,
+    /// Messages and what happens to them, in order, their media stored first.
+    intake: Intake,
     /// Cluster mode: this node's lease on the session while it holds one.
     fence: Option<Fence>,
     /// The WA-JS version the current browser's page reported (`/actors`).
@@ -183,6 +186,7 @@ impl SessionActor {
     /// A stopped actor for `key`, continuing from its stored row when there is one.
     pub fn new(key: SessionKey, env: Arc<SessionEnv>, row: Option<SessionRow>) -> SessionActor {
         let writer = Writer::spawn(env.outbox.clone(), key.clone(), env.cluster.clone());
+        let intake = Intake::spawn(env.media.clone(), writer.clone(), key.clone());
         let now = now_ms();
         let row = row.filter(|r| r.key == key);
         let mut machine = Machine::stopped(
@@ -210,6 +214,7 @@ impl SessionActor {
             qr_since: None,
             born: Instant::now(),
             writer,
+            intake,
             fence: None,
             wa_js_version: None,
             recycles: 0,
@@ -583,8 +588,15 @@ impl SessionActor {
         // believes, in any state. The store keeps one event per message id
         // (docs/nothing-lost.md). Only state signals are the current browser's alone.
         let observation = match observation {
-            Observation::Message(message) => return self.record_message(message),
+            Observation::Message(message) => {
+                let page = self.page_of(generation);
+                return self.record_message(message, page);
+            }
             Observation::Ack { ack, ids } => return self.record_acks(ack, ids),
+            Observation::Change(change) => {
+                let (kind, dedupe, data) = change.event(&self.key);
+                return self.intake.event(kind, dedupe, data);
+            }
             other => other,
         };
         // (Signals of the current browser may come before its launch result is handled.)
@@ -762,17 +774,29 @@ impl SessionActor {
                 }
             }
             // Recorded before any state check (`page_changed`).
-            Observation::Message(_) | Observation::Ack { .. } => {}
+            Observation::Message(_) | Observation::Ack { .. } | Observation::Change(_) => {}
         }
     }
 
     /// A message the page saw: written first (once per message id), then streamed and
     /// delivered.
-    fn record_message(&mut self, message: crate::events::PageMessage) {
+    fn record_message(
+        &mut self,
+        message: crate::events::PageMessage,
+        page: Option<crate::browser::PageHandle>,
+    ) {
+        let media = message.media.clone();
         let event = crate::events::MessageEvent::new(&self.key, message);
-        let dedupe = event.dedupe();
-        self.writer
-            .event(crate::events::MESSAGE, &event, Some(dedupe));
+        self.intake.message(event, media, page);
+    }
+
+    /// The page of browser `generation` while it is the current one (its media is downloaded
+    /// through it).
+    fn page_of(&self, generation: u64) -> Option<crate::browser::PageHandle> {
+        self.run
+            .as_ref()
+            .filter(|_| generation == self.generation)
+            .map(|run| run.browser.page())
     }
 
     fn record_acks(&mut self, ack: i64, ids: Vec<String>) {

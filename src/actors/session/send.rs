@@ -65,6 +65,42 @@ impl Handler<UsePage> for SessionActor {
     }
 }
 
+/// A media stored on retry (`POST /api/media/…/retry`): its `message.media` event and media row,
+/// written in the session's order under its lease; answered once written.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct RecordMedia {
+    pub key: SessionKey,
+    pub event: crate::events::MediaEvent,
+    pub row: crate::store::MediaRow,
+}
+
+impl Handler<RecordMedia> for SessionActor {
+    type Result = ResponseFuture<Result<(), SessionError>>;
+
+    fn handle(&mut self, msg: RecordMedia, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.check_key(&msg.key) {
+            return Box::pin(async move { Err(e) });
+        }
+        let dedupe = format!(
+            "media:{}:{}",
+            msg.row.id,
+            msg.row.sha256.as_deref().unwrap_or_default()
+        );
+        self.writer.event_with(
+            crate::events::MESSAGE_MEDIA,
+            &msg.event,
+            Some(dedupe),
+            Some(msg.row),
+        );
+        let flushed = self.writer.flushed();
+        Box::pin(async move {
+            flushed.await;
+            Ok(())
+        })
+    }
+}
+
 /// What a send answers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

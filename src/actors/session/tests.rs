@@ -279,6 +279,7 @@ impl Fixture {
             events: tokio::sync::broadcast::channel(64).0,
             send_per_minute: 60,
             cluster: None,
+            media: None,
         });
         let key = SessionKey::new(UserId::parse("alice").unwrap(), Slot::new(1, 10).unwrap());
         let addr =
@@ -977,6 +978,7 @@ fn message(id: &str) -> Observation {
         author: None,
         phone: None,
         backfill: false,
+        ..Default::default()
     })
 }
 

@@ -21,15 +21,21 @@ use super::view::Session;
 use crate::cluster::Cluster;
 use crate::domain::SessionKey;
 use crate::events::{Outbox, SESSION_STATUS};
-use crate::store::{Fence, NewEvent, SessionRow, StoreError};
+use crate::store::{Fence, MediaRow, NewEvent, SessionRow, StoreError};
 
 enum Write {
     Row(SessionRow),
     Audit(NewEvent),
     /// The session after a change: a `session.status` event.
     Publish(Session),
-    /// Another event of this session (a message, an ack), with its dedupe key.
-    Event(&'static str, serde_json::Value, Option<String>),
+    /// Another event of this session (a message, an ack), with its dedupe key and the media
+    /// row it announces.
+    Event(
+        &'static str,
+        serde_json::Value,
+        Option<String>,
+        Option<MediaRow>,
+    ),
     /// Answered once every earlier write is done.
     Flush(oneshot::Sender<()>),
     /// The lease later writes name (cluster mode).
@@ -40,7 +46,8 @@ enum Write {
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// The sending side; the task ends when it is dropped.
+/// The sending side; the task ends when every clone is dropped.
+#[derive(Clone)]
 pub struct Writer(mpsc::UnboundedSender<Write>);
 
 impl Writer {
@@ -90,8 +97,19 @@ impl Writer {
 
     /// An event of this session; `dedupe`: stored once per value (a message id, an ack).
     pub fn event(&self, kind: &'static str, data: &impl serde::Serialize, dedupe: Option<String>) {
+        self.event_with(kind, data, dedupe, None);
+    }
+
+    /// An event and the media row it announces, written in one transaction.
+    pub fn event_with(
+        &self,
+        kind: &'static str,
+        data: &impl serde::Serialize,
+        dedupe: Option<String>,
+        media: Option<MediaRow>,
+    ) {
         let data = serde_json::to_value(data).expect("events serialize");
-        let _ = self.0.send(Write::Event(kind, data, dedupe));
+        let _ = self.0.send(Write::Event(kind, data, dedupe, media));
     }
 
     /// Resolves when every write queued so far has reached the database.
@@ -123,8 +141,8 @@ async fn until_written(
                 .append(key, SESSION_STATUS, session, None, fence)
                 .await
                 .map(drop),
-            Write::Event(kind, data, dedupe) => outbox
-                .append(key, kind, data, dedupe.clone(), fence)
+            Write::Event(kind, data, dedupe, media) => outbox
+                .append_with(key, kind, data, dedupe.clone(), media.clone(), fence)
                 .await
                 .map(drop),
             Write::Flush(_) | Write::Fence(_) => return Ok(()),

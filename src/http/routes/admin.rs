@@ -33,6 +33,7 @@ async fn metrics(
     registry: web::Data<RegistryHandle>,
     state: web::Data<AppState>,
     cluster: web::Data<Option<Arc<Cluster>>>,
+    media: Option<web::Data<crate::media::Media>>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_admin()?;
     let states = registry.count_states().await?;
@@ -43,9 +44,33 @@ async fn metrics(
     if let Some(cluster) = cluster.get_ref() {
         text.push_str(&cluster_metrics(cluster).await?);
     }
+    if let Some(media) = &media {
+        text.push_str(&media_metrics(media).await?);
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text))
+}
+
+/// Stored media by state (docs/media.md); never per user.
+async fn media_metrics(media: &crate::media::Media) -> Result<String, ApiError> {
+    let m = media
+        .store()
+        .media_stats()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(format!(
+        "# HELP wa_media_bytes Bytes of stored incoming media: a delivery of its event still owed, or every delivery ended.\n\
+         # TYPE wa_media_bytes gauge\n\
+         wa_media_bytes{{state=\"owed\"}} {}\n\
+         wa_media_bytes{{state=\"delivered\"}} {}\n\
+         # HELP wa_media_items Incoming media by state.\n\
+         # TYPE wa_media_items gauge\n\
+         wa_media_items{{state=\"stored\"}} {}\n\
+         wa_media_items{{state=\"failed\"}} {}\n\
+         wa_media_items{{state=\"removed\"}} {}\n",
+        m.owed_bytes, m.delivered_bytes, m.stored, m.failed, m.removed
+    ))
 }
 
 /// The cluster as this node sees it: nodes alive, its leases and their epochs.

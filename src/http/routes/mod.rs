@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod chats;
 pub mod events;
+pub mod media;
 pub mod messages;
 pub mod nodes;
 pub mod sessions;

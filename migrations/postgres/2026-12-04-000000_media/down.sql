@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS daemon_secrets;
+DROP TABLE IF EXISTS media_blobs;
+DROP TABLE IF EXISTS media;
