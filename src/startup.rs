@@ -180,23 +180,6 @@ impl Application {
             allow_http: settings.webhook_allow_http,
             allow_networks: settings.webhook_allow_networks.clone(),
         });
-        crate::webhooks::Dispatcher::new(outbox.clone(), service_webhook, guard.clone())
-            .with_schedule(settings.webhook_retry_schedule.clone())
-            .with_disable_after(settings.webhook_disable_after)
-            .spawn();
-        let intake = web::Data::new(crate::messaging::Intake::new(
-            guard.clone(),
-            settings.media_max_bytes.0,
-            settings
-                .ffmpeg_path
-                .clone()
-                .or_else(|| find_on_path("ffmpeg")),
-        ));
-        match intake.ffmpeg() {
-            Some(path) => log::info!("voice notes: transcoded with {}", path.display()),
-            None => log::warn!("voice notes: ffmpeg not found (install it, or set FFMPEG_PATH); only Ogg/Opus mono voice notes can be sent"),
-        }
-        let webhooks = crate::webhooks::Webhooks::new(store.clone(), guard, outbox.wake());
         let media = Arc::new(
             crate::media::Media::open(
                 store.clone(),
@@ -224,6 +207,23 @@ impl Application {
             Err(e) => log::warn!("media: the sweep failed: {e}"),
         }
         outbox.set_media(media.clone());
+        crate::webhooks::Dispatcher::new(outbox.clone(), service_webhook, guard.clone())
+            .with_schedule(settings.webhook_retry_schedule.clone())
+            .with_disable_after(settings.webhook_disable_after)
+            .spawn();
+        let intake = web::Data::new(crate::messaging::Intake::new(
+            guard.clone(),
+            settings.media_max_bytes.0,
+            settings
+                .ffmpeg_path
+                .clone()
+                .or_else(|| find_on_path("ffmpeg")),
+        ));
+        match intake.ffmpeg() {
+            Some(path) => log::info!("voice notes: transcoded with {}", path.display()),
+            None => log::warn!("voice notes: ffmpeg not found (install it, or set FFMPEG_PATH); only Ogg/Opus mono voice notes can be sent"),
+        }
+        let webhooks = crate::webhooks::Webhooks::new(store.clone(), guard, outbox.wake());
         spawn_retention(store.clone(), settings.event_retention_days, media.clone());
         let env = Arc::new(SessionEnv {
             sessions,
