@@ -215,6 +215,61 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/media/{userId}/{slot}/{mediaId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The media's bytes: with the link's signature, or with the user's own credentials. */
+        get: operations["media_bytes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/media/{userId}/{slot}/{mediaId}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Downloads a media whose download failed again, through the session's page (linked; one
+         *     from `SEND_PER_MINUTE`); once stored, a `message.media` event follows. A stored media answers
+         *     as it is.
+         */
+        post: operations["media_retry"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/media/{userId}/{slot}/{mediaId}/url": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mints a fresh signed link (`MEDIA_URL_TTL_SECS`) to a stored media. */
+        post: operations["media_link"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/messages/{userId}/{slot}": {
         parameters: {
             query?: never;
@@ -592,6 +647,12 @@ export interface components {
             node: string;
             nodes: components["schemas"]["NodeRow"][];
         };
+        /** @description A shared contact card. */
+        ContactCard: {
+            name?: string | null;
+            /** @description The vCard text. */
+            vcard: string;
+        };
         /** @description `type: contact`: a whole `vcard`, or a `name` and a `phone` WhatsApp makes the card of. */
         ContactMessage: {
             idempotencyKey?: string | null;
@@ -635,6 +696,25 @@ export interface components {
             moved: components["schemas"]["Moved"][];
             node: string;
         };
+        /** @description A message's text was changed. */
+        Edit: {
+            /** @description The new text (or caption). */
+            body?: string | null;
+            chatId?: string | null;
+            /** @description The edit's own WhatsApp id, when WhatsApp Web gives it. */
+            editId?: string | null;
+            messageId: string;
+            /**
+             * Format: int64
+             * @description Unix milliseconds.
+             */
+            timestamp?: number;
+        };
+        /** @description `message.edited`: a message's text was changed. */
+        EditedEvent: components["schemas"]["Edit"] & {
+            slot: components["schemas"]["Slot"];
+            userId: components["schemas"]["UserId"];
+        };
         /**
          * @description The engine a session's browser runs on.
          * @enum {string}
@@ -644,7 +724,8 @@ export interface components {
         ErrorBody: {
             /**
              * @description The stable code: invalid_user_id, invalid_slot, bad_request, unauthorized, forbidden,
-             *     not_found, unknown_session, unknown_chat, no_qr, invalid_phone_number, already_connected,
+             *     not_found, unknown_session, unknown_chat, unknown_media, media_removed,
+             *     range_not_satisfiable, no_qr, invalid_phone_number, already_connected,
              *     bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed,
              *     media_too_large, unsupported_media, media_unavailable, media_refused, invalid_webhook_url,
              *     too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
@@ -694,6 +775,18 @@ export interface components {
             /** @example ok */
             status: string;
         };
+        /** @description A shared location. */
+        Location: {
+            /** @description The rest of the description. */
+            address?: string | null;
+            /** Format: double */
+            latitude: number;
+            /** Format: double */
+            longitude: number;
+            /** @description The place's name (the first line of WhatsApp's description). */
+            name?: string | null;
+            url?: string | null;
+        };
         /** @description `type: location`. */
         LocationMessage: {
             address?: string | null;
@@ -715,6 +808,36 @@ export interface components {
             /** @example 4915112345678 */
             to: string;
         };
+        /** @description The media as stored now. */
+        MediaAnswer: {
+            media: components["schemas"]["MediaInfo"];
+        };
+        /** @description `message.media`: the file of an earlier `message` event, stored on retry. */
+        MediaEvent: {
+            chatId?: string | null;
+            media: components["schemas"]["MediaInfo"];
+            messageId: string;
+            slot: components["schemas"]["Slot"];
+            userId: components["schemas"]["UserId"];
+        };
+        /**
+         * @description A media message's file as an event carries it: stored (`sha256`) or not (`error`). Its `url`
+         *     is added each time the event leaves the daemon (`crate::media::Media::present`).
+         */
+        MediaInfo: {
+            /** @description Why it was not stored (`quota`, or the download's failure): `POST …/retry` tries again. */
+            error?: string | null;
+            filename?: string | null;
+            /** @description For `/api/media/{userId}/{slot}/{mediaId}`. */
+            id: string;
+            mimetype?: string | null;
+            /** @description Hex SHA-256 of the stored bytes. */
+            sha256?: string | null;
+            /** Format: int64 */
+            size?: number | null;
+            /** @description A signed link to the bytes, valid `MEDIA_URL_TTL_SECS` from when the event was sent. */
+            url?: string | null;
+        };
         /** @description `media` of a media message: exactly one of `url` and `data`. */
         MediaInput: {
             /** @description The file itself, base64 (standard alphabet, padding optional). */
@@ -734,6 +857,16 @@ export interface components {
              * @example https://example.com/menu.pdf
              */
             url?: string | null;
+        };
+        /** @description A fresh link to the media. */
+        MediaLink: {
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            expiresAt: number;
+            /** @description `GET` it without other credentials until `expiresAt`. */
+            url: string;
         };
         /** @description `type: image | video | audio | voice | document | sticker`. */
         MediaMessage: {
@@ -760,17 +893,23 @@ export interface components {
              *     group): reply to it as it is.
              */
             chatId: string;
+            contacts?: components["schemas"]["ContactCard"][] | null;
             from?: string | null;
             fromMe: boolean;
             /** @description WhatsApp's message id. */
             id: string;
             isGroup: boolean;
+            location?: null | components["schemas"]["Location"];
+            media?: null | components["schemas"]["MediaInfo"];
             /**
              * @description The other side's phone number (digits; in a group, the author's) when WhatsApp knows it
              *     — also for an `@lid` chat.
              * @example 4915112345678
              */
             phone?: string | null;
+            poll?: null | components["schemas"]["Poll"];
+            /** @description The message this one replies to. */
+            quotedMessageId?: string | null;
             slot: components["schemas"]["Slot"];
             /**
              * Format: int64
@@ -845,6 +984,17 @@ export interface components {
              */
             phoneNumber: string;
         };
+        /** @description A poll someone created. */
+        Poll: {
+            name: string;
+            /** @description The choices; a vote names them by their index here. */
+            options: string[];
+            /**
+             * Format: int32
+             * @description How many choices a voter may pick (0: any number).
+             */
+            selectableCount: number;
+        };
         /** @description `type: poll`. */
         PollMessage: {
             idempotencyKey?: string | null;
@@ -881,6 +1031,25 @@ export interface components {
             dataUrl: string;
             /** @description What the QR code encodes. */
             payload: string;
+        };
+        /** @description Someone reacted to a message (or took the reaction back: `emoji` null). */
+        Reaction: {
+            emoji?: string | null;
+            from?: string | null;
+            /** @description The reaction's own WhatsApp id. */
+            id: string;
+            /** @description The message reacted to. */
+            messageId: string;
+            /**
+             * Format: int64
+             * @description Unix milliseconds.
+             */
+            timestamp?: number;
+        };
+        /** @description `message.reaction`: a reaction to a message (`emoji` null: taken back). */
+        ReactionEvent: components["schemas"]["Reaction"] & {
+            slot: components["schemas"]["Slot"];
+            userId: components["schemas"]["UserId"];
         };
         /** @description `type: reaction` (no `replyTo`): `emoji` on message `messageId`; an empty emoji removes it. */
         ReactionMessage: {
@@ -919,6 +1088,20 @@ export interface components {
             maxSessions: number;
             runningBrowsers: number;
             waJs?: null | components["schemas"]["WaJsInfo"];
+        };
+        /** @description A message was deleted for everyone. */
+        Revoke: {
+            /** @description Who deleted it. */
+            from?: string | null;
+            /** @description The revoke's own WhatsApp id. */
+            id?: string | null;
+            /** @description The message deleted. */
+            messageId: string;
+        };
+        /** @description `message.revoked`: a message was deleted for everyone. */
+        RevokedEvent: components["schemas"]["Revoke"] & {
+            slot: components["schemas"]["Slot"];
+            userId: components["schemas"]["UserId"];
         };
         /** @description The body of `POST /api/messages/{userId}/{slot}`: one schema per `type` (`text` when absent). */
         SendRequest: (components["schemas"]["TextMessage"] & {
@@ -1054,6 +1237,30 @@ export interface components {
         UserSessions: {
             sessions: components["schemas"]["Session"][];
             userId: components["schemas"]["UserId"];
+        };
+        /** @description Someone voted in a poll (their whole current choice: an empty list takes the vote back). */
+        Vote: {
+            chatId?: string | null;
+            /** @description The poll. */
+            messageId: string;
+            options: components["schemas"]["VoteOption"][];
+            /**
+             * Format: int64
+             * @description Unix milliseconds.
+             */
+            timestamp?: number;
+            voter?: string | null;
+        };
+        /** @description `poll.vote`: a vote in a poll. */
+        VoteEvent: components["schemas"]["Vote"] & {
+            slot: components["schemas"]["Slot"];
+            userId: components["schemas"]["UserId"];
+        };
+        /** @description A chosen option: its index in the poll's `options`, and its text when the page knows the poll. */
+        VoteOption: {
+            /** Format: int64 */
+            id: number;
+            name?: string | null;
         };
         /** @description The WA-JS in use, as operators see it. */
         WaJsInfo: {
@@ -2305,6 +2512,379 @@ export interface operations {
                      * @example {
                      *       "error": "unavailable",
                      *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    media_bytes: {
+        parameters: {
+            query?: {
+                /** @description Unix seconds after which the link no longer works. */
+                expires?: number;
+                /** @description The daemon's signature of the link (hex). */
+                signature?: string;
+            };
+            header?: never;
+            path: {
+                userId: components["schemas"]["UserId"];
+                slot: components["schemas"]["Slot"];
+                mediaId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The bytes, with the stored `content-type` and `content-disposition: attachment` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": unknown;
+                };
+            };
+            /** @description The requested range (`Range: bytes=…`; one range) */
+            206: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `invalid_user_id` or `invalid_slot`: the path does not name a session. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `unknown_media`: this session has no such media (or its download failed: see the event's
+             *     `media.error`).
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unknown_media",
+                     *       "message": "this session has no such media"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `media_removed`: the media's bytes were removed (`MEDIA_RETENTION_DAYS` or the quota). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "media_removed",
+                     *       "message": "this media was removed (retention or quota); its message is still recorded"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `range_not_satisfiable` */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    media_retry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                userId: components["schemas"]["UserId"];
+                slot: components["schemas"]["Slot"];
+                mediaId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Stored (with a fresh `url`) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MediaAnswer"];
+                };
+            };
+            /** @description `invalid_user_id` or `invalid_slot`: the path does not name a session. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `unknown_media`: this session has no such media (or its download failed: see the event's
+             *     `media.error`).
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unknown_media",
+                     *       "message": "this session has no such media"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `not_connected` (not linked), `bridge_unavailable` (no WA-JS), `send_in_progress` (the
+             *     idempotency key's first send has no answer yet) or `send_outcome_unknown` (it may have reached
+             *     WhatsApp: never sent again; ask again with the key for its result).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `media_removed`: the media's bytes were removed (`MEDIA_RETENTION_DAYS` or the quota). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "media_removed",
+                     *       "message": "this media was removed (retention or quota); its message is still recorded"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `unsupported_media` (the bytes are not what the type takes, contradict `media.mimetype`, or
+             *     cannot be decoded), `media_unavailable` (`media.url` could not be fetched: refused,
+             *     unreachable, an error status, a redirect) or `media_refused` (WhatsApp Web refused the file,
+             *     with its reason).
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `too_many_sessions` (the host's browser limit), `too_many_pending` (this user's browsers not
+             *     linked yet) or `rate_limited` (this user's start rate).
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    media_link: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                userId: components["schemas"]["UserId"];
+                slot: components["schemas"]["Slot"];
+                mediaId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The link */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MediaLink"];
+                };
+            };
+            /** @description `invalid_user_id` or `invalid_slot`: the path does not name a session. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /**
+             * @description `unknown_media`: this session has no such media (or its download failed: see the event's
+             *     `media.error`).
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unknown_media",
+                     *       "message": "this session has no such media"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `media_removed`: the media's bytes were removed (`MEDIA_RETENTION_DAYS` or the quota). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "media_removed",
+                     *       "message": "this media was removed (retention or quota); its message is still recorded"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];

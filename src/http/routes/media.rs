@@ -20,9 +20,9 @@ use crate::media::Media;
 use crate::store::{MediaRow, MediaState};
 
 crate::http::route_table! {
-    get "/api/media/{userId}/{slot}/{mediaId}" => bytes,
-    post "/api/media/{userId}/{slot}/{mediaId}/url" => url,
-    post "/api/media/{userId}/{slot}/{mediaId}/retry" => retry,
+    get "/api/media/{userId}/{slot}/{mediaId}" => media_bytes,
+    post "/api/media/{userId}/{slot}/{mediaId}/url" => media_link,
+    post "/api/media/{userId}/{slot}/{mediaId}/retry" => media_retry,
 }
 
 /// A media id: 32 lower-case hex digits (anything else names no media).
@@ -146,7 +146,7 @@ fn disposition(row: &MediaRow) -> String {
         BadSession, Unauthorized, Forbidden, UnknownMedia, MediaGone,
     ),
 )]
-async fn bytes(
+async fn media_bytes(
     req: HttpRequest,
     SessionPath(key): SessionPath,
     query: web::Query<LinkQuery>,
@@ -220,7 +220,7 @@ pub struct MediaLink {
     security(("bearer" = []), ("stackAccessToken" = [])),
     responses((status = 200, description = "The link", body = MediaLink), BadSession, Unauthorized, Forbidden, UnknownMedia, MediaGone),
 )]
-async fn url(
+async fn media_link(
     req: HttpRequest,
     SessionPath(key): SessionPath,
     who: Principal,
@@ -255,7 +255,7 @@ pub struct MediaAnswer {
     security(("bearer" = []), ("stackAccessToken" = [])),
     responses((status = 200, description = "Stored (with a fresh `url`)", body = MediaAnswer), BadSession, Unauthorized, Forbidden, UnknownMedia, MediaGone, SendConflict, MediaRefused, TooMany, Unavailable),
 )]
-async fn retry(
+async fn media_retry(
     req: HttpRequest,
     SessionPath(key): SessionPath,
     who: Principal,
