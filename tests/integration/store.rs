@@ -142,6 +142,8 @@ both_backends!(
     idempotency_keys_answer_the_first_send,
     retention_drops_old_events_except_those_still_owed,
     one_event_per_message_id_per_session_with_a_uid_for_good,
+    media_rows_come_with_their_event_and_go_only_after_their_deliveries,
+    media_contents_in_the_database_are_stored_once_and_read_by_range,
 );
 
 fn key(user: &str, slot: u16) -> SessionKey {
@@ -1181,4 +1183,191 @@ async fn postgres_a_node_that_lost_its_lease_cannot_write_for_the_session() {
         .unwrap()
         .expect("released: free");
     assert_eq!(again.epoch, fb.epoch + 1);
+}
+
+fn media_row(
+    k: &SessionKey,
+    message: &str,
+    sha: &str,
+    size: u64,
+) -> wa_supervisor::store::MediaRow {
+    wa_supervisor::store::MediaRow {
+        id: wa_supervisor::media::Media::id_of(k, message),
+        key: k.clone(),
+        message_id: message.into(),
+        state: wa_supervisor::store::MediaState::Stored,
+        sha256: Some(sha.into()),
+        size: Some(size),
+        mimetype: Some("image/jpeg".into()),
+        filename: None,
+        error: None,
+        created_ms: 1_000,
+        updated_ms: 1_000,
+    }
+}
+
+/// A media row is written in its event's transaction (a duplicate event writes neither), the
+/// retention and the quota remove only media whose deliveries all ended, and a content two rows
+/// name stays until neither does. The stats are per state.
+async fn media_rows_come_with_their_event_and_go_only_after_their_deliveries(db: &TestDb) {
+    use wa_supervisor::store::{MediaState, NewOutboxEvent, Outcome};
+    let store = db.open();
+    let (a, b) = (key(ALICE, 1), key(BOB, 1));
+    let (sha1, sha2) = ("1".repeat(64), "2".repeat(64));
+    let event = |k: &SessionKey, m: &str, row| NewOutboxEvent {
+        key: k.clone(),
+        kind: "message",
+        payload: "{}".into(),
+        created_ms: 1_000,
+        dedupe: Some(format!("msg:{m}")),
+        media: Some(row),
+    };
+    // Alice's two media (owed to the service webhook), bob's one with alice's first content.
+    let first = store
+        .append_event(event(&a, "M1", media_row(&a, "M1", &sha1, 100)), true, None)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .append_event(event(&a, "M2", media_row(&a, "M2", &sha2, 200)), true, None)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .append_event(
+            event(&b, "M1", media_row(&b, "M1", &sha1, 100)),
+            false,
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // The same message again: no event, and the row stays as it was.
+    let mut again = media_row(&a, "M1", &sha2, 7);
+    again.state = MediaState::Failed;
+    assert!(store
+        .append_event(event(&a, "M1", again), true, None)
+        .await
+        .unwrap()
+        .is_none());
+    let id1 = wa_supervisor::media::Media::id_of(&a, "M1");
+    let row = store.media(&a, &id1).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.sha256.as_deref(), row.size),
+        (MediaState::Stored, Some(sha1.as_str()), Some(100))
+    );
+    assert!(
+        store.media(&b, &id1).await.unwrap().is_none(),
+        "alice's media is not bob's"
+    );
+    assert!(store.has_event(&a, "msg:M1").await.unwrap());
+    assert!(!store.has_event(&a, "msg:M3").await.unwrap());
+    assert_eq!(store.media_usage(a.user_id()).await.unwrap(), 300);
+    let stats = store.media_stats().await.unwrap();
+    assert_eq!(
+        (stats.owed_bytes, stats.delivered_bytes, stats.stored),
+        (300, 100, 3)
+    );
+
+    // Nothing of alice's is delivered yet: neither the retention nor her quota may remove any.
+    let (removed, _) = store.expire_media(i64::MAX, 5_000).await.unwrap();
+    assert_eq!(removed, 1, "only bob's (it owes nothing)");
+    let (fits, _) = store.make_room(a.user_id(), 50, 320, 5_000).await.unwrap();
+    assert!(!fits, "nothing delivered to remove");
+    // M1 delivered: the quota removes it, and its content may go (bob's row naming it was
+    // removed above).
+    let due = store.claim_due(2_000, 60_000, 10).await.unwrap();
+    let d1 = due.iter().find(|d| d.event.id == first.id).unwrap();
+    store
+        .record_attempt(d1.id, 1, Outcome::Delivered { status: 200 }, 2_000)
+        .await
+        .unwrap();
+    let (fits, freed) = store.make_room(a.user_id(), 50, 320, 6_000).await.unwrap();
+    assert!(fits);
+    assert_eq!(freed, [sha1.clone()]);
+    assert_eq!(
+        store.media(&a, &id1).await.unwrap().unwrap().state,
+        MediaState::Removed
+    );
+    assert_eq!(store.media_usage(a.user_id()).await.unwrap(), 200);
+    let referenced = store.referenced_blobs().await.unwrap();
+    assert_eq!(referenced.into_iter().collect::<Vec<_>>(), [sha2.clone()]);
+    let stats = store.media_stats().await.unwrap();
+    assert_eq!((stats.owed_bytes, stats.stored, stats.removed), (200, 1, 2));
+
+    // The links' key: made once, the same for every later caller.
+    let k1 = store
+        .secret("media_url_key", || "one".into())
+        .await
+        .unwrap();
+    let k2 = store
+        .secret("media_url_key", || "two".into())
+        .await
+        .unwrap();
+    assert_eq!((k1.as_str(), k2.as_str()), ("one", "one"));
+}
+
+/// Cluster mode keeps contents in the database, in 1 MiB parts: stored once, read back by any
+/// range, and dropped only when no stored row names them.
+async fn media_contents_in_the_database_are_stored_once_and_read_by_range(db: &TestDb) {
+    use futures_util::TryStreamExt;
+    let store = db.open();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = wa_supervisor::media::Blobs::Database(store.clone(), dir.path().to_owned());
+    let bytes: Vec<u8> = (0..(2 * 1024 * 1024 + 12345))
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect();
+    let sha = wa_supervisor::browser::wajs::sha256_hex(&bytes);
+    for _ in 0..2 {
+        let file = dir.path().join("download");
+        std::fs::write(&file, &bytes).unwrap();
+        blobs.put(&sha, &file).await.unwrap();
+    }
+    assert_eq!(store.blob_shas().await.unwrap(), [sha.clone()]);
+    let read = |a: u64, b: u64| {
+        blobs
+            .read(&sha, a, b)
+            .try_fold(Vec::new(), |mut all, piece| async move {
+                all.extend_from_slice(&piece);
+                Ok(all)
+            })
+    };
+    assert_eq!(read(0, bytes.len() as u64).await.unwrap(), bytes);
+    let (a, b) = (1024 * 1024 - 5, 2 * 1024 * 1024 + 3);
+    assert_eq!(read(a, b).await.unwrap(), &bytes[a as usize..b as usize]);
+    // A row names it: the sweep keeps it; once none does, it goes.
+    let k = key(ALICE, 1);
+    store
+        .append_event(
+            wa_supervisor::store::NewOutboxEvent {
+                key: k.clone(),
+                kind: "message",
+                payload: "{}".into(),
+                created_ms: 1,
+                dedupe: Some("msg:B1".into()),
+                media: Some(media_row(&k, "B1", &sha, bytes.len() as u64)),
+            },
+            false,
+            None,
+        )
+        .await
+        .unwrap();
+    let keep = store.referenced_blobs().await.unwrap();
+    assert_eq!(blobs.sweep(&keep).await.unwrap(), 0);
+    assert_eq!(store.blob_shas().await.unwrap().len(), 1);
+    blobs.delete(std::slice::from_ref(&sha)).await.unwrap();
+    assert_eq!(
+        store.blob_shas().await.unwrap().len(),
+        1,
+        "still named by a stored row"
+    );
+    store.expire_media(i64::MAX, 2).await.unwrap();
+    assert_eq!(
+        blobs
+            .sweep(&store.referenced_blobs().await.unwrap())
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.blob_shas().await.unwrap().is_empty());
 }
