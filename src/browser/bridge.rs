@@ -79,8 +79,9 @@ pub fn script(binding: &str) -> String {
       emoji: r.reactionText ? String(r.reactionText) : null, from: wid(r.sender), timestamp: Number(r.timestamp || 0) }})));
     WPP.on("chat.msg_revoke", (r) => inOrder(() => change({{ kind: "revoke", id: wid(r.id), messageId: wid(r.refId),
       from: wid(r.author) || wid(r.from) }})));
+    // (WA-JS names the message's `to` as the chat: for a received message, this device.)
     WPP.on("chat.msg_edited", (e) => inOrder(() => {{ const m = e.msg || {{}};
-      change({{ kind: "edit", messageId: String(e.id), chatId: wid(e.chat), body: m.type === "chat" || !m.type ? (m.body == null ? null : String(m.body)) : (m.caption || null),
+      change({{ kind: "edit", messageId: String(e.id), chatId: wid(m.id && m.id.remote) || wid(e.chat), body: m.type === "chat" || !m.type ? (m.body == null ? null : String(m.body)) : (m.caption || null),
         editId: wid(m.latestEditMsgKey), timestamp: Number(m.latestEditSenderTimestampMs || 0) }}); }}));
     WPP.on("chat.poll_response", (v) => inOrder(async () => change({{ kind: "vote", messageId: wid(v.msgId), chatId: wid(v.chatId),
       voter: wid(v.sender), options: await votedOptions(v), timestamp: Number(v.timestamp || 0) }})));

@@ -1,6 +1,7 @@
 // The operator console: talks to this daemon's own API with the pasted token (kept in
 // sessionStorage, sent only in the Authorization header) and follows the user's sessions over
-// SSE with single-use tickets, so the token never appears in a URL.
+// SSE with single-use tickets, so the token never appears in a URL. A received image or voice
+// note is fetched the same way (never through its signed link) and shown from a blob: URL.
 "use strict";
 
 (function () {
@@ -99,7 +100,8 @@
       render({ slot: n, state: "none", connectedNumber: null, qr: null, pairingCode: null, lastError: null });
       const el = slotEl(n);
       if (el) {
-        el.querySelector(".messages").textContent = "";
+        const list = el.querySelector(".messages");
+        while (list.firstElementChild) dropItem(list.firstElementChild);
         el.querySelector(".recent").hidden = true;
       }
     }
@@ -271,6 +273,84 @@
     }
   }
 
+  // What a message says in the list. Media shows its type beside its caption (what was sent or
+  // received); a location, a contact card and a poll read as what they are (a location's body
+  // is its map thumbnail, a contact's its vCard: neither is shown).
+  function messageText(m) {
+    if (m.location) {
+      const l = m.location;
+      const words = [l.name, l.address].filter((w) => w && String(w).trim()).join(" — ");
+      return "📍 " + (words || l.latitude + ", " + l.longitude);
+    }
+    if (Array.isArray(m.contacts) && m.contacts.length > 0) {
+      return m.contacts.map((c) => "👤 " + (c.name || "a contact")).join(", ");
+    }
+    if (m.poll) return "📊 " + m.poll.name;
+    const kind = m.type && m.type !== "chat" ? "[" + m.type + "]" : "";
+    return m.body == null || m.body === "" ? kind : (kind ? kind + " " : "") + m.body;
+  }
+
+  // How a stored media shows in the list: "img" for an image or a sticker, "audio" for a voice
+  // note or an audio file, null for anything else (its type and caption say enough).
+  function mediaElement(type, media) {
+    if (!media || !media.id || !media.sha256) return null;
+    const mime = String(media.mimetype || "").toLowerCase();
+    if (type === "image" || type === "sticker" || mime.startsWith("image/")) return "img";
+    if (type === "ptt" || type === "audio") return "audio";
+    return null;
+  }
+
+  // A message item leaves the list: the blob: URL of its media goes with it.
+  function dropItem(item) {
+    if (item.dataset.blob) URL.revokeObjectURL(item.dataset.blob);
+    delete item.dataset.blob;
+    item.remove();
+  }
+
+  function mediaProblem(item, text) {
+    const old = item.querySelector(".media-error");
+    if (old) old.remove();
+    item.appendChild(span("media-error", text));
+  }
+
+  // Shows the message's media in its item: the bytes fetched with the console's own token (no
+  // link to expire), as a blob: URL; an image only once it decoded, never a broken one.
+  async function showMedia(item, userId, slot, type, media) {
+    const tag = mediaElement(type, media);
+    if (!tag || item.querySelector(".media")) return;
+    const el = document.createElement(tag);
+    el.className = "media";
+    el.hidden = true;
+    if (tag === "img") {
+      el.alt = "[" + type + "]" + (media.filename ? " " + media.filename : "");
+    } else {
+      el.controls = true;
+      el.preload = "metadata";
+    }
+    item.appendChild(el);
+    const path =
+      "/api/media/" + encodeURIComponent(userId) + "/" + slot + "/" + encodeURIComponent(media.id);
+    let url = null;
+    try {
+      const res = await fetch(path, { headers: { Authorization: "Bearer " + token() }, cache: "no-store" });
+      if (!res.ok) throw new Error(res.status + " " + res.statusText);
+      const blob = await res.blob();
+      if (!item.isConnected) return;
+      url = URL.createObjectURL(blob);
+      item.dataset.blob = url;
+      el.src = url;
+      if (tag === "img") await el.decode();
+      if (item.isConnected && el.isConnected) el.hidden = false;
+    } catch (err) {
+      el.remove();
+      if (url && item.dataset.blob === url) {
+        URL.revokeObjectURL(url);
+        delete item.dataset.blob;
+      }
+      if (item.isConnected) mediaProblem(item, "Could not show the " + type + ": " + err.message);
+    }
+  }
+
   function showMessage(m) {
     const el = slotEl(m.slot);
     if (!el) return;
@@ -279,6 +359,7 @@
     const item = document.createElement("li");
     item.className = m.fromMe ? "out" : "in";
     item.dataset.id = m.id;
+    if (m.type) item.dataset.type = m.type;
     const meta = document.createElement("span");
     meta.className = "meta";
     const peer = m.fromMe ? m.chatId : m.isGroup && m.author ? m.author : m.from;
@@ -293,16 +374,28 @@
     }
     if (m.fromMe) meta.appendChild(span("ack", ""));
     item.appendChild(meta);
-    // Media shows its type beside its caption: what was sent or received.
-    const kind = m.type && m.type !== "chat" ? "[" + m.type + "]" : "";
-    item.appendChild(span("body", m.body == null || m.body === "" ? kind : (kind ? kind + " " : "") + m.body));
+    item.appendChild(span("body", messageText(m)));
+    if (m.media && typeof m.media.error === "string") {
+      mediaProblem(item, "Not downloaded: " + m.media.error);
+    }
     if (m.fromMe && acks.has(m.id)) {
       setAck(item, acks.get(m.id));
       acks.delete(m.id);
     }
     list.appendChild(item);
-    while (list.children.length > MESSAGES_SHOWN) list.firstElementChild.remove();
+    while (list.children.length > MESSAGES_SHOWN) dropItem(list.firstElementChild);
     el.querySelector(".recent").hidden = false;
+    showMedia(item, m.userId || shownUser, m.slot, m.type, m.media);
+  }
+
+  // `message.media`: the file of a message on screen was stored after all (a retry).
+  function showStoredMedia(d) {
+    const el = slotEl(d.slot);
+    const item = el && [...el.querySelectorAll(".messages li")].find((li) => li.dataset.id === d.messageId);
+    if (!item) return;
+    const problem = item.querySelector(".media-error");
+    if (problem) problem.remove();
+    showMedia(item, d.userId || shownUser, d.slot, item.dataset.type, d.media);
   }
 
   // The slot's last messages and their acks, read through the stored events (oldest first,
@@ -323,6 +416,9 @@
           if (e.type === "message") {
             last.push(e.data);
             if (last.length > MESSAGES_SHOWN) last.shift();
+          } else if (e.type === "message.media") {
+            const m = last.find((x) => x.id === e.data.messageId);
+            if (m) m.media = e.data.media;
           } else if (e.type === "message.ack") {
             acked.set(e.data.id, e.data);
           }
@@ -398,6 +494,9 @@
       });
       es.addEventListener("message.ack", (e) => {
         if (user === shownUser) showAck(JSON.parse(e.data));
+      });
+      es.addEventListener("message.media", (e) => {
+        if (user === shownUser) showStoredMedia(JSON.parse(e.data));
       });
       es.addEventListener("error", () => {
         // EventSource would retry with the used ticket: close it and get a new one.

@@ -15,8 +15,8 @@ const SCRIPT: &str = include_str!("console.js");
 const STYLESHEET: &str = include_str!("console.css");
 
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
-frame-ancestors 'none'";
+style-src 'self'; img-src 'self' data: blob:; media-src blob:; connect-src 'self'; base-uri 'none'; \
+form-action 'none'; frame-ancestors 'none'";
 
 fn asset(content_type: &str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()

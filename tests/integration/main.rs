@@ -19,6 +19,7 @@ mod lifecycle;
 mod messages;
 mod nothing_lost;
 mod openapi;
+mod receiving;
 mod sending;
 mod session;
 mod store;

@@ -23,6 +23,11 @@
 //! For the WA-JS stand-in (`support/wpp.rs`) the page announces each change as a `standin`
 //! DOM event, and serves `POST /api/pair` (a linking code for a phone, rotating like the QR
 //! codes) and `POST /api/logout` (the device unlinks itself).
+//!
+//! What the "phones" send reaches the page through the same inbox, in order: messages of every
+//! kind (`StandIn::incoming*`; the bytes of a file stay on the server, `GET /api/media?id=…`,
+//! as on WhatsApp's media servers) and what they do about earlier messages (`react`, `revoke`,
+//! `edit`, `vote`).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -195,9 +200,121 @@ struct State {
     contacts: HashMap<String, Option<String>>,
     /// Every read and presence a device showed: (device's phone, chat, state).
     presence: Vec<(String, String, String)>,
+    /// The files of the messages the stand-in "phones" sent (WhatsApp's media servers), by
+    /// message id: the bytes and their mimetype.
+    media: HashMap<String, (Vec<u8>, String)>,
+    /// Message ids whose media WhatsApp no longer has ([`StandIn::forget_media`]).
+    forgotten: std::collections::HashSet<String>,
+    /// How many of the next downloads fail ([`StandIn::fail_downloads`]).
+    failing_downloads: usize,
+    /// Downloads served.
+    downloads: usize,
+}
+
+/// The kinds of media message a phone sends.
+const MEDIA_KINDS: [&str; 6] = ["image", "video", "audio", "ptt", "document", "sticker"];
+
+/// A chat id: a number (`<digits>@c.us`) or a whole id (`…@lid`) as given.
+fn jid(from: &str) -> String {
+    match from.contains('@') {
+        true => from.to_owned(),
+        false => format!("{from}@c.us"),
+    }
+}
+
+/// A new id of something `from` sent (WhatsApp's `false_<chat>_<id>`).
+fn incoming_id(from: &str) -> String {
+    format!("false_{from}_{:016X}", rand::random::<u64>())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 impl State {
+    /// Hands `entry` to the page of every device linked to `phone`; Err when there is none.
+    fn push_inbox(&mut self, phone: &str, entry: serde_json::Value) -> Result<(), String> {
+        let mut n = 0;
+        for dev in self
+            .devices
+            .values_mut()
+            .filter(|d| d.phone.as_deref() == Some(phone))
+        {
+            dev.inbox.push(entry.clone());
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("no device is linked to {phone}"));
+        }
+        Ok(())
+    }
+
+    /// A message from `from` to `phone`: its id, time and chats, with `fields` (type, body and
+    /// what the type carries). Its id.
+    fn deliver(
+        &mut self,
+        phone: &str,
+        from: &str,
+        fields: serde_json::Value,
+        silent: bool,
+    ) -> Result<String, String> {
+        let from = jid(from);
+        let id = incoming_id(&from);
+        let mut msg = json!({
+            "id": id, "from": from, "to": format!("{phone}@c.us"),
+            "body": "", "t": now_secs(), "type": "chat",
+        });
+        if let (Some(msg), serde_json::Value::Object(fields)) = (msg.as_object_mut(), fields) {
+            msg.extend(fields);
+        }
+        self.push_inbox(phone, json!({"msg": msg, "silent": silent}))?;
+        Ok(id)
+    }
+
+    /// Something `from` did about the earlier message `msg_id` (a reaction, a revoke, an edit, a
+    /// poll vote): its own id, who, when (ms) and `fields`. Its id.
+    fn event(
+        &mut self,
+        phone: &str,
+        from: &str,
+        kind: &str,
+        msg_id: &str,
+        fields: serde_json::Value,
+    ) -> Result<String, String> {
+        let from = jid(from);
+        let id = incoming_id(&from);
+        let mut event = json!({
+            "id": id, "kind": kind, "msgId": msg_id, "from": from,
+            "to": format!("{phone}@c.us"), "t": now_ms(),
+        });
+        if let (Some(event), serde_json::Value::Object(fields)) = (event.as_object_mut(), fields) {
+            event.extend(fields);
+        }
+        self.push_inbox(phone, json!({ "event": event }))?;
+        Ok(id)
+    }
+
+    /// The file of message `id` on WhatsApp's servers: one a phone sent, or one a device
+    /// uploaded and sent.
+    fn media_of(&self, id: &str) -> Option<(Vec<u8>, String)> {
+        if self.forgotten.contains(id) {
+            return None;
+        }
+        if let Some(found) = self.media.get(id) {
+            return Some(found.clone());
+        }
+        let sent = self.sent.iter().rev().find(|m| m.id == id)?;
+        let media = &sent.extra["media"];
+        let bytes = self.uploads.get(media["token"].as_str()?)?;
+        let mimetype = media["mimetype"]
+            .as_str()
+            .unwrap_or("application/octet-stream");
+        Some((bytes.clone(), mimetype.to_owned()))
+    }
+
     fn scan(&mut self, payload: &str, phone: &str) -> Result<(), String> {
         let phone = phone.trim();
         if phone.is_empty() || !phone.chars().all(|c| c.is_ascii_digit()) {
@@ -352,6 +469,7 @@ impl StandIn {
                 .route("/api/send", web::post().to(api_send))
                 .app_data(web::PayloadConfig::new(256 << 20))
                 .route("/api/upload", web::post().to(api_upload))
+                .route("/api/media", web::get().to(api_media))
                 .route("/api/presence", web::post().to(api_presence))
                 .route("/api/contact", web::post().to(api_contact))
                 .route("/api/caps", web::post().to(api_caps))
@@ -447,33 +565,194 @@ impl StandIn {
     }
 
     fn deliver(&self, phone: &str, from: &str, body: &str, silent: bool) -> Result<String, String> {
-        let mut st = self.state.lock().unwrap();
-        // A number, or a whole chat id (`…@lid`).
-        let from = match from.contains('@') {
-            true => from.to_owned(),
-            false => format!("{from}@c.us"),
-        };
-        let id = format!("false_{from}_{:016X}", rand::random::<u64>());
-        let msg = json!({
-            "id": id, "from": from, "to": format!("{phone}@c.us"),
-            "body": body, "t": now_secs(), "type": "chat",
+        self.state.lock().unwrap().deliver(
+            phone,
+            from,
+            json!({"body": body, "type": "chat"}),
+            silent,
+        )
+    }
+
+    /// A contact `from` sends a file to `phone`: `kind` one of `image`, `video`, `audio`, `ptt`,
+    /// `document`, `sticker`. The message (`type` the kind, `mimetype`, `filename`, `size`, the
+    /// caption as `body`) goes to the devices; the bytes stay on WhatsApp's servers (here), for
+    /// `WPP.chat.downloadMedia`. Its WhatsApp id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn incoming_media(
+        &self,
+        phone: &str,
+        from: &str,
+        kind: &str,
+        bytes: Vec<u8>,
+        mimetype: &str,
+        filename: Option<&str>,
+        caption: Option<&str>,
+    ) -> Result<String, String> {
+        if !MEDIA_KINDS.contains(&kind) {
+            return Err(format!("{kind:?} is none of {MEDIA_KINDS:?}"));
+        }
+        let mut fields = json!({
+            "type": kind, "mimetype": mimetype, "size": bytes.len(),
+            "body": caption.unwrap_or_default(),
         });
-        let mut n = 0;
-        for dev in st
-            .devices
-            .values_mut()
-            .filter(|d| d.phone.as_deref() == Some(phone))
-        {
-            dev.inbox.push(json!({"msg": msg, "silent": silent}));
-            n += 1;
+        if let Some(filename) = filename {
+            fields["filename"] = json!(filename);
         }
-        if n == 0 {
-            return Err(format!("no device is linked to {phone}"));
-        }
+        let mut st = self.state.lock().unwrap();
+        let id = st.deliver(phone, from, fields, false)?;
+        st.media.insert(id.clone(), (bytes, mimetype.to_owned()));
         Ok(id)
     }
 
-    /// Messages handed to the devices of `phone` that their page has not stored yet.
+    /// A contact shares a location, as WhatsApp Web has one: `lat`, `lng`, and `loc` the name
+    /// and the address on two lines (the one given if only one is, else empty).
+    pub fn incoming_location(
+        &self,
+        phone: &str,
+        from: &str,
+        lat: f64,
+        lng: f64,
+        name: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<String, String> {
+        let loc = match (name, address) {
+            (Some(name), Some(address)) => format!("{name}\n{address}"),
+            (one, other) => one.or(other).unwrap_or_default().to_owned(),
+        };
+        self.state.lock().unwrap().deliver(
+            phone,
+            from,
+            json!({"type": "location", "lat": lat, "lng": lng, "loc": loc}),
+            false,
+        )
+    }
+
+    /// A contact sends a contact card: `body` the vCard, `vcardFormattedName` the name.
+    pub fn incoming_vcard(
+        &self,
+        phone: &str,
+        from: &str,
+        name: &str,
+        vcard: &str,
+    ) -> Result<String, String> {
+        self.state.lock().unwrap().deliver(
+            phone,
+            from,
+            json!({"type": "vcard", "body": vcard, "vcardFormattedName": name}),
+            false,
+        )
+    }
+
+    /// A contact sends a poll: `pollName`, `pollOptions` (`{name, localId}`, `localId` from 0)
+    /// and `pollSelectableOptionsCount` (0: any number), the name as `body` too (as the stand-in
+    /// keeps a poll the page sent).
+    pub fn incoming_poll(
+        &self,
+        phone: &str,
+        from: &str,
+        name: &str,
+        options: &[&str],
+        selectable: u32,
+    ) -> Result<String, String> {
+        let options: Vec<_> = options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| json!({"name": o, "localId": i}))
+            .collect();
+        self.state.lock().unwrap().deliver(
+            phone,
+            from,
+            json!({
+                "type": "poll_creation", "body": name, "pollName": name,
+                "pollOptions": options, "pollSelectableOptionsCount": selectable,
+            }),
+            false,
+        )
+    }
+
+    /// `from` reacts to message `msg_id` with `emoji` (None: takes its reaction back):
+    /// `chat.new_reaction`. The reaction's id.
+    pub fn react(
+        &self,
+        phone: &str,
+        from: &str,
+        msg_id: &str,
+        emoji: Option<&str>,
+    ) -> Result<String, String> {
+        self.state.lock().unwrap().event(
+            phone,
+            from,
+            "reaction",
+            msg_id,
+            json!({"text": emoji.unwrap_or_default()}),
+        )
+    }
+
+    /// `from` deletes message `msg_id` for everyone: the page keeps it as `revoked` (no body),
+    /// and `chat.msg_revoke`.
+    pub fn revoke(&self, phone: &str, from: &str, msg_id: &str) -> Result<(), String> {
+        self.state
+            .lock()
+            .unwrap()
+            .event(phone, from, "revoke", msg_id, json!({}))
+            .map(drop)
+    }
+
+    /// `from` edits message `msg_id` to `body` (a caption, for media): the page's stored message
+    /// changes (with `latestEditMsgKey`, `latestEditSenderTimestampMs`), and `chat.msg_edited`.
+    /// Nothing is announced for a message the page does not have (as WhatsApp Web).
+    pub fn edit(&self, phone: &str, from: &str, msg_id: &str, body: &str) -> Result<(), String> {
+        self.state
+            .lock()
+            .unwrap()
+            .event(phone, from, "edit", msg_id, json!({ "body": body }))
+            .map(drop)
+    }
+
+    /// `from` votes on poll `poll_msg_id` (one the page received or sent) for the options with
+    /// these `localId`s (none: takes the vote back): `chat.poll_response`. Nothing is announced
+    /// for a poll the page does not have (as WA-JS).
+    pub fn vote(
+        &self,
+        phone: &str,
+        from: &str,
+        poll_msg_id: &str,
+        selected: &[u32],
+    ) -> Result<(), String> {
+        self.state
+            .lock()
+            .unwrap()
+            .event(
+                phone,
+                from,
+                "vote",
+                poll_msg_id,
+                json!({ "selected": selected }),
+            )
+            .map(drop)
+    }
+
+    /// The next `n` downloads (`WPP.chat.downloadMedia`) fail: WhatsApp's media servers answer
+    /// an HTTP error, the page throws "download failed: HTTP 503".
+    pub fn fail_downloads(&self, n: usize) {
+        self.state.lock().unwrap().failing_downloads = n;
+    }
+
+    /// How many downloads WhatsApp's media servers served (failed ones not counted).
+    pub fn downloads(&self) -> usize {
+        self.state.lock().unwrap().downloads
+    }
+
+    /// WhatsApp no longer has the file of message `id` (received or sent): its download throws
+    /// `media_not_found`.
+    pub fn forget_media(&self, id: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.media.remove(id);
+        st.forgotten.insert(id.to_owned());
+    }
+
+    /// Messages (and reactions, revokes, edits, votes) handed to the devices of `phone` that
+    /// their page has not stored yet.
     pub fn unstored(&self, phone: &str) -> usize {
         let st = self.state.lock().unwrap();
         st.devices
@@ -890,7 +1169,38 @@ struct ReceivedBody {
     ids: Vec<String>,
 }
 
-/// The page stored these messages: the server forgets them (it never sends them again).
+#[derive(Deserialize)]
+struct MediaQuery {
+    device: String,
+    /// The message's id.
+    id: String,
+}
+
+/// A page downloads the file of a message (WhatsApp's media servers): 404
+/// `{"error":"media_not_found"}` when they do not have it, 503 while told to fail.
+async fn api_media(st: web::Data<Mutex<State>>, q: web::Query<MediaQuery>) -> HttpResponse {
+    let mut s = st.lock().unwrap();
+    if s.devices.get(&q.device).is_none_or(|d| d.phone.is_none()) {
+        return no_store(HttpResponse::Conflict()).json(json!({"error": "not linked"}));
+    }
+    if s.failing_downloads > 0 {
+        s.failing_downloads -= 1;
+        return no_store(HttpResponse::ServiceUnavailable())
+            .json(json!({"error": "download failed"}));
+    }
+    let Some((bytes, mimetype)) = s.media_of(&q.id) else {
+        return no_store(HttpResponse::NotFound()).json(json!({"error": "media_not_found"}));
+    };
+    s.downloads += 1;
+    let kind = header::HeaderValue::from_str(&mimetype)
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
+    no_store(HttpResponse::Ok())
+        .insert_header((header::CONTENT_TYPE, kind))
+        .body(bytes)
+}
+
+/// The page stored these messages (and handled these events): the server forgets them (it
+/// never sends them again).
 async fn api_received(
     st: web::Data<Mutex<State>>,
     q: web::Query<DeviceQuery>,
@@ -898,8 +1208,11 @@ async fn api_received(
 ) -> HttpResponse {
     let mut s = st.lock().unwrap();
     if let Some(dev) = s.devices.get_mut(&q.device) {
-        dev.inbox
-            .retain(|m| !b.ids.iter().any(|id| m["msg"]["id"] == id.as_str()));
+        dev.inbox.retain(|m| {
+            !b.ids
+                .iter()
+                .any(|id| m["msg"]["id"] == id.as_str() || m["event"]["id"] == id.as_str())
+        });
     }
     no_store(HttpResponse::Ok()).json(json!({"ok": true}))
 }
@@ -1130,6 +1443,37 @@ async function remember(m) {
   return true;
 }
 const storedMessages = () => tx("msgs", "readonly", (s) => s.getAll());
+// What a contact did about an earlier message (`event`: `kind` reaction, revoke, edit or vote,
+// `id` its own, `msgId` the message's): applied to the store once (the event's id is kept), and
+// what to announce — null when already handled, or when WhatsApp Web would say nothing (an edit
+// of a message the page does not have, a vote on a poll it does not have).
+async function handle(e) {
+  const seen = "event:" + e.id;
+  if (await tx("kv", "readonly", (s) => s.get(seen))) return null;
+  const target = await tx("msgs", "readonly", (s) => s.get(e.msgId));
+  let out = null;
+  switch (e.kind) {
+    case "reaction": out = {type: "reaction", event: e}; break;
+    case "revoke":
+      if (target) {
+        const revoked = {id: target.id, from: target.from, to: target.to, t: target.t, type: "revoked"};
+        if (target.fromMe) revoked.fromMe = true;
+        await tx("msgs", "readwrite", (s) => s.put(revoked, target.id));
+      }
+      out = {type: "revoke", event: e};
+      break;
+    case "edit":
+      if (target) {
+        const edited = Object.assign({}, target, {body: e.body, latestEditMsgKey: e.id, latestEditSenderTimestampMs: e.t});
+        await tx("msgs", "readwrite", (s) => s.put(edited, target.id));
+        out = {type: "edit", event: e, msg: edited};
+      }
+      break;
+    case "vote": if (target) out = {type: "vote", event: e, poll: target}; break;
+  }
+  await tx("kv", "readwrite", (s) => s.put(true, seen));
+  return out;
+}
 async function api(method, path) {
   const r = await fetch(path + "?device=" + encodeURIComponent(device) + "&instance=" + instance, {method, cache: "no-store"});
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
@@ -1159,6 +1503,13 @@ window.__standin = {
     const r = await fetch("/api/upload?device=" + encodeURIComponent(device) + "&instance=" + instance, {method: "POST", cache: "no-store", body: blob});
     if (!r.ok) throw new Error("/api/upload: HTTP " + r.status);
     return r.json();
+  },
+  // The file of message `id` from WhatsApp's media servers (a Blob).
+  download: async (id) => {
+    const r = await fetch("/api/media?device=" + encodeURIComponent(device) + "&instance=" + instance + "&id=" + encodeURIComponent(id), {cache: "no-store"});
+    if (r.status === 404) throw new Error("media_not_found");
+    if (!r.ok) throw new Error("download failed: HTTP " + r.status);
+    return r.blob();
   },
 };
 
@@ -1275,11 +1626,15 @@ async function poll() {
     if (r.needsUpdate && !updateAsked) { updateAsked = true; announce({type: "needs_update"}); }
     // As a device receives: stored first, then acknowledged to the server (which then forgets
     // it), then announced — unless it was stored before, or the test wants it unannounced.
+    // Reactions, revokes, edits and votes come in the same order, each handled once.
     if ((r.messages || []).length) {
       const fresh = [];
-      for (const m of r.messages) if (await remember(m.msg)) fresh.push(m);
-      await post("/api/received", {ids: r.messages.map((m) => m.msg.id)});
-      for (const m of fresh) if (!m.silent) announce({type: "message", msg: m.msg});
+      for (const m of r.messages) {
+        if (m.event) { const d = await handle(m.event); if (d) fresh.push(d); }
+        else if (await remember(m.msg) && !m.silent) fresh.push({type: "message", msg: m.msg});
+      }
+      await post("/api/received", {ids: r.messages.map((m) => (m.event || m.msg).id)});
+      for (const d of fresh) announce(d);
     }
     for (const a of r.acks || []) announce({type: "ack", ack: a.ack, id: a.id, chat: a.chat});
   } catch (e) {}

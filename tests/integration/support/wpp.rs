@@ -82,6 +82,20 @@ pub const SCRIPT: &str = r#"(() => {
       markIsComposing: async (chatId, duration) => { await window.__standin.presence(chatId, "typing"); },
       markIsRecording: async (chatId, duration) => { await window.__standin.presence(chatId, "recording"); },
       markIsPaused: async (chatId) => { await window.__standin.presence(chatId, "paused"); },
+      // The file of a media message of the page's store, from WhatsApp's media servers: a Blob of
+      // the message's mimetype. Throws like WA-JS: `msg_not_found`, `message_not_contains_media`,
+      // `media_not_found` (an Error with that message and `code`; the real one throws a plain
+      // `{error, code, message}`), and an Error "download failed: HTTP …" when the download fails.
+      downloadMedia: async (id) => {
+        const key = typeof id === "string" ? id : String(id._serialized || id);
+        const m = (await window.__standin.messages()).find((m) => m.id === key);
+        if (!m) throw new Error("msg_not_found");
+        if (!MEDIA.includes(m.type)) throw Object.assign(new Error("message_not_contains_media"), { code: "message_not_contains_media" });
+        let blob;
+        try { blob = await window.__standin.download(key); }
+        catch (e) { throw e.message === "media_not_found" ? Object.assign(e, { code: "media_not_found" }) : e; }
+        return new Blob([blob], { type: m.mimetype || blob.type || "application/octet-stream" });
+      },
       // A message of the page's store by its serialized id; WA-JS throws when there is none.
       getMessageById: async (id) => {
         const m = (await window.__standin.messages()).find((m) => m.id === id);
@@ -118,18 +132,41 @@ pub const SCRIPT: &str = r#"(() => {
     const o = options || {};
     if (o.quotedMsg && !(await window.__standin.messages()).some((m) => m.id === String(o.quotedMsg))) throw new Error("quoted message not found");
     const r = await window.__standin.send(to, body, o.messageId, Object.assign({ type, quoted: o.quotedMsg ? String(o.quotedMsg) : null }, extra));
-    const m = { id: r.id, from: r.from, to, body, t: r.t, type, fromMe: true };
+    const m = Object.assign({ id: r.id, from: r.from, to, body, t: r.t, type, fromMe: true }, kept(type, body, extra));
     await window.__standin.remember(m);
     emit("chat.new_message", msgModel(m, true));
     return { id: r.id, ack: 0, from: r.from, to, sendMsgResult: null };
   };
+  // What WhatsApp Web keeps of a sent message beside its body, as of a received one.
+  const kept = (type, body, x) => {
+    if (x.media) return { mimetype: x.media.mimetype, filename: x.media.filename || undefined, size: x.media.size };
+    if (type === "location") return { lat: x.lat, lng: x.lng, loc: x.name && x.address ? x.name + "\n" + x.address : x.name || x.address || "" };
+    if (type === "poll_creation") return { pollName: body, pollOptions: x.choices.map((name, localId) => ({ name, localId })), pollSelectableOptionsCount: Number(x.selectableCount || 0) };
+    if (x.raw && x.raw.vcardFormattedName) return { vcardFormattedName: String(x.raw.vcardFormattedName) };
+    return {};
+  };
+  const MEDIA = ["image", "video", "audio", "ptt", "document", "sticker"];
   const pn = (s) => ({ id: s.split("@")[0], server: s.split("@")[1], _serialized: s });
   const wid = (s) => (s ? { _serialized: s, user: s.split("@")[0], server: s.split("@")[1] } : undefined);
+  // A message key from its serialized form `<fromMe>_<chat>_<id>`.
+  const msgKey = (s) => {
+    const [fromMe, remote, ...id] = String(s).split("_");
+    return { _serialized: String(s), fromMe: fromMe === "true", remote: wid(remote), id: id.join("_") };
+  };
+  const chatOf = (m) => (m.fromMe ? m.to : m.from);
   const msgModel = (m, fromMe) => ({
     id: { _serialized: m.id, fromMe, remote: wid(fromMe ? m.to : m.from), id: m.id.split("_").pop() },
     from: wid(m.from), to: wid(m.to), body: m.body, type: m.type, t: m.t,
     // WhatsApp Web keeps a media message's caption apart from its body.
     caption: m.type && m.type !== "chat" && m.body ? m.body : undefined,
+    mimetype: m.mimetype, filename: m.filename, size: m.size,
+    lat: m.lat, lng: m.lng, loc: m.loc, clientUrl: m.clientUrl,
+    vcardFormattedName: m.vcardFormattedName,
+    pollName: m.pollName, pollOptions: m.pollOptions ? m.pollOptions.map((o) => ({ name: o.name, localId: o.localId })) : undefined,
+    pollSelectableOptionsCount: m.pollSelectableOptionsCount,
+    latestEditMsgKey: m.latestEditMsgKey ? msgKey(m.latestEditMsgKey) : undefined,
+    latestEditSenderTimestampMs: m.latestEditSenderTimestampMs,
+    get isMedia() { return MEDIA.includes(this.type); },
     isGroupMsg: false, author: undefined,
   });
   window.addEventListener("standin", (e) => {
@@ -148,6 +185,17 @@ pub const SCRIPT: &str = r#"(() => {
       case "online": online = d.online; emit("conn.online", d.online); break;
       case "needs_update": updateNeeded = true; emit("conn.needs_update"); break;
       case "message": emit("chat.new_message", msgModel(d.msg, false)); break;
+      // What a contact did about an earlier message (the page's `handle`), as WA-JS reports it.
+      case "reaction":
+        emit("chat.new_reaction", { id: msgKey(d.event.id), msgId: msgKey(d.event.msgId), reactionText: d.event.text || "", read: false, sender: wid(d.event.from), orphan: 0, orphanReason: null, timestamp: d.event.t });
+        break;
+      case "revoke":
+        emit("chat.msg_revoke", { from: wid(d.event.from), to: wid(d.event.to), id: msgKey(d.event.id), refId: msgKey(d.event.msgId), type: "revoke" });
+        break;
+      case "edit": emit("chat.msg_edited", { chat: wid(chatOf(d.msg)), id: d.msg.id, msg: msgModel(d.msg, !!d.msg.fromMe) }); break;
+      case "vote":
+        emit("chat.poll_response", { msgId: msgKey(d.event.msgId), chatId: wid(chatOf(d.poll)), selectedOptions: d.event.selected.map(Number), timestamp: d.event.t, sender: wid(d.event.from) });
+        break;
       case "offline_delivery_end": emit("conn.backend_event", "offline_delivery_end"); break;
       case "ack": emit("chat.msg_ack_change", { ack: d.ack, chat: wid(d.chat), ids: [{ _serialized: d.id }] }); break;
     }
