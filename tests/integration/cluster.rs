@@ -447,3 +447,75 @@ async fn audit(db: &PgDatabase, user: &str, kind: &str) -> Vec<String> {
     .await
     .unwrap()
 }
+
+/// In cluster mode a media is stored where every node reaches it (PostgreSQL): received by the
+/// node that runs the session, fetched through another node's link byte for byte, and no file is
+/// left on the node that downloaded it.
+#[tokio::test]
+async fn a_media_received_on_one_node_is_served_by_another_from_postgres() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (wpp, sha) = crate::support::wpp::install(tmp.path());
+    let opts = crate::support::cluster::NodeOptions {
+        lease_ttl_secs: TTL_SECS,
+        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
+        ..Default::default()
+    };
+    let a = Node::start_with(&standin, &db, "m1", &opts).await;
+    link(&standin, &db, &a, "alice", 1, "4915111111123").await;
+    let b = Node::start_with(&standin, &db, "m2", &opts).await;
+    let photo: Vec<u8> = (0..(1_500_000u32))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let id = standin
+        .incoming_media(
+            "4915111111123",
+            "4915199990777",
+            "image",
+            photo.clone(),
+            "image/jpeg",
+            None,
+            None,
+        )
+        .unwrap();
+    let m = eventually(Duration::from_secs(30), "the photo recorded", || async {
+        let (_, page) = b.call("GET", "/api/messages/alice/1?limit=500").await;
+        page["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["data"]["id"] == id.as_str())
+            .cloned()
+    })
+    .await;
+    let media = &m["data"]["media"];
+    let expected = wa_supervisor::browser::wajs::sha256_hex(&photo);
+    assert_eq!(media["sha256"], expected.as_str(), "{m}");
+    let url = media["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&b.daemon.url("/api/media/alice/1/")),
+        "minted by the node that listed it: {url}"
+    );
+    let got = reqwest::get(url).await.unwrap();
+    assert_eq!(got.status(), 200);
+    let got = got.bytes().await.unwrap();
+    assert_eq!(wa_supervisor::browser::wajs::sha256_hex(&got), expected);
+    let files: Vec<_> = walk(&a.daemon.dir.join("data/media"));
+    assert!(
+        files.is_empty(),
+        "no file on the node that downloaded it: {files:?}\n{}",
+        logs(&[a, b])
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

@@ -88,6 +88,8 @@ pub struct NodeOptions {
     pub max_sessions: Option<u32>,
     /// Reach PostgreSQL through a [`PgProxy`] of its own (returned by [`start_node`]).
     pub through_proxy: bool,
+    /// WA-JS file and its SHA-256 (the WPP stand-in), instead of the default.
+    pub wa_js: Option<(String, String)>,
 }
 
 impl Default for NodeOptions {
@@ -97,6 +99,7 @@ impl Default for NodeOptions {
             snapshot_interval_secs: 3600,
             max_sessions: None,
             through_proxy: false,
+            wa_js: None,
         }
     }
 }
@@ -133,6 +136,10 @@ pub async fn start_node(
     ];
     if let Some(n) = &max_sessions {
         envs.push(("MAX_SESSIONS", n.as_str()));
+    }
+    if let Some((path, sha)) = &opts.wa_js {
+        envs.push(("WA_JS_PATH", path.as_str()));
+        envs.push(("WA_JS_SHA256", sha.as_str()));
     }
     let node = daemon::start_with(dir, standin_url, &[], &envs, None).await;
     (node, proxy)
