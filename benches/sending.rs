@@ -11,8 +11,6 @@ mod common;
 #[path = "../tests/integration/support/mod.rs"]
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -74,45 +72,6 @@ async fn link(d: &Daemon, standin: &StandIn, user: &str, phone: &str) {
     .await;
 }
 
-/// Samples the daemon's RSS and the browser tree's PSS every 100 ms until stopped: the peaks.
-struct Peaks {
-    done: Arc<AtomicBool>,
-    peaks: Arc<Mutex<(f64, f64)>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Peaks {
-    fn start(daemon: u32, browser: u32) -> Peaks {
-        let done = Arc::new(AtomicBool::new(false));
-        let peaks = Arc::new(Mutex::new((0.0f64, 0.0f64)));
-        let thread = {
-            let (done, peaks) = (done.clone(), peaks.clone());
-            std::thread::spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    let rss = procfs::rss_bytes(daemon) as f64 / 1048576.0;
-                    let pss = pss_mib(&tree(browser));
-                    let mut p = peaks.lock().unwrap();
-                    p.0 = p.0.max(rss);
-                    p.1 = p.1.max(pss);
-                    drop(p);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-        };
-        Peaks {
-            done,
-            peaks,
-            thread,
-        }
-    }
-
-    fn stop(self) -> (f64, f64) {
-        self.done.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap();
-        *self.peaks.lock().unwrap()
-    }
-}
-
 fn main() {
     actix_web::rt::System::new().block_on(async {
         let standin = StandIn::start(StandInOptions {
@@ -164,7 +123,7 @@ fn main() {
         ];
         let mut base = None;
         for (name, body) in &cases {
-            let peaks = Peaks::start(daemon_pid, browser);
+            let peaks = common::Peaks::start(daemon_pid, browser);
             let mut times = Vec::new();
             for _ in 0..3 {
                 let (status, took) = send(&d, &user, body).await;

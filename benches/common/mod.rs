@@ -172,3 +172,42 @@ pub fn all_ms(v: &[Duration]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Samples the daemon's RSS and the browser tree's PSS every 100 ms until stopped: the peaks.
+pub struct Peaks {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peaks: std::sync::Arc<std::sync::Mutex<(f64, f64)>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Peaks {
+    pub fn start(daemon: u32, browser: u32) -> Peaks {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peaks = std::sync::Arc::new(std::sync::Mutex::new((0.0f64, 0.0f64)));
+        let thread = {
+            let (done, peaks) = (done.clone(), peaks.clone());
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let rss = wa_supervisor::procfs::rss_bytes(daemon) as f64 / 1048576.0;
+                    let pss = pss_mib(&tree(browser));
+                    let mut p = peaks.lock().unwrap();
+                    p.0 = p.0.max(rss);
+                    p.1 = p.1.max(pss);
+                    drop(p);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Peaks {
+            done,
+            peaks,
+            thread,
+        }
+    }
+
+    pub fn stop(self) -> (f64, f64) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+        *self.peaks.lock().unwrap()
+    }
+}
