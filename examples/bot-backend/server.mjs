@@ -1,7 +1,10 @@
 // An example bot backend for wa-supervisor: receives the daemon's webhooks, verifies their
 // Standard Webhooks signatures, handles each `webhook-id` once (remembered in an append-only
 // file, so a restart keeps it) and answers every incoming text message with "echo: <text>"
-// through the send API, with an idempotency key derived from the incoming message's id.
+// through the send API, with an idempotency key derived from the incoming message's id. An
+// incoming photo, voice note, video, document or sticker is answered with its size and SHA-256,
+// computed from the bytes fetched through the event's signed link (docs/media.md) and checked
+// against the hash the daemon announced; one the daemon could not download, with why.
 //
 // Exactly once, end to end: the daemon delivers at least once and redelivers until it gets a
 // 2xx, so this server answers 2xx only after the reply was sent and the webhook-id written and
@@ -26,6 +29,12 @@ const SEND_TIMEOUT_MS = 8000;
 const IDEMPOTENCY_KEY_MAX = 128;
 const TEXT_MAX_CHARS = 65536;
 const ECHO = "echo: ";
+/** Fetching a media's bytes gets this long, so the reply still fits in the daemon's 10 s. */
+const MEDIA_FETCH_TIMEOUT_MS = 5000;
+/** The shortest time a send is given, whatever the fetch took. */
+const SEND_TIMEOUT_MIN_MS = 2000;
+/** How a media message's type reads in a reply. */
+const MEDIA_WORDS = { ptt: "voice note" };
 
 function config() {
   const env = process.env;
@@ -128,18 +137,86 @@ function replyKey(id) {
 }
 
 /**
+ * The bytes behind a media link, streamed through SHA-256 (never held in memory):
+ * `{ size, sha256 }`, or `{ gone }` when the daemon no longer has them (kept
+ * `MEDIA_RETENTION_DAYS`). Throws when the fetch failed in a way that may pass.
+ *
+ * `media.url` is signed and needs no credentials: it is a path on the daemon (prefixed with
+ * WA_API_URL) unless the daemon has a PUBLIC_URL, then it is absolute, and used as it is. The
+ * daemon signs a fresh link for every delivery attempt, so a redelivery never carries an
+ * expired one.
+ */
+async function fetchMedia(cfg, media) {
+  const url = /^https?:\/\//i.test(media.url) ? media.url : cfg.apiUrl + media.url;
+  const res = await fetch(url, { signal: AbortSignal.timeout(MEDIA_FETCH_TIMEOUT_MS) });
+  if (res.status === 404 || res.status === 410) {
+    await res.body?.cancel();
+    return { gone: `${res.status} ${res.statusText}` };
+  }
+  if (res.status !== 200) {
+    await res.body?.cancel();
+    throw Object.assign(new Error(`media answered ${res.status}`), { code: `HTTP ${res.status}` });
+  }
+  const hash = createHash("sha256");
+  let size = 0;
+  for await (const chunk of res.body) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  return { size, sha256: hash.digest("hex") };
+}
+
+/**
+ * The reply to an incoming media message (`m.media` set): `{ text }`, or `{ retry }` (why) when
+ * it should be tried again later.
+ */
+async function mediaReply(cfg, m) {
+  const what = MEDIA_WORDS[m.type] ?? m.type ?? "file";
+  const media = m.media;
+  if (typeof media.error === "string") {
+    return { text: `could not get your ${what}: ${media.error}` };
+  }
+  if (typeof media.url !== "string" || typeof media.sha256 !== "string") {
+    return { text: `could not get your ${what}: no link to it` };
+  }
+  let got;
+  try {
+    got = await fetchMedia(cfg, media);
+  } catch (e) {
+    return { retry: `media fetch failed (${e.code ?? e.cause?.code ?? e.name})` };
+  }
+  if (got.gone) return { text: `could not get your ${what}: ${got.gone}` };
+  let text = `got your ${what}: ${got.size} bytes, sha256 ${got.sha256}`;
+  if (got.sha256 !== media.sha256.toLowerCase()) {
+    text += ` (does NOT match the sha256 ${media.sha256} the daemon announced)`;
+  } else if (Number.isInteger(media.size) && media.size !== got.size) {
+    text += ` (WhatsApp announced ${media.size} bytes)`;
+  }
+  return { text };
+}
+
+/**
  * What to do with one verified event: `{ status, note }`. Only a 2xx status lets the event be
  * recorded as handled; anything else makes the daemon deliver it again later.
  */
 async function handle(cfg, event) {
+  const started = Date.now();
   if (event.type !== "message") return { status: 204, note: "ignored" };
   const m = event.data ?? {};
   if (m.fromMe) return { status: 204, note: "ignored (our own message)" };
-  if (typeof m.body !== "string" || m.body.trim() === "") {
+  const who = `${m.userId}:${m.slot} ${m.chatId} message ${m.id}`;
+  let text;
+  if (m.media && typeof m.media === "object") {
+    const reply = await mediaReply(cfg, m);
+    if (reply.retry) return { status: 503, note: `${who}: ${reply.retry}: will be redelivered` };
+    text = reply.text;
+  } else if (typeof m.body === "string" && m.body.trim() !== "") {
+    text = ECHO + [...m.body].slice(0, TEXT_MAX_CHARS - ECHO.length).join("");
+  } else {
     return { status: 204, note: "ignored (no text)" };
   }
-  const text = ECHO + [...m.body].slice(0, TEXT_MAX_CHARS - ECHO.length).join("");
   const url = `${cfg.apiUrl}/api/messages/${encodeURIComponent(m.userId)}/${m.slot}`;
+  const timeout = Math.max(SEND_TIMEOUT_MIN_MS, SEND_TIMEOUT_MS - (Date.now() - started));
   let res;
   try {
     res = await fetch(url, {
@@ -149,13 +226,12 @@ async function handle(cfg, event) {
         "content-type": "application/json",
       },
       body: JSON.stringify({ to: m.chatId, text, idempotencyKey: replyKey(m.id) }),
-      signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
+      signal: AbortSignal.timeout(timeout),
     });
   } catch (e) {
     return { status: 503, note: `send failed (${e.cause?.code ?? e.name}): will be redelivered` };
   }
   const answer = await res.json().catch(() => ({}));
-  const who = `${m.userId}:${m.slot} ${m.chatId} message ${m.id}`;
   if (res.status === 201) {
     return { status: 204, note: `${who}: replied (${answer.id})` };
   }

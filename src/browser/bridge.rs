@@ -248,17 +248,36 @@ pub(crate) fn members_used(text: &str) -> Vec<&str> {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "bridge", rename_all = "snake_case")]
 pub enum Signal {
-    Ready { version: String },
-    AuthCode { code: Option<String> },
+    Ready {
+        version: String,
+    },
+    AuthCode {
+        code: Option<String>,
+    },
     QrIdle,
-    MainReady { wid: Option<String> },
-    Logout { reason: Option<String> },
+    MainReady {
+        wid: Option<String>,
+    },
+    Logout {
+        reason: Option<String>,
+    },
     NeedsUpdate,
-    Online { online: bool },
-    LinkCode { code: String },
-    Message { message: crate::events::PageMessage },
-    Ack { ack: i64, ids: Vec<String> },
-    Change { change: crate::events::PageChange },
+    Online {
+        online: bool,
+    },
+    LinkCode {
+        code: String,
+    },
+    Message {
+        message: Box<crate::events::PageMessage>,
+    },
+    Ack {
+        ack: i64,
+        ids: Vec<String>,
+    },
+    Change {
+        change: crate::events::PageChange,
+    },
     OfflineDeliveryEnd,
 }
 

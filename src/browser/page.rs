@@ -66,7 +66,7 @@ pub enum Observation {
     /// The phone went offline or came back.
     Online(bool),
     /// A new message (received, or sent from the phone or by the daemon).
-    Message(crate::events::PageMessage),
+    Message(Box<crate::events::PageMessage>),
     /// Messages got further (WhatsApp Web's ack number).
     Ack { ack: i64, ids: Vec<String> },
     /// An earlier message got a reaction, was revoked or edited, or a poll got a vote.

@@ -1,6 +1,7 @@
 //! The operator console at `/`: a static page, script and stylesheet embedded in the binary.
 //! The page holds no data; it calls the API with the token the operator pastes. Its CSP allows
-//! only this origin, plus `data:` images (the QR codes); no inline script or style.
+//! only this origin, plus `data:` images (the QR codes) and `blob:` images and audio (received
+//! media, fetched with the console's own token); no inline script or style.
 
 use actix_web::HttpResponse;
 

@@ -15,7 +15,7 @@ use crate::events::{MessageEvent, PageMedia, MESSAGE};
 
 enum Job {
     Message {
-        event: MessageEvent,
+        event: Box<MessageEvent>,
         media: Option<PageMedia>,
         /// The page of the browser that saw the message (`None`: it is gone).
         page: Option<PageHandle>,
@@ -37,7 +37,7 @@ impl Intake {
                         writer.event(kind, &data, Some(dedupe));
                         continue;
                     }
-                    Job::Message { event, media, page } => (event, media, page),
+                    Job::Message { event, media, page } => (*event, media, page),
                 };
                 let dedupe = event.dedupe();
                 let (Some(meta), Some(media)) = (meta, &media) else {
@@ -65,7 +65,11 @@ impl Intake {
 
     /// A message the page reported; `page` is the page that saw it, for its media.
     pub fn message(&self, event: MessageEvent, media: Option<PageMedia>, page: Option<PageHandle>) {
-        let _ = self.0.send(Job::Message { event, media, page });
+        let _ = self.0.send(Job::Message {
+            event: Box::new(event),
+            media,
+            page,
+        });
     }
 
     /// Another event of the session, behind the messages before it.

@@ -465,7 +465,7 @@ async fn a_media_received_on_one_node_is_served_by_another_from_postgres() {
     let a = Node::start_with(&standin, &db, "m1", &opts).await;
     link(&standin, &db, &a, "alice", 1, "4915111111123").await;
     let b = Node::start_with(&standin, &db, "m2", &opts).await;
-    let photo: Vec<u8> = (0..(1_500_000u32))
+    let photo: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let id = standin

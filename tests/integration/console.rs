@@ -956,3 +956,247 @@ async fn the_console_reads_at_a_glance_in_every_state() {
         found.0.join("\n- ")
     );
 }
+
+/// A small real PNG (`w`×`h`).
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x as u8).wrapping_mul(11), (y as u8).wrapping_mul(13), 99])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Half a second of a 440 Hz tone: 8 kHz mono 16-bit PCM in a WAV file, which Chromium plays.
+fn wav() -> Vec<u8> {
+    const RATE: u32 = 8000;
+    let samples: Vec<i16> = (0..RATE / 2)
+        .map(|i| {
+            let t = f64::from(i) / f64::from(RATE);
+            ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16
+        })
+        .collect();
+    let data = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&RATE.to_le_bytes());
+    out.extend_from_slice(&(RATE * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+/// Slot 1's received image and voice note as the page shows them.
+#[derive(Debug, serde::Deserialize)]
+struct ShownMedia {
+    /// The `<img>`: loaded, its natural width, visible, and its `src` scheme.
+    img_loaded: bool,
+    img_width: u32,
+    img_visible: bool,
+    img_src: String,
+    /// The `<audio controls>`: its `src` scheme, its duration once its metadata loaded.
+    audio_src: String,
+    audio_controls: bool,
+    audio_duration: f64,
+    text: String,
+}
+
+const SHOWN_MEDIA: &str = r#"(() => {
+  const img = document.querySelector('#slot-1 .messages li img.media');
+  const audio = document.querySelector('#slot-1 .messages li audio.media');
+  return {
+    img_loaded: !!img && img.complete && img.naturalWidth > 0,
+    img_width: img ? img.naturalWidth : 0,
+    img_visible: !!img && img.checkVisibility(),
+    img_src: img ? (img.getAttribute('src') || '').split(':')[0] : '',
+    audio_src: audio ? (audio.getAttribute('src') || '').split(':')[0] : '',
+    audio_controls: !!audio && audio.controls && audio.checkVisibility(),
+    audio_duration: audio && audio.readyState >= 1 && Number.isFinite(audio.duration) ? audio.duration : 0,
+    text: document.querySelector('#slot-1 .messages').textContent,
+  };
+})()"#;
+
+/// Received media in the slot's last messages (docs/media.md): an image shows as the picture, a
+/// voice note as a player, both from the bytes the console fetched with its own token (blob:
+/// URLs its Content-Security-Policy allows, no signed link); a location, a contact and a poll
+/// read as what they are. Again after a reload, from the stored events.
+#[actix_web::test]
+async fn the_console_shows_received_images_and_voice_notes() {
+    const CONTACT: &str = "4917600000043";
+    let t = spawn_app(
+        StandInOptions {
+            rotation: Duration::from_secs(60),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    let user = uuid_like(0xc3);
+
+    // The policy lets the page show blob: images and media, and nothing else new.
+    let reply = reqwest::get(t.url("/")).await.unwrap();
+    let csp = reply.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    for want in [
+        "default-src 'none'",
+        "img-src 'self' data: blob:",
+        "media-src blob:",
+        "connect-src 'self'",
+        "script-src 'self'",
+    ] {
+        assert!(directives.contains(&want), "{want}: {csp}");
+    }
+
+    t.link(&user, 1, PHONE).await;
+    let operator = Operator::launch(false).await;
+    let page = within("open /", STEP, operator.browser.new_page(t.url("/")))
+        .await
+        .unwrap();
+    sign_in(&page, &user, "#open").await;
+    wait_page(
+        &page,
+        "document.querySelector('#status').textContent",
+        STEP,
+        "the event stream",
+        |s: &String| s.starts_with("Live"),
+    )
+    .await;
+
+    let (w, h) = (24, 18);
+    let photo = png(w, h);
+    t.standin
+        .incoming_media(
+            PHONE,
+            CONTACT,
+            "image",
+            photo,
+            "image/png",
+            None,
+            Some("the view"),
+        )
+        .unwrap();
+    t.standin
+        .incoming_media(PHONE, CONTACT, "ptt", wav(), "audio/wav", None, None)
+        .unwrap();
+    t.standin
+        .incoming_location(
+            PHONE,
+            CONTACT,
+            52.516_3,
+            13.377_7,
+            Some("Brandenburger Tor"),
+            Some("Pariser Platz, Berlin"),
+        )
+        .unwrap();
+    t.standin
+        .incoming_vcard(
+            PHONE,
+            CONTACT,
+            "Erika Mustermann",
+            "BEGIN:VCARD\nVERSION:3.0\nFN:Erika Mustermann\nTEL:+4917600000099\nEND:VCARD",
+        )
+        .unwrap();
+    t.standin
+        .incoming_poll(PHONE, CONTACT, "Lunch?", &["Pizza", "Sushi"], 1)
+        .unwrap();
+
+    let shown_as_expected = |m: &ShownMedia| {
+        m.img_loaded
+            && m.img_visible
+            && m.img_src == "blob"
+            && m.audio_src == "blob"
+            && m.audio_controls
+            && m.audio_duration > 0.0
+            && m.text.contains("📊 Lunch?")
+    };
+    let shown: ShownMedia = wait_page(
+        &page,
+        SHOWN_MEDIA,
+        STEP,
+        "the image and the voice note in the slot",
+        shown_as_expected,
+    )
+    .await;
+    assert_eq!(shown.img_width, w, "{shown:?}");
+    assert!(
+        (shown.audio_duration - 0.5).abs() < 0.05,
+        "the voice note's duration: {shown:?}"
+    );
+    for want in [
+        "[image] the view",
+        "[ptt]",
+        "📍 Brandenburger Tor — Pariser Platz, Berlin",
+        "👤 Erika Mustermann",
+        "📊 Lunch?",
+    ] {
+        assert!(shown.text.contains(want), "{want}: {:?}", shown.text);
+    }
+    assert!(!shown.text.contains("BEGIN:VCARD"), "{:?}", shown.text);
+    let broken: Vec<String> = eval(&page, BROKEN_IMAGES).await;
+    assert!(broken.is_empty(), "{broken:?}");
+
+    // Fetched with the console's token: no signed link, no token in any URL.
+    let urls: Vec<String> = eval(
+        &page,
+        "performance.getEntriesByType('resource').map(e => e.name)",
+    )
+    .await;
+    let media: Vec<&String> = urls.iter().filter(|u| u.contains("/api/media/")).collect();
+    assert_eq!(media.len(), 2, "{urls:?}");
+    assert!(
+        media
+            .iter()
+            .all(|u| u.contains(&format!("/api/media/{user}/1/")) && !u.contains('?')),
+        "{media:?}"
+    );
+    assert!(urls.iter().all(|u| !u.contains(SERVICE_TOKEN)), "{urls:?}");
+
+    // Opened again: the same, from the stored events.
+    within("reload", STEP, page.reload()).await.unwrap();
+    wait_page(
+        &page,
+        "document.body.dataset.ready === 'true'",
+        STEP,
+        "the console again",
+        |ready: &bool| *ready,
+    )
+    .await;
+    within("show the user again", STEP, async {
+        page.find_element("#user")
+            .await?
+            .click()
+            .await?
+            .type_str(&user)
+            .await?;
+        page.find_element("#open").await?.click().await?;
+        Ok::<_, CdpError>(())
+    })
+    .await
+    .unwrap();
+    let again: ShownMedia = wait_page(
+        &page,
+        SHOWN_MEDIA,
+        STEP,
+        "the image and the voice note after a reload",
+        shown_as_expected,
+    )
+    .await;
+    assert_eq!(again.img_width, w, "{again:?}");
+
+    operator.close().await;
+    t.stop(&user, 1).await;
+    t.assert_no_browsers_left().await;
+}

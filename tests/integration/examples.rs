@@ -1,7 +1,9 @@
 //! The examples, run for real: `examples/bot-backend` (Node, `standardwebhooks`) as the user's
 //! webhook of a daemon on the stand-in page. Every incoming message gets exactly one reply on the
 //! stand-in phone, also when the receiver is SIGKILLed between its send and its dedupe record,
-//! and when it is SIGKILLed from outside in the middle of a burst; forged requests get 401.
+//! and when it is SIGKILLed from outside in the middle of a burst; forged requests get 401. Media
+//! from the phone is answered with the size and SHA-256 of the bytes the bot fetched through the
+//! event's signed link, a failed download with its reason.
 //!
 //! Needs `node` (18+) and the example's `node_modules` (`npm ci --prefix examples/bot-backend`,
 //! which scripts/test.sh runs): without them the test fails and says so.
@@ -466,4 +468,201 @@ async fn the_bot_backend_answers_each_message_exactly_once_across_restarts() {
         "examples: the bot backend test took {:.1} s",
         began.elapsed().as_secs_f64()
     );
+}
+
+/// A small real PNG (`w`×`h`).
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x as u8).wrapping_mul(9), (y as u8).wrapping_mul(7), 42])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// The texts the phone received that start with `prefix`.
+fn replies_starting(t: &TestApp, prefix: &str) -> Vec<String> {
+    t.standin
+        .sent()
+        .into_iter()
+        .map(|m| m.body)
+        .filter(|b| b.starts_with(prefix))
+        .collect()
+}
+
+/// Media from the phone: the bot fetches each file through the event's signed link and answers
+/// with the size and SHA-256 of what it got, which are those of the bytes the phone sent; a
+/// media the daemon could not download is answered with why. One reply per message.
+#[actix_web::test]
+async fn the_bot_backend_answers_media_with_the_hash_of_the_fetched_bytes() {
+    use wa_supervisor::browser::wajs::sha256_hex;
+    require_node();
+    let t = spawn_app(
+        StandInOptions::default(),
+        &[
+            "--webhook-allow-http",
+            "--webhook-allow-networks",
+            "127.0.0.0/8",
+            "--webhook-retry-schedule",
+            &["250ms"; 40].join(","),
+        ],
+    )
+    .await;
+    let user = uuid_like(0xe02);
+    let (phone, contact) = ("4915100000402", "4917600000402");
+    let port = free_port();
+    let secret = put_webhook(&t, &user, &format!("http://127.0.0.1:{port}/webhook")).await;
+    let dedupe_file = t.tmp.path().join("bot-media-seen-webhook-ids.log");
+    let mut bot = Bot::start(&BotConfig {
+        port,
+        secret: &secret,
+        api_url: t.url(""),
+        dedupe_file: &dedupe_file,
+        crash_after: None,
+    })
+    .await;
+    t.link(&user, 1, phone).await;
+
+    // A photo with a caption: the reply is about the file (the caption is not echoed).
+    let photo = png(40, 30);
+    t.standin
+        .incoming_media(
+            phone,
+            contact,
+            "image",
+            photo.clone(),
+            "image/png",
+            None,
+            Some("our menu"),
+        )
+        .unwrap();
+    let want = format!(
+        "got your image: {} bytes, sha256 {}",
+        photo.len(),
+        sha256_hex(&photo)
+    );
+    eventually(REPLIES, "the reply to the photo", || async {
+        replies_starting(&t, "got your image").into_iter().next()
+    })
+    .await;
+    assert_eq!(replies_starting(&t, "got your image"), vec![want.clone()]);
+
+    // A voice note of 300 KiB (the link streams it in more than one piece).
+    let voice: Vec<u8> = (0..300 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    t.standin
+        .incoming_media(
+            phone,
+            contact,
+            "ptt",
+            voice.clone(),
+            "audio/ogg; codecs=opus",
+            None,
+            None,
+        )
+        .unwrap();
+    let want_voice = format!(
+        "got your voice note: {} bytes, sha256 {}",
+        voice.len(),
+        sha256_hex(&voice)
+    );
+    eventually(REPLIES, "the reply to the voice note", || async {
+        replies_starting(&t, "got your voice note")
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(
+        replies_starting(&t, "got your voice note"),
+        vec![want_voice]
+    );
+
+    // WhatsApp's media servers fail the download: the reply says why.
+    t.standin.fail_downloads(1);
+    t.standin
+        .incoming_media(
+            phone,
+            contact,
+            "document",
+            b"%PDF-1.7\nnot really".to_vec(),
+            "application/pdf",
+            Some("offer.pdf"),
+            None,
+        )
+        .unwrap();
+    let failed = eventually(REPLIES, "the reply to the failed download", || async {
+        replies_starting(&t, "could not get your document: ")
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert!(failed.contains("download failed"), "{failed}");
+
+    // The bot checks what it fetched against the announced hash: the photo's event (with a
+    // fresh link) announcing another hash, signed as the daemon would sign it, is answered
+    // with the hash of the bytes and that they do not match.
+    let page = t
+        .get(&format!("/api/messages/{user}/1?limit=500"), SERVICE_TOKEN)
+        .await;
+    let mut data = page.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "message" && e["data"]["type"] == "image")
+        .unwrap_or_else(|| panic!("{}", page.json))["data"]
+        .clone();
+    let announced = "0".repeat(64);
+    data["id"] = json!(format!("false_{contact}@c.us_7A3PERED"));
+    data["media"]["sha256"] = json!(announced);
+    let body =
+        json!({"type": "message", "timestamp": "2026-01-01T00:00:00Z", "data": data}).to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let sig = SigningSecret::parse(&secret)
+        .unwrap()
+        .sign("evt_900101", now, body.as_bytes());
+    assert_eq!(
+        post_to_bot(port, "evt_900101", now, Some(&sig), &body).await,
+        204
+    );
+    let mismatch = format!("{want} (does NOT match the sha256 {announced} the daemon announced)");
+    assert_eq!(
+        replies_starting(&t, "got your image"),
+        vec![want.clone(), mismatch]
+    );
+
+    // A text still gets its echo.
+    t.standin.incoming(phone, contact, "and a text").unwrap();
+    wait_echoed(&t, &["and a text".to_owned()], "the echo after the media").await;
+
+    // Every delivery ended; exactly one reply per message, to the sender, and the caption
+    // never echoed.
+    eventually(REPLIES, "no delivery pending", || async {
+        deliveries(&t, &user, "pending")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(deliveries(&t, &user, "failed").await, Vec::<Value>::new());
+    let sent = t.standin.sent();
+    let bodies: Vec<&str> = sent.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies.len(), 5, "{bodies:?}");
+    assert_eq!(
+        bodies.iter().filter(|b| **b == want).count(),
+        1,
+        "{bodies:?}"
+    );
+    assert!(!bodies.iter().any(|b| b.contains("our menu")), "{bodies:?}");
+    for m in &sent {
+        assert_eq!(m.to, format!("{contact}@c.us"));
+        assert_eq!(m.from.as_deref(), Some(phone));
+    }
+
+    bot.kill();
+    bot.wait_killed(REPLIES).await;
+    t.stop(&user, 1).await;
 }

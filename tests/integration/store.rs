@@ -1284,14 +1284,17 @@ async fn media_rows_come_with_their_event_and_go_only_after_their_deliveries(db:
         .unwrap();
     let (fits, freed) = store.make_room(a.user_id(), 50, 320, 6_000).await.unwrap();
     assert!(fits);
-    assert_eq!(freed, [sha1.clone()]);
+    assert_eq!(freed, std::slice::from_ref(&sha1));
     assert_eq!(
         store.media(&a, &id1).await.unwrap().unwrap().state,
         MediaState::Removed
     );
     assert_eq!(store.media_usage(a.user_id()).await.unwrap(), 200);
     let referenced = store.referenced_blobs().await.unwrap();
-    assert_eq!(referenced.into_iter().collect::<Vec<_>>(), [sha2.clone()]);
+    assert_eq!(
+        referenced.into_iter().collect::<Vec<_>>(),
+        std::slice::from_ref(&sha2)
+    );
     let stats = store.media_stats().await.unwrap();
     assert_eq!((stats.owed_bytes, stats.stored, stats.removed), (200, 1, 2));
 
@@ -1323,7 +1326,7 @@ async fn media_contents_in_the_database_are_stored_once_and_read_by_range(db: &T
         std::fs::write(&file, &bytes).unwrap();
         blobs.put(&sha, &file).await.unwrap();
     }
-    assert_eq!(store.blob_shas().await.unwrap(), [sha.clone()]);
+    assert_eq!(store.blob_shas().await.unwrap(), std::slice::from_ref(&sha));
     let read = |a: u64, b: u64| {
         blobs
             .read(&sha, a, b)

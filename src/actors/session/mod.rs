@@ -590,7 +590,7 @@ impl SessionActor {
         let observation = match observation {
             Observation::Message(message) => {
                 let page = self.page_of(generation);
-                return self.record_message(message, page);
+                return self.record_message(*message, page);
             }
             Observation::Ack { ack, ids } => return self.record_acks(ack, ids),
             Observation::Change(change) => {

@@ -965,7 +965,7 @@ fn a_refused_browser_stops_the_session_at_once_keeping_its_intent() {
 }
 
 fn message(id: &str) -> Observation {
-    Observation::Message(crate::events::PageMessage {
+    Observation::Message(Box::new(crate::events::PageMessage {
         id: id.to_owned(),
         chat_id: "4915199990000@c.us".into(),
         from: Some("4915199990000@c.us".into()),
@@ -979,7 +979,7 @@ fn message(id: &str) -> Observation {
         phone: None,
         backfill: false,
         ..Default::default()
-    })
+    }))
 }
 
 impl Fixture {
