@@ -11,6 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::store::{Store, BLOB_PART_BYTES};
 
+/// Cluster mode: a content put within this long is left alone by the clean-up even when no row
+/// names it yet (its row may still be on its way from another node: the download, then the
+/// write, which waits out a database outage).
+pub const IN_FLIGHT_MS: i64 = 3_600_000;
+
 /// How much of a content one piece of an answer carries.
 const READ_BYTES: usize = 256 * 1024;
 
@@ -70,7 +75,7 @@ impl Blobs {
                 let bytes = tokio::fs::read(file).await.map_err(|e| e.to_string())?;
                 let parts = bytes.chunks(BLOB_PART_BYTES).map(<[u8]>::to_vec).collect();
                 store
-                    .put_blob(sha256, parts)
+                    .put_blob(sha256, parts, crate::store::now_ms())
                     .await
                     .map_err(|e| crate::chain(&e))
             }
@@ -158,13 +163,15 @@ impl Blobs {
                 Ok(())
             }
             Blobs::Database(store, _) => store
-                .delete_blobs(shas.to_vec())
+                .delete_blobs(shas.to_vec(), crate::store::now_ms() - IN_FLIGHT_MS)
                 .await
                 .map_err(|e| crate::chain(&e)),
         }
     }
 
-    /// Deletes every content not in `keep` and every download in progress; how many went.
+    /// Deletes every content not in `keep` and every download in progress; how many went. On
+    /// one node this runs before any session does; in cluster mode other nodes run, so a content
+    /// put within [`IN_FLIGHT_MS`] stays (the hourly retention sweeps it later).
     pub async fn sweep(&self, keep: &HashSet<String>) -> Result<usize, String> {
         let tmp = self.temp_dir();
         let mut gone = 0;
@@ -203,14 +210,25 @@ impl Blobs {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
             }
-            Blobs::Database(store, _) => {
-                let stored = store.blob_shas().await.map_err(|e| crate::chain(&e))?;
-                let orphans: Vec<String> =
-                    stored.into_iter().filter(|s| !keep.contains(s)).collect();
-                gone += orphans.len();
-                self.delete(&orphans).await?;
-            }
+            Blobs::Database(..) => gone += self.sweep_stale(keep).await?,
         }
         Ok(gone)
+    }
+
+    /// Cluster mode: the contents in the database no row names and not put within
+    /// [`IN_FLIGHT_MS`] go (at the start and with every hourly retention pass: a node killed
+    /// between storing a content and writing its event leaves it). Files: nothing (one node
+    /// sweeps them at its start, before any session runs).
+    pub async fn sweep_stale(&self, keep: &HashSet<String>) -> Result<usize, String> {
+        let Blobs::Database(store, _) = self else {
+            return Ok(0);
+        };
+        let stored = store
+            .blob_shas(crate::store::now_ms() - IN_FLIGHT_MS)
+            .await
+            .map_err(|e| crate::chain(&e))?;
+        let orphans: Vec<String> = stored.into_iter().filter(|s| !keep.contains(s)).collect();
+        self.delete(&orphans).await?;
+        Ok(orphans.len())
     }
 }

@@ -232,12 +232,18 @@ impl Media {
     }
 
     /// The hourly retention: media whose deliveries all ended more than `MEDIA_RETENTION_DAYS`
-    /// ago.
+    /// ago; in cluster mode also the contents a killed node left (`Blobs::sweep_stale`).
     pub async fn expire(&self) -> Result<usize, StoreError> {
         let now = now_ms();
         let before = now - i64::from(self.retention_days) * 86_400_000;
         let (n, freed) = self.store.expire_media(before, now).await?;
         self.drop_contents(freed).await;
+        let keep = self.store.referenced_blobs().await?;
+        match self.blobs.sweep_stale(&keep).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("media: swept {n} contents no event names"),
+            Err(e) => log::warn!("media: the sweep failed: {e}"),
+        }
         Ok(n)
     }
 

@@ -399,16 +399,21 @@ impl Store {
         .await
     }
 
-    /// Cluster mode: stores a content's bytes in parts (a content stored before is kept).
-    pub async fn put_blob(&self, sha256: &str, parts: Vec<Vec<u8>>) -> Result<(), StoreError> {
+    /// Cluster mode: stores a content's bytes in parts (a content stored before is kept, and
+    /// marked put now).
+    pub async fn put_blob(
+        &self,
+        sha256: &str,
+        parts: Vec<Vec<u8>>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let sha = sha256.to_owned();
         self.run(move |conn, ctx| {
             let stored = conn.transaction(|conn| {
-                let known: i64 = media_blobs::table
-                    .filter(media_blobs::sha256.eq(&sha))
-                    .count()
-                    .get_result(conn)?;
-                if known as usize == parts.len() {
+                let known = diesel::update(media_blobs::table.filter(media_blobs::sha256.eq(&sha)))
+                    .set(media_blobs::stored_ms.eq(now))
+                    .execute(conn)?;
+                if known == parts.len() {
                     return Ok(());
                 }
                 diesel::delete(media_blobs::table.filter(media_blobs::sha256.eq(&sha)))
@@ -419,6 +424,7 @@ impl Store {
                             media_blobs::sha256.eq(&sha),
                             media_blobs::part.eq(i as i32),
                             media_blobs::data.eq(data),
+                            media_blobs::stored_ms.eq(now),
                         ))
                         .execute(conn)?;
                 }
@@ -450,24 +456,31 @@ impl Store {
         .await
     }
 
-    /// Cluster mode: drops the bytes of contents no stored row names.
-    pub async fn delete_blobs(&self, shas: Vec<String>) -> Result<(), StoreError> {
+    /// Cluster mode: drops the bytes of contents no stored row names and that were not put
+    /// since `put_before` (a row naming a content put since may still be on its way).
+    pub async fn delete_blobs(&self, shas: Vec<String>, put_before: i64) -> Result<(), StoreError> {
         self.run(move |conn, ctx| {
             conn.transaction(|conn| {
-                let keep = unreferenced(conn, shas)?;
-                diesel::delete(media_blobs::table.filter(media_blobs::sha256.eq_any(&keep)))
-                    .execute(conn)
-                    .map(drop)
+                let gone = unreferenced(conn, shas)?;
+                diesel::delete(
+                    media_blobs::table
+                        .filter(media_blobs::sha256.eq_any(&gone))
+                        .filter(media_blobs::stored_ms.lt(put_before)),
+                )
+                .execute(conn)
+                .map(drop)
             })
             .map_err(|e| ctx.query(e))
         })
         .await
     }
 
-    /// Cluster mode: every content with bytes in the database (the start's sweep).
-    pub async fn blob_shas(&self) -> Result<Vec<String>, StoreError> {
-        self.run(|conn, ctx| {
+    /// Cluster mode: every content with bytes in the database not put since `put_before` (the
+    /// sweep).
+    pub async fn blob_shas(&self, put_before: i64) -> Result<Vec<String>, StoreError> {
+        self.run(move |conn, ctx| {
             media_blobs::table
+                .filter(media_blobs::stored_ms.lt(put_before))
                 .select(media_blobs::sha256)
                 .distinct()
                 .load(conn)

@@ -129,6 +129,7 @@ diesel::table! {
         sha256 -> Text,
         part -> Integer,
         data -> Binary,
+        stored_ms -> BigInt,
     }
 }
 

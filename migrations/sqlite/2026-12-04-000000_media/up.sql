@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS media_blobs (
     sha256 TEXT    NOT NULL,
     part   INTEGER NOT NULL,
     data   BLOB    NOT NULL,
+    -- When the content was last put (a new message carrying it): the clean-up leaves contents
+    -- put within the hour alone, as their row may still be on its way from another node.
+    stored_ms BIGINT NOT NULL,
     PRIMARY KEY (sha256, part)
 );
 
