@@ -23,24 +23,6 @@ fn noise(n: usize) -> Vec<u8> {
     (0..n).map(|_| rand::random::<u8>()).collect()
 }
 
-async fn link(d: &Daemon, standin: &StandIn, user: &str, phone: &str) {
-    d.call("POST", &format!("/api/start/{user}/1"), SERVICE_TOKEN)
-        .await;
-    let s = d
-        .wait_state(user, 1, Duration::from_secs(60), |s| {
-            s["qr"]["payload"].is_string()
-        })
-        .await;
-    standin
-        .scan(s["qr"]["payload"].as_str().unwrap(), phone)
-        .await
-        .unwrap();
-    d.wait_state(user, 1, Duration::from_secs(60), |s| {
-        s["state"] == "connected" && s["bridge"] == "wa-js"
-    })
-    .await;
-}
-
 /// Waits until message `id` is stored; how long that took from `since`.
 async fn recorded(d: &Daemon, user: &str, id: &str, since: Instant) -> Duration {
     loop {
@@ -98,7 +80,7 @@ fn main() {
         .await;
         let user = uuid_like(0x5e1);
         let phone = "4915300005100";
-        link(&d, &standin, &user, phone).await;
+        common::link(&d, &standin, &user, phone).await;
         let browser = d.call("GET", "/actors", ADMIN_TOKEN).await.1["actors"][0]["browserPid"]
             .as_u64()
             .unwrap() as u32;

@@ -54,24 +54,6 @@ async fn send(d: &Daemon, user: &str, body: &serde_json::Value) -> (u16, Duratio
     (status, at.elapsed())
 }
 
-async fn link(d: &Daemon, standin: &StandIn, user: &str, phone: &str) {
-    d.call("POST", &format!("/api/start/{user}/1"), SERVICE_TOKEN)
-        .await;
-    let s = d
-        .wait_state(user, 1, Duration::from_secs(60), |s| {
-            s["qr"]["payload"].is_string()
-        })
-        .await;
-    standin
-        .scan(s["qr"]["payload"].as_str().unwrap(), phone)
-        .await
-        .unwrap();
-    d.wait_state(user, 1, Duration::from_secs(60), |s| {
-        s["state"] == "connected" && s["bridge"] == "wa-js"
-    })
-    .await;
-}
-
 fn main() {
     actix_web::rt::System::new().block_on(async {
         let standin = StandIn::start(StandInOptions {
@@ -95,7 +77,7 @@ fn main() {
         )
         .await;
         let user = uuid_like(0x5e0);
-        link(&d, &standin, &user, "4915300005000").await;
+        common::link(&d, &standin, &user, "4915300005000").await;
         let browser = d.call("GET", "/actors", ADMIN_TOKEN).await.1["actors"][0]["browserPid"]
             .as_u64()
             .unwrap() as u32;
@@ -159,7 +141,7 @@ fn main() {
         let one = 60.0 / at.elapsed().as_secs_f64();
         let users: Vec<String> = (1..10).map(|i| uuid_like(0x5e0 + i)).collect();
         for (i, u) in users.iter().enumerate() {
-            link(&d, &standin, u, &format!("43153000050{i:02}")).await;
+            common::link(&d, &standin, u, &format!("43153000050{i:02}")).await;
         }
         let all: Vec<String> = std::iter::once(user.clone()).chain(users).collect();
         let at = Instant::now();

@@ -211,3 +211,31 @@ impl Peaks {
         *self.peaks.lock().unwrap()
     }
 }
+
+/// Starts `user:1`, scans its QR code for `phone` and waits until it is connected through WA-JS.
+pub async fn link(
+    d: &crate::support::daemon::Daemon,
+    standin: &crate::support::standin::StandIn,
+    user: &str,
+    phone: &str,
+) {
+    d.call(
+        "POST",
+        &format!("/api/start/{user}/1"),
+        crate::support::harness::SERVICE_TOKEN,
+    )
+    .await;
+    let s = d
+        .wait_state(user, 1, Duration::from_secs(60), |s| {
+            s["qr"]["payload"].is_string()
+        })
+        .await;
+    standin
+        .scan(s["qr"]["payload"].as_str().unwrap(), phone)
+        .await
+        .unwrap();
+    d.wait_state(user, 1, Duration::from_secs(60), |s| {
+        s["state"] == "connected" && s["bridge"] == "wa-js"
+    })
+    .await;
+}

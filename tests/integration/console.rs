@@ -115,6 +115,31 @@ async fn poll_page<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Reloads the console and shows `user` again (what it shows then comes from stored events).
+async fn reopen(page: &Page, user: &str) {
+    within("reload", STEP, page.reload()).await.unwrap();
+    wait_page(
+        page,
+        "document.body.dataset.ready === 'true'",
+        STEP,
+        "the console again",
+        |ready: &bool| *ready,
+    )
+    .await;
+    within("show the user again", STEP, async {
+        page.find_element("#user")
+            .await?
+            .click()
+            .await?
+            .type_str(user)
+            .await?;
+        page.find_element("#open").await?.click().await?;
+        Ok::<_, CdpError>(())
+    })
+    .await
+    .unwrap();
+}
+
 /// Polls `js` in the page until `pred` holds on its value.
 async fn wait_page<T: serde::de::DeserializeOwned + std::fmt::Debug>(
     page: &Page,
@@ -902,27 +927,7 @@ async fn the_console_reads_at_a_glance_in_every_state() {
     ));
 
     // Opened again: the last messages (and how far the sent one got) come from the stored events.
-    within("reload", STEP, page.reload()).await.unwrap();
-    wait_page(
-        &page,
-        "document.body.dataset.ready === 'true'",
-        STEP,
-        "the console again",
-        |ready: &bool| *ready,
-    )
-    .await;
-    within("show the user again", STEP, async {
-        page.find_element("#user")
-            .await?
-            .click()
-            .await?
-            .type_str(&user)
-            .await?;
-        page.find_element("#open").await?.click().await?;
-        Ok::<_, CdpError>(())
-    })
-    .await
-    .unwrap();
+    reopen(&page, &user).await;
     let reread = poll_page(
         &page,
         LISTED_MESSAGES,
@@ -1165,27 +1170,7 @@ async fn the_console_shows_received_images_and_voice_notes() {
     assert!(urls.iter().all(|u| !u.contains(SERVICE_TOKEN)), "{urls:?}");
 
     // Opened again: the same, from the stored events.
-    within("reload", STEP, page.reload()).await.unwrap();
-    wait_page(
-        &page,
-        "document.body.dataset.ready === 'true'",
-        STEP,
-        "the console again",
-        |ready: &bool| *ready,
-    )
-    .await;
-    within("show the user again", STEP, async {
-        page.find_element("#user")
-            .await?
-            .click()
-            .await?
-            .type_str(&user)
-            .await?;
-        page.find_element("#open").await?.click().await?;
-        Ok::<_, CdpError>(())
-    })
-    .await
-    .unwrap();
+    reopen(&page, &user).await;
     let again: ShownMedia = wait_page(
         &page,
         SHOWN_MEDIA,
