@@ -247,7 +247,8 @@ impl Media {
         Ok(n)
     }
 
-    /// A signed link to media `id` of `key`'s session, valid for the TTL from now.
+    /// A signed link to media `id` of `key`'s session, valid for at most the TTL from now (its
+    /// expiry is a whole second, rounded down).
     pub fn link(&self, user: &UserId, slot: Slot, id: &str) -> (String, i64) {
         let expires = now_ms() / 1000 + self.ttl.as_secs() as i64;
         let signature = self.sign(user, slot, id, expires);
@@ -275,7 +276,7 @@ impl Media {
         expires: i64,
         signature: &str,
     ) -> bool {
-        if expires < now_ms() / 1000 {
+        if expires.saturating_mul(1000) <= now_ms() {
             return false;
         }
         let Some(given) = unhex(signature) else {

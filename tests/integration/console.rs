@@ -409,6 +409,17 @@ async fn console_flow(t: &TestApp, base: &str, user: String) {
         |s: &String| s.contains("[image] Our menu"),
     )
     .await;
+    // The sent image shows too, once its event comes with the stored media (the slot's layout
+    // then settles before the next click).
+    wait_page(
+        &page,
+        "(() => { const i = document.querySelector('#slot-1 .messages img.media'); \
+         return !!(i && !i.hidden && i.naturalWidth === 16); })()",
+        STEP,
+        "the sent image shown in the slot",
+        |shown: &bool| *shown,
+    )
+    .await;
 
     // The token stayed out of every URL the page loaded (the open SSE stream, not listed
     // until it ends, went through a ticket).
