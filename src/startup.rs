@@ -51,6 +51,8 @@ pub enum StartupError {
     ClusterNeedsPostgres,
     #[error("nodes of a cluster use this database ({nodes}): set CLUSTER_TOKEN (and NODE_ID) to join them; a daemon outside the cluster would run their sessions a second time")]
     ClusterRunning { nodes: String },
+    #[error("{0}")]
+    Join(crate::cluster::JoinRefused),
     #[error("BIND_ADDR {addr}")]
     Bind {
         addr: String,
@@ -94,15 +96,19 @@ impl Application {
                     token.clone(),
                     Duration::from_secs(settings.lease_ttl_secs),
                     Duration::from_secs(settings.snapshot_interval_secs),
-                    store.clone().for_node(&node),
+                    store.clone(),
                     settings.max_sessions,
                 )))
             }
         };
         let store = match &cluster {
-            Some(c) => store.for_node(&c.node),
+            Some(c) => store.for_node(&c.node, &c.instance),
             None => store,
         };
+        if let Some(c) = &cluster {
+            let url = settings.node_url.clone().unwrap_or_default();
+            c.join(&url).await.map_err(StartupError::Join)?;
+        }
         if cluster.is_none() && store.backend() == "postgres" {
             let live = store
                 .live_nodes(Duration::from_secs(60))

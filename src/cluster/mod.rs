@@ -50,6 +50,8 @@ struct Held {
 /// This node in the cluster.
 pub struct Cluster {
     pub node: String,
+    /// This process, drawn at start: the node row and each lease claimed here name it.
+    pub instance: String,
     pub token: crate::config::Token,
     pub ttl: Duration,
     pub snapshot_every: Duration,
@@ -75,20 +77,62 @@ impl Cluster {
         capacity: u32,
     ) -> Cluster {
         crate::auth::install_crypto_provider();
+        let instance = format!("{:016x}", rand::random::<u64>());
         Cluster {
+            store: store.for_node(&node, &instance),
             node,
+            instance,
             token,
             ttl,
             snapshot_every,
             url: OnceLock::new(),
             held: Mutex::new(HashMap::new()),
             sweep: Notify::new(),
-            store,
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .build()
                 .expect("an HTTP client without TLS settings builds"),
             capacity,
+        }
+    }
+
+    /// Takes this node's name for this process before it runs anything (docs/several-hosts.md,
+    /// "One owner per NODE_ID"). A name another process holds is taken only once that process
+    /// is seen dead: its heartbeat must not move for TTL/3 + 2 s (a run killed just before this
+    /// one). A holder that beats meanwhile is a live twin: refused.
+    pub async fn join(&self, url: &str) -> Result<(), JoinRefused> {
+        let store = &self.store;
+        let join = |earlier| store.join(url.to_owned(), self.capacity, self.ttl, earlier);
+        let Some(first) = join(None).await? else {
+            return Ok(());
+        };
+        log::info!(
+            "cluster: NODE_ID {} is held by process {} at {} (heartbeat {} ms ago); waiting to see whether it is alive",
+            self.node,
+            first.instance,
+            first.url,
+            first.seen_ms_ago
+        );
+        let until = Instant::now() + self.ttl / 3 + Duration::from_secs(2);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match join(None).await? {
+                None => return Ok(()),
+                Some(now) if now.seen != first.seen || now.instance != first.instance => {
+                    return Err(JoinRefused::Live {
+                        node: self.node.clone(),
+                        url: now.url,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        match join(Some(first)).await? {
+            None => Ok(()),
+            Some(now) => Err(JoinRefused::Live {
+                node: self.node.clone(),
+                url: now.url,
+            }),
         }
     }
 
@@ -241,6 +285,26 @@ impl Cluster {
         }
     }
 
+    /// Another process holds this node's name now (this one was silent past the TTL, and one
+    /// started with the same `NODE_ID` took it): every browser goes, and so does this process —
+    /// it may not claim under a name that is not its own. A supervisor restarting it gets a
+    /// refusal at start while the other one lives.
+    async fn displaced(&self) {
+        log::error!(
+            "cluster: another process now holds NODE_ID {}: this one ({}) gives up its sessions and exits",
+            self.node,
+            self.instance
+        );
+        let keys: Vec<SessionKey> = self.held().keys().cloned().collect();
+        for key in keys {
+            self.lost(&key, "another process holds this node's name");
+        }
+        // Time for the session actors to kill their browsers.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // SAFETY: ends the process at once, like main does (no exit handlers: see src/main.rs).
+        unsafe { libc::_exit(1) }
+    }
+
     /// Gives up every lease past its trusted deadline.
     fn watch(&self) {
         let now = Instant::now();
@@ -254,6 +318,15 @@ impl Cluster {
             self.lost(&key, "not renewed in time (database unreachable?)");
         }
     }
+}
+
+/// Why this process may not run as its `NODE_ID`.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinRefused {
+    #[error("NODE_ID {node} is in use by a live process at {url}: give every node its own NODE_ID (docs/several-hosts.md)")]
+    Live { node: String, url: String },
+    #[error("cluster join")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Starts a session on this node (it claims the lease as it launches).
@@ -285,33 +358,40 @@ pub fn spawn(cluster: Arc<Cluster>, starter: Starter, outbox: Arc<crate::events:
         });
     }
     {
+        // The heartbeat has a task of its own: a long sweep must not make this node look dead.
         let cluster = cluster.clone();
-        let starter = starter.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            let mut joined = false;
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = cluster.sweep.notified() => {}
-                }
+                tick.tick().await;
                 let running = cluster.held().len();
                 let beat =
                     cluster
                         .store
                         .heartbeat(cluster.url().to_owned(), cluster.capacity, running);
-                if let Err(e) = beat.await {
-                    log::warn!("heartbeat failed: {}", crate::chain(&e));
-                    continue;
+                match beat.await {
+                    Ok(true) => {}
+                    Ok(false) => cluster.displaced().await,
+                    Err(e) => log::warn!("heartbeat failed: {}", crate::chain(&e)),
                 }
-                // A (re)started node takes sessions again, even if it was drained before.
-                if !joined {
-                    joined = cluster
-                        .store
-                        .set_draining(&cluster.node, false)
-                        .await
-                        .is_ok();
-                    log::info!("cluster: {} joined at {}", cluster.node, cluster.url());
+            }
+        });
+    }
+    {
+        let cluster = cluster.clone();
+        let starter = starter.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            log::info!(
+                "cluster: {} joined at {} (process {})",
+                cluster.node,
+                cluster.url(),
+                cluster.instance
+            );
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = cluster.sweep.notified() => {}
                 }
                 sweep(&cluster, &starter).await;
             }

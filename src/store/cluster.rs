@@ -51,6 +51,28 @@ pub struct NodeRow {
     pub seen_ms_ago: i64,
 }
 
+/// The process that holds a node's name, as [`Store::join`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHolder {
+    pub instance: String,
+    pub url: String,
+    /// Its last heartbeat, as the database prints it.
+    pub seen: String,
+    pub seen_ms_ago: i64,
+}
+
+#[derive(QueryableByName)]
+struct HolderRecord {
+    #[diesel(sql_type = Text)]
+    instance: String,
+    #[diesel(sql_type = Text)]
+    url: String,
+    #[diesel(sql_type = Text)]
+    seen: String,
+    #[diesel(sql_type = BigInt)]
+    seen_ms_ago: i64,
+}
+
 /// The newest snapshot of a session's login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -124,44 +146,68 @@ struct SnapshotRecord {
     bytes: Vec<u8>,
 }
 
-/// Claims a free or expired lease (or one left under this node's name by an earlier run),
-/// bumping the epoch; no row when another node holds it.
+/// Claims a free or expired lease, or one left under this node's name by an earlier process
+/// (the node row names this process: the earlier one is gone), bumping the epoch and naming this
+/// process; no row when another node (or another process of this name) holds it.
 const CLAIM_SQL: &str = r#"
-INSERT INTO session_leases ("userId", slot, node, epoch, expires_at)
-VALUES ($1, $2, $3, 1, now() + make_interval(secs => $4))
+INSERT INTO session_leases ("userId", slot, node, instance, epoch, expires_at)
+VALUES ($1, $2, $3, $5, 1, now() + make_interval(secs => $4))
 ON CONFLICT ("userId", slot) DO UPDATE
-    SET node = EXCLUDED.node, epoch = session_leases.epoch + 1, expires_at = EXCLUDED.expires_at
+    SET node = EXCLUDED.node, instance = EXCLUDED.instance, epoch = session_leases.epoch + 1,
+        expires_at = EXCLUDED.expires_at
     WHERE session_leases.node IS NULL OR session_leases.expires_at < now()
-       OR session_leases.node = EXCLUDED.node
+       OR session_leases.instance = EXCLUDED.instance
+       OR (session_leases.node = EXCLUDED.node AND EXISTS (
+            SELECT 1 FROM cluster_nodes n WHERE n.node = EXCLUDED.node AND n.instance = EXCLUDED.instance))
 RETURNING epoch"#;
 
-/// Renews the leases this node holds (a JSON list of {u, s, e}) that have not expired.
+/// Renews the leases this process holds (a JSON list of {u, s, e}) that have not expired.
 const RENEW_SQL: &str = r#"
 UPDATE session_leases l SET expires_at = now() + make_interval(secs => $3)
 FROM jsonb_to_recordset($2::jsonb) AS h(u text, s int, e bigint)
 WHERE l."userId" = h.u AND l.slot = h.s AND l.epoch = h.e AND l.node = $1
-  AND l.expires_at >= now()
+  AND l.instance = $4 AND l.expires_at >= now()
 RETURNING l."userId", l.slot, l.epoch"#;
 
 const LEASE_SQL: &str = r#"
 SELECT l."userId", l.slot, l.node, l.epoch, l.expires_at >= now() AS live, n.url
 FROM session_leases l LEFT JOIN cluster_nodes n ON n.node = l.node"#;
 
-/// Sessions that should run and that nobody holds (or that an earlier run of this node held).
+/// Sessions that should run and that nobody holds (or that an earlier process of this node held).
 const ORPHANS_SQL: &str = r#"
 SELECT b."userId", b.slot, COALESCE(l.epoch, 0) AS epoch FROM whatsapp_bots b
 LEFT JOIN session_leases l ON l."userId" = b."userId" AND l.slot = b.slot
 WHERE b.intent = 'running' AND b."userId" IS NOT NULL AND b.slot IS NOT NULL
-  AND (l.node IS NULL OR l.expires_at < now() OR l.node = $1)
+  AND (l.node IS NULL OR l.expires_at < now()
+       OR (l.node = $1 AND l.instance IS DISTINCT FROM $3 AND EXISTS (
+            SELECT 1 FROM cluster_nodes n WHERE n.node = $1 AND n.instance = $3)))
 ORDER BY b.updated_ms
 LIMIT $2"#;
 
+/// This process's heartbeat; no row when another process holds this node's name now.
 const HEARTBEAT_SQL: &str = r#"
-INSERT INTO cluster_nodes (node, url, capacity, running, seen_at)
-VALUES ($1, $2, $3, $4, now())
+UPDATE cluster_nodes SET url = $2, capacity = $3, running = $4, seen_at = now()
+WHERE node = $1 AND instance = $5"#;
+
+/// Takes this node's name for this process: a new node, a name nobody used for `$4` seconds,
+/// or the name held by `$6`, an earlier process whose heartbeat stopped at `$7` (compared as
+/// text: it must not have beaten since). No row when another process holds the name.
+const JOIN_SQL: &str = r#"
+INSERT INTO cluster_nodes (node, url, capacity, running, instance, started_at, seen_at)
+VALUES ($1, $2, $3, 0, $5, now(), now())
 ON CONFLICT (node) DO UPDATE
-    SET url = EXCLUDED.url, capacity = EXCLUDED.capacity, running = EXCLUDED.running,
-        seen_at = now()"#;
+    SET url = CASE WHEN EXCLUDED.url = '' THEN cluster_nodes.url ELSE EXCLUDED.url END,
+        capacity = EXCLUDED.capacity, running = 0, instance = EXCLUDED.instance,
+        draining = false, started_at = now(), seen_at = now()
+    WHERE cluster_nodes.instance = EXCLUDED.instance
+       OR cluster_nodes.seen_at < now() - make_interval(secs => $4)
+       OR (cluster_nodes.instance = $6 AND cluster_nodes.seen_at::text = $7)"#;
+
+/// Who holds a node's name: its process, address and last heartbeat.
+const HOLDER_SQL: &str = r#"
+SELECT instance, url, seen_at::text AS seen,
+       (extract(epoch FROM now() - seen_at) * 1000)::bigint AS seen_ms_ago
+FROM cluster_nodes WHERE node = $1"#;
 
 const NODES_SQL: &str = r#"
 SELECT n.node, n.url, n.capacity, n.running, n.draining,
@@ -204,6 +250,10 @@ impl Ctx {
     fn node(&self) -> Result<Arc<str>, StoreError> {
         self.node.clone().ok_or(StoreError::NotClustered)
     }
+
+    fn instance(&self) -> Result<Arc<str>, StoreError> {
+        self.instance.clone().ok_or(StoreError::NotClustered)
+    }
 }
 
 /// Runs `work` in a transaction that first checks (and share-locks) `key`'s lease under
@@ -240,9 +290,11 @@ pub(super) fn fenced<T>(
 }
 
 impl Store {
-    /// This store writes for the cluster node `node` (fences name it; events notify the others).
-    pub fn for_node(mut self, node: &str) -> Store {
+    /// This store writes for the cluster node `node`, as its process `instance` (fences name
+    /// the node, leases the process; events notify the others).
+    pub fn for_node(mut self, node: &str, instance: &str) -> Store {
         self.node = Some(Arc::from(node));
+        self.instance = Some(Arc::from(instance));
         self
     }
 
@@ -259,12 +311,13 @@ impl Store {
     ) -> Result<Result<Fence, Lease>, StoreError> {
         let key = key.clone();
         self.run(move |conn, ctx| {
-            let node = ctx.node()?;
+            let (node, instance) = (ctx.node()?, ctx.instance()?);
             let won: Vec<EpochRow> = diesel::sql_query(CLAIM_SQL)
                 .bind::<Text, _>(key.user_id().as_str())
                 .bind::<Integer, _>(slot_value(&key))
                 .bind::<Text, _>(&*node)
                 .bind::<Double, _>(secs(ttl))
+                .bind::<Text, _>(&*instance)
                 .load(conn)
                 .map_err(|e| ctx.query(e))?;
             if let Some(row) = won.first() {
@@ -299,11 +352,12 @@ impl Store {
             .collect();
         let list = serde_json::Value::Array(list).to_string();
         self.run(move |conn, ctx| {
-            let node = ctx.node()?;
+            let (node, instance) = (ctx.node()?, ctx.instance()?);
             let rows: Vec<KeyRecord> = diesel::sql_query(RENEW_SQL)
                 .bind::<Text, _>(&*node)
                 .bind::<Text, _>(&list)
                 .bind::<Double, _>(secs(ttl))
+                .bind::<Text, _>(&*instance)
                 .load(conn)
                 .map_err(|e| ctx.query(e))?;
             Ok(rows
@@ -364,10 +418,11 @@ impl Store {
     /// run of this node, least recently updated first.
     pub async fn orphans(&self, limit: i64) -> Result<Vec<SessionKey>, StoreError> {
         self.run(move |conn, ctx| {
-            let node = ctx.node()?;
+            let (node, instance) = (ctx.node()?, ctx.instance()?);
             let rows: Vec<KeyRecord> = diesel::sql_query(ORPHANS_SQL)
                 .bind::<Text, _>(&*node)
                 .bind::<BigInt, _>(limit)
+                .bind::<Text, _>(&*instance)
                 .load(conn)
                 .map_err(|e| ctx.query(e))?;
             Ok(rows
@@ -378,23 +433,68 @@ impl Store {
         .await
     }
 
-    /// This node is alive, reachable at `url`, runs `running` of `capacity` browsers.
+    /// This node is alive, reachable at `url`, runs `running` of `capacity` browsers. False when
+    /// another process holds this node's name now (this one was silent past the TTL and a
+    /// process started with the same `NODE_ID` took it).
     pub async fn heartbeat(
         &self,
         url: String,
         capacity: u32,
         running: usize,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.run(move |conn, ctx| {
-            let node = ctx.node()?;
-            diesel::sql_query(HEARTBEAT_SQL)
+            let (node, instance) = (ctx.node()?, ctx.instance()?);
+            let beat = diesel::sql_query(HEARTBEAT_SQL)
                 .bind::<Text, _>(&*node)
                 .bind::<Text, _>(&url)
                 .bind::<Integer, _>(i32::try_from(capacity).unwrap_or(i32::MAX))
                 .bind::<Integer, _>(i32::try_from(running).unwrap_or(i32::MAX))
+                .bind::<Text, _>(&*instance)
                 .execute(conn)
-                .map(drop)
-                .map_err(|e| ctx.query(e))
+                .map_err(|e| ctx.query(e))?;
+            Ok(beat > 0)
+        })
+        .await
+    }
+
+    /// Takes this node's name for this process (docs/several-hosts.md, "One owner per
+    /// NODE_ID"): `Ok(None)` once it is ours, or who holds it now. `earlier` is a holder seen
+    /// before (its instance and last heartbeat): the name is taken from it only if it has not
+    /// beaten since.
+    pub async fn join(
+        &self,
+        url: String,
+        capacity: u32,
+        ttl: Duration,
+        earlier: Option<NodeHolder>,
+    ) -> Result<Option<NodeHolder>, StoreError> {
+        self.run(move |conn, ctx| {
+            let (node, instance) = (ctx.node()?, ctx.instance()?);
+            let (old_instance, old_seen) =
+                earlier.map(|h| (h.instance, h.seen)).unwrap_or_default();
+            let won = diesel::sql_query(JOIN_SQL)
+                .bind::<Text, _>(&*node)
+                .bind::<Text, _>(&url)
+                .bind::<Integer, _>(i32::try_from(capacity).unwrap_or(i32::MAX))
+                .bind::<Double, _>(secs(ttl))
+                .bind::<Text, _>(&*instance)
+                .bind::<Text, _>(&old_instance)
+                .bind::<Text, _>(&old_seen)
+                .execute(conn)
+                .map_err(|e| ctx.query(e))?;
+            if won > 0 {
+                return Ok(None);
+            }
+            let holder: Vec<HolderRecord> = diesel::sql_query(HOLDER_SQL)
+                .bind::<Text, _>(&*node)
+                .load(conn)
+                .map_err(|e| ctx.query(e))?;
+            Ok(holder.into_iter().next().map(|h| NodeHolder {
+                instance: h.instance,
+                url: h.url,
+                seen: h.seen,
+                seen_ms_ago: h.seen_ms_ago,
+            }))
         })
         .await
     }

@@ -25,7 +25,7 @@ use cluster::{fenced, FencedError};
 use connection::{DbConnection, Manager, Settings};
 use schema::{session_events, whatsapp_bots};
 
-pub use cluster::{Fence, Lease, NodeRow, Snapshot};
+pub use cluster::{Fence, Lease, NodeHolder, NodeRow, Snapshot};
 pub use media::{MediaRow, MediaState, MediaStats, BLOB_PART_BYTES};
 pub use outbox::{
     DeliveryRow, DueDelivery, NewOutboxEvent, Outcome, Reservation, SendOutcome, StoredEvent,
@@ -146,6 +146,8 @@ pub struct Store {
     max_slots: u16,
     /// The cluster node this store writes for (`None`: a single node).
     node: Option<std::sync::Arc<str>>,
+    /// This process's instance id in the cluster (leases and the node row name it).
+    instance: Option<std::sync::Arc<str>>,
     /// The PostgreSQL URL (a cluster node's listener opens its own connection); never shown.
     postgres_url: Option<std::sync::Arc<str>>,
 }
@@ -234,6 +236,7 @@ impl Store {
             backend,
             max_slots,
             node: None,
+            instance: None,
             postgres_url: match url {
                 DatabaseUrl::Postgres(u) => Some(std::sync::Arc::from(u.as_str())),
                 DatabaseUrl::Sqlite(_) => None,
@@ -262,6 +265,7 @@ impl Store {
             backend: self.backend,
             max_slots: self.max_slots,
             node: self.node.clone(),
+            instance: self.instance.clone(),
         };
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|source| StoreError::Pool {
@@ -442,6 +446,7 @@ struct Ctx {
     backend: &'static str,
     max_slots: u16,
     node: Option<std::sync::Arc<str>>,
+    instance: Option<std::sync::Arc<str>>,
 }
 
 impl Ctx {

@@ -22,4 +22,5 @@ mod openapi;
 mod receiving;
 mod sending;
 mod session;
+mod several_hosts;
 mod store;

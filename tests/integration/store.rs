@@ -1072,8 +1072,8 @@ async fn postgres_a_node_that_lost_its_lease_cannot_write_for_the_session() {
     use std::time::Duration;
     use wa_supervisor::store::NewOutboxEvent;
     let db = TestDb::postgres();
-    let a = db.open().for_node("node-a");
-    let b = db.open().for_node("node-b");
+    let a = db.open().for_node("node-a", "process-a");
+    let b = db.open().for_node("node-b", "process-b");
     let k = key(ALICE, 1);
     let short = Duration::from_millis(1500);
 
@@ -1183,6 +1183,75 @@ async fn postgres_a_node_that_lost_its_lease_cannot_write_for_the_session() {
         .unwrap()
         .expect("released: free");
     assert_eq!(again.epoch, fb.epoch + 1);
+}
+
+/// Two processes started with one `NODE_ID` (issue 24, item 1): the second does not get the
+/// name while the first beats, and cannot take a session the first holds (a claim used to
+/// succeed whenever the lease named the same node, so the twins took it back and forth). Once
+/// the first is silent past the TTL the second takes the name, the first's leases with it; the
+/// first's renewals and heartbeats then fail.
+#[tokio::test]
+#[cfg_attr(skip_postgres, ignore = "WA_TEST_SKIP_POSTGRES=1")]
+async fn postgres_two_processes_with_one_node_id_never_share_a_session() {
+    use std::time::Duration;
+    let db = TestDb::postgres();
+    let first = db.open().for_node("n1", "process-1");
+    let twin = db.open().for_node("n1", "process-2");
+    let k = key(ALICE, 1);
+    let ttl = Duration::from_millis(1500);
+    let long = Duration::from_secs(30);
+
+    assert_eq!(first.join(String::new(), 4, ttl, None).await.unwrap(), None);
+    let held = first.claim_lease(&k, long).await.unwrap().expect("free");
+    first.save_session(row(ALICE, 1), Some(held)).await.unwrap();
+    let holder = twin
+        .join(String::new(), 4, ttl, None)
+        .await
+        .unwrap()
+        .expect("the name is held");
+    assert_eq!(holder.instance, "process-1");
+    twin.claim_lease(&k, long)
+        .await
+        .unwrap()
+        .expect_err("held by the other process of n1");
+    assert!(twin.orphans(10).await.unwrap().is_empty(), "not an orphan");
+    // A holder seen before that has beaten since keeps the name.
+    assert!(first.heartbeat(String::new(), 4, 1).await.unwrap());
+    assert!(twin
+        .join(String::new(), 4, ttl, Some(holder))
+        .await
+        .unwrap()
+        .is_some());
+
+    // The first goes silent past the TTL: the twin takes the name, then the first's lease
+    // (not expired: a run killed just before this one left it).
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    assert_eq!(twin.join(String::new(), 4, ttl, None).await.unwrap(), None);
+    assert_eq!(
+        twin.orphans(10).await.unwrap(),
+        vec![k.clone()],
+        "left by an earlier process"
+    );
+    let taken = twin
+        .claim_lease(&k, long)
+        .await
+        .unwrap()
+        .expect("the earlier process's lease");
+    assert_eq!(taken.epoch, held.epoch + 1);
+    assert!(first
+        .renew_leases(vec![(k.clone(), held)], long)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        !first.heartbeat(String::new(), 4, 1).await.unwrap(),
+        "displaced"
+    );
+    first
+        .claim_lease(&k, long)
+        .await
+        .unwrap()
+        .expect_err("the twin holds it now");
 }
 
 fn media_row(
@@ -1376,4 +1445,32 @@ async fn media_contents_in_the_database_are_stored_once_and_read_by_range(db: &T
     let later = wa_supervisor::store::now_ms() + wa_supervisor::media::blobs::IN_FLIGHT_MS + 1;
     store.delete_blobs(vec![sha.clone()], later).await.unwrap();
     assert!(store.blob_shas(i64::MAX).await.unwrap().is_empty());
+}
+
+/// Issue 24, item 2: a newer snapshot that cannot be unpacked leaves the profile unmarked and
+/// says so: the launch must not go on (the profile was marked with the new epoch whatever
+/// happened, so a later stop snapshotted a login older than the stored one as the newest).
+#[tokio::test]
+#[cfg_attr(skip_postgres, ignore = "WA_TEST_SKIP_POSTGRES=1")]
+async fn postgres_a_snapshot_that_cannot_be_restored_stops_the_launch() {
+    use std::time::Duration;
+    use wa_supervisor::actors::session::handover::{restore_newer, EPOCH_FILE};
+    let db = TestDb::postgres();
+    let store = db.open().for_node("n1", "process-1");
+    let k = key(ALICE, 1);
+    let fence = store
+        .claim_lease(&k, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .put_snapshot(&k, fence, 1, b"not a tar.gz".to_vec())
+        .await
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let err = restore_newer(&store, &k, profile.path().to_path_buf(), fence)
+        .await
+        .expect_err("a damaged snapshot");
+    assert!(err.contains("could not be restored"), "{err}");
+    assert!(!profile.path().join(EPOCH_FILE).exists(), "marked anyway");
 }

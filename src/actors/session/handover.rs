@@ -34,36 +34,41 @@ fn mark(profile: &Path, fence: Fence) -> std::io::Result<()> {
 
 /// Restores `key`'s newest snapshot into `profile` (its browser closed) when the snapshot was
 /// taken under a later epoch than the profile last ran under, then marks the profile with
-/// `fence`. Failures are logged: the launch goes on with the profile as it is.
-pub async fn restore_newer(store: &Store, key: &SessionKey, profile: PathBuf, fence: Fence) {
-    let snap = match store.snapshot(key).await {
-        Ok(snap) => snap,
-        Err(e) => {
-            log::warn!("{key} snapshot not read: {}", crate::chain(&e));
-            None
-        }
-    };
-    let key = key.clone();
+/// `fence`. When the snapshot cannot be read or unpacked, the profile is not marked and the
+/// error comes back: no browser may launch on it (a login that came back older, or none, would
+/// be snapshotted later as the newest one).
+pub async fn restore_newer(
+    store: &Store,
+    key: &SessionKey,
+    profile: PathBuf,
+    fence: Fence,
+) -> Result<(), String> {
+    let snap = store
+        .snapshot(key)
+        .await
+        .map_err(|e| format!("the login snapshot could not be read: {}", crate::chain(&e)))?;
     let restored = tokio::task::spawn_blocking(move || {
         let local = epoch_of(&profile);
         let newer = snap.filter(|s| local.is_none_or(|l| s.epoch > l));
-        let restored = match &newer {
-            Some(s) => snapshot::unpack(&profile, &s.bytes)
-                .map(|()| Some((s.epoch, s.node.clone(), s.bytes.len()))),
-            None => Ok(None),
+        let restored = match newer {
+            Some(s) => {
+                snapshot::unpack(&profile, &s.bytes)?;
+                Some((s.epoch, s.node, s.bytes.len()))
+            }
+            None => None,
         };
         mark(&profile, fence)?;
-        restored
+        Ok::<_, std::io::Error>(restored)
     })
     .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    match restored {
-        Ok(Some((epoch, node, bytes))) => log::info!(
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(|e| format!("the login snapshot could not be restored: {e}"))?;
+    if let Some((epoch, node, bytes)) = restored {
+        log::info!(
             "{key} login restored from the snapshot of epoch {epoch} by {node} ({bytes} bytes)"
-        ),
-        Ok(None) => {}
-        Err(e) => log::warn!("{key} snapshot not restored: {e}"),
+        );
     }
+    Ok(())
 }
 
 /// Snapshots the login of `key`'s closed browser under `fence`.

@@ -16,7 +16,7 @@
 mod backfill;
 mod env;
 mod error;
-mod handover;
+pub mod handover;
 mod inspect;
 mod logout;
 pub mod machine;
@@ -160,6 +160,9 @@ pub struct SessionActor {
     launched_at: Option<Instant>,
     /// When the first QR of the current browser was shown, until linked (QR-to-connected).
     qr_since: Option<Instant>,
+    /// The current (or last closed) browser reached `connected`: only its profile holds a
+    /// login worth a snapshot (a browser that came up on a QR page does not, number or not).
+    connected_in_run: bool,
     /// When the scheduled relaunch fires (shown in `/actors`).
     relaunch_at: Option<Instant>,
     /// When this actor was created (uptime in `/actors`).
@@ -212,6 +215,7 @@ impl SessionActor {
             relaunch_at: None,
             launched_at: None,
             qr_since: None,
+            connected_in_run: false,
             born: Instant::now(),
             writer,
             intake,
@@ -321,6 +325,9 @@ impl SessionActor {
         if change.to != SessionState::Pairing {
             self.pairing_phone = None;
         }
+        if change.to == SessionState::Connected {
+            self.connected_in_run = true;
+        }
         // Cluster mode: a fresh link is snapshotted, so the session can move without a new scan.
         if change.to == SessionState::Connected
             && matches!(change.from, SessionState::Qr | SessionState::Pairing)
@@ -413,6 +420,7 @@ impl SessionActor {
         self.env.metrics.launches.fetch_add(1, Relaxed);
         self.launched_at = Some(Instant::now());
         self.qr_since = None;
+        self.connected_in_run = false;
         self.note_backfill_start(generation, ctx);
 
         let env = self.env.clone();
@@ -445,7 +453,10 @@ impl SessionActor {
             // The previous browser of this session must be gone before the next touches the profile.
             let gate = gate.lock_owned().await;
             if let Some(fence) = fence {
-                handover::restore_newer(&env.store, &key, profile.clone(), fence).await;
+                let restored = handover::restore_newer(&env.store, &key, profile.clone(), fence);
+                if let Err(why) = restored.await {
+                    return (Some(fence), Err(Launch::Restore(why)));
+                }
             }
             // Bounded launch concurrency: a boot restoring 50 sessions does not start 50 at once.
             let _permit = env
@@ -522,6 +533,10 @@ impl SessionActor {
                     lease.epoch
                 );
                 self.transition(Cause::Stop(StopKind::LeaseLost), SYSTEM, ctx);
+                return;
+            }
+            Err(Launch::Restore(why)) => {
+                self.crash(why, ctx);
                 return;
             }
             Err(Launch::Lease(e)) => {
@@ -883,8 +898,10 @@ impl SessionActor {
 
     /// Cluster mode, after a close: snapshot the login (or forget it, on logout), flush the last
     /// writes, then release the lease (not for a snapshot cycle: the browser comes back at once).
-    /// Only a browser this node just closed is snapshotted (`ran`): a profile that did not run
-    /// here may be older than the stored snapshot.
+    /// Only a browser this node just closed (`ran`) that reached `connected` and is still linked
+    /// is snapshotted: a profile that did not run here may be older than the stored snapshot, and
+    /// one that came up on a QR page holds no login (the number is kept through `starting` and
+    /// `qr`, so it says nothing).
     fn hand_over(
         &mut self,
         kind: StopKind,
@@ -893,7 +910,7 @@ impl SessionActor {
         let cluster = self.env.cluster.clone()?;
         let fence = self.fence?;
         let release = kind != StopKind::Snapshot;
-        let linked = ran && self.machine.number.is_some();
+        let linked = ran && self.connected_in_run && self.machine.number.is_some();
         if release {
             self.lease_audit("lease_released", fence);
         }
@@ -1015,6 +1032,26 @@ impl SessionActor {
     fn fail(&mut self, reason: String, crash: bool, ctx: &mut Context<Self>) {
         self.transition(Cause::Failed { reason, crash }, SYSTEM, ctx);
         self.discard_browser();
+        self.give_lease_back();
+    }
+
+    /// Cluster mode, a session that ended here for good (failed; its intent is `stopped`): the
+    /// lease goes back once the browser is gone and the last writes are done, so it holds no
+    /// capacity of this node any more.
+    fn give_lease_back(&mut self) {
+        let (Some(cluster), Some(fence)) = (self.env.cluster.clone(), self.fence) else {
+            return;
+        };
+        self.lease_audit("lease_released", fence);
+        let flushed = self.writer.flushed();
+        self.fence = None;
+        self.writer.fence(None);
+        let (gate, key) = (self.gate.clone(), self.key.clone());
+        actix::spawn(async move {
+            drop(gate.lock_owned().await);
+            flushed.await;
+            cluster.release(&key, fence).await;
+        });
     }
 
     /// Takes the browser of a crash or a failure away: killed and reaped in the background; the
@@ -1089,6 +1126,8 @@ enum Launch {
     OwnedElsewhere(crate::store::Lease),
     /// Cluster mode: the lease could not be claimed (the database failed).
     Lease(crate::store::StoreError),
+    /// Cluster mode: the newer login snapshot could not be read or unpacked; nothing launched.
+    Restore(String),
 }
 
 impl Handler<LeaseLost> for SessionActor {

@@ -90,6 +90,8 @@ pub struct NodeOptions {
     pub through_proxy: bool,
     /// WA-JS file and its SHA-256 (the WPP stand-in), instead of the default.
     pub wa_js: Option<(String, String)>,
+    /// More settings, as environment variables.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for NodeOptions {
@@ -100,6 +102,7 @@ impl Default for NodeOptions {
             max_sessions: None,
             through_proxy: false,
             wa_js: None,
+            env: Vec::new(),
         }
     }
 }
@@ -141,6 +144,7 @@ pub async fn start_node(
         envs.push(("WA_JS_PATH", path.as_str()));
         envs.push(("WA_JS_SHA256", sha.as_str()));
     }
+    envs.extend(opts.env.iter().map(|(k, v)| (*k, v.as_str())));
     let node = daemon::start_with(dir, standin_url, &[], &envs, None).await;
     (node, proxy)
 }
@@ -152,7 +156,8 @@ pub struct Node {
     pub name: String,
     pub daemon: Daemon,
     pub proxy: Option<PgProxy>,
-    _dir: tempfile::TempDir,
+    opts: NodeOptions,
+    dir: tempfile::TempDir,
 }
 
 impl Node {
@@ -177,8 +182,36 @@ impl Node {
             name: name.to_owned(),
             daemon,
             proxy,
-            _dir: dir,
+            opts: opts.clone(),
+            dir,
         }
+    }
+
+    /// kill -9 (returns once the process is gone).
+    pub async fn kill(&mut self) {
+        self.daemon.signal(libc::SIGKILL);
+        self.daemon.wait_exit(Duration::from_secs(5)).await;
+    }
+
+    /// The same node (`NODE_ID`, folder, settings) started again after [`Node::kill`].
+    pub async fn restart(&mut self, standin: &StandIn, db: &PgDatabase) {
+        let (daemon, proxy) =
+            start_node(self.dir.path(), &standin.url(), db, &self.name, &self.opts).await;
+        self.daemon = daemon;
+        self.proxy = proxy;
+    }
+
+    /// The command line of this node's daemon for another process (its own folder and port).
+    pub fn twin(&self, db: &PgDatabase, dir: &Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-supervisor"));
+        cmd.current_dir(dir)
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", db.url())
+            .env("CLUSTER_TOKEN", CLUSTER_TOKEN)
+            .env("NODE_ID", &self.name)
+            .env("LEASE_TTL_SECS", self.opts.lease_ttl_secs.to_string())
+            .kill_on_drop(true);
+        cmd
     }
 
     pub async fn call(&self, method: &str, path: &str) -> (u16, Value) {
