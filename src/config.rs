@@ -341,9 +341,10 @@ pub struct Settings {
           value_parser = parse_cluster_token)]
     pub cluster_token: Option<Token>,
 
-    /// Seconds a node's lease on a session lasts without renewal (renewed every third of it).
+    /// Seconds a node's lease on a session lasts without renewal (renewed every third of it;
+    /// trusted until 2 s before it ends, so below 6 a slow renewal loses it: the floor is 6).
     #[arg(long, env = "LEASE_TTL_SECS", value_name = "LEASE_TTL_SECS", default_value_t = 15,
-          value_parser = clap::value_parser!(u64).range(3..=600))]
+          value_parser = clap::value_parser!(u64).range(6..=600))]
     pub lease_ttl_secs: u64,
 
     /// Seconds between snapshots of a linked session's login (cluster mode).

@@ -36,11 +36,29 @@ pub struct DrainReport {
     pub moved: Vec<Moved>,
 }
 
-/// Hands every session of this node over, one by one; the node stays draining.
+/// Why a drain did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainRefused {
+    /// No other live node takes sessions: each move would only stop a session.
+    #[error("no other live node takes sessions")]
+    NoOtherNode,
+    #[error("drain")]
+    Store(#[from] StoreError),
+}
+
+/// Hands every session of this node over, one by one; the node stays draining. Refused, with
+/// nothing changed, when no other live node takes sessions.
 pub async fn drain(
     cluster: &Cluster,
     registry: &RegistryHandle,
-) -> Result<DrainReport, StoreError> {
+) -> Result<DrainReport, DrainRefused> {
+    let nodes = cluster.store.nodes(cluster.ttl).await?;
+    if !nodes
+        .iter()
+        .any(|n| n.node != cluster.node && n.alive && !n.draining)
+    {
+        return Err(DrainRefused::NoOtherNode);
+    }
     cluster.store.set_draining(&cluster.node, true).await?;
     log::info!(
         "drain: {} hands its {} sessions over",

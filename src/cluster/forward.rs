@@ -30,8 +30,8 @@ pub const FROM_HEADER: &str = "x-wa-forwarded-by";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 /// A drain answers once every session of the node has moved.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
-/// The largest body passed on (the API's bodies are small JSON).
-const MAX_BODY: usize = 256 * 1024;
+/// The largest body passed on when the app has no send intake (its tests): the routes' own.
+const MAX_BODY: usize = 2 * 1024 * 1024;
 
 /// A request is a node's when it carries the cluster token: compared in constant time.
 pub fn from_node(cluster: &Cluster, headers: &header::HeaderMap) -> Option<bool> {
@@ -42,11 +42,20 @@ pub fn from_node(cluster: &Cluster, headers: &header::HeaderMap) -> Option<bool>
     ))
 }
 
-/// The session a path names, for the routes that act on one session's browser.
+/// The session a path names, for the routes that act on one session's browser. Segments are
+/// percent-decoded first, as the router decodes them before it matches (`/api/start/%6Bim/1`
+/// is kim's slot 1 there, so it is here).
 fn session_of(method: &Method, path: &str, max_slots: u16) -> Option<SessionKey> {
-    let mut parts = path.strip_prefix("/api/")?.split('/');
-    let (verb, user, slot) = (parts.next()?, parts.next()?, parts.next()?);
-    let deeper = parts.next().is_some();
+    let segments: Vec<String> = path
+        .strip_prefix("/api/")?
+        .split('/')
+        .map(decoded)
+        .collect::<Option<_>>()?;
+    let (verb, user, slot) = match segments.as_slice() {
+        [verb, user, slot, ..] => (verb.as_str(), user, slot),
+        _ => return None,
+    };
+    let deeper = segments.len() > 3;
     let ours = match deeper {
         false => matches!(
             (method.as_str(), verb),
@@ -56,7 +65,8 @@ fn session_of(method: &Method, path: &str, max_slots: u16) -> Option<SessionKey>
         // A chat's messages, read and presence; a number check; a media download tried again:
         // the session's page answers. (Media itself is served by any node: it is in PostgreSQL.)
         true => {
-            matches!(verb, "chats" | "contacts") || (verb == "media" && path.ends_with("/retry"))
+            matches!(verb, "chats" | "contacts")
+                || (verb == "media" && segments.last().is_some_and(|s| s == "retry"))
         }
     };
     if !ours {
@@ -65,6 +75,30 @@ fn session_of(method: &Method, path: &str, max_slots: u16) -> Option<SessionKey>
     let user = UserId::parse(user).ok()?;
     let slot = Slot::parse(slot, max_slots).ok()?;
     Some(SessionKey::new(user, slot))
+}
+
+/// One path segment, percent-decoded; `None` when that is not UTF-8.
+fn decoded(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The node a path names (`/admin/nodes/{node}/drain`).
@@ -180,10 +214,28 @@ pub async fn route(
         Ok(None) => return Ok(next.call(req).await?.map_into_boxed_body()),
         Err(e) => return Ok(req.error_response(e).map_into_boxed_body()),
     };
-    let body = match req.extract::<web::Bytes>().await {
-        Ok(body) if body.len() <= MAX_BODY => body,
-        _ => {
-            let e = ApiError::BadRequest("the body is too large or unreadable".into());
+    // As large as the owner takes: a send's media (base64) is, whatever node it lands on.
+    let intake = req
+        .app_data::<web::Data<crate::messaging::Intake>>()
+        .cloned();
+    let limit = intake
+        .as_ref()
+        .map_or(MAX_BODY, |i| i.body_limit().max(MAX_BODY));
+    let payload = match req.extract::<web::Payload>().await {
+        Ok(payload) => payload,
+        Err(e) => return Ok(req.error_response(e).map_into_boxed_body()),
+    };
+    let body = match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            let e = ApiError::BadRequest(format!("the body could not be read: {e}"));
+            return Ok(req.error_response(e).map_into_boxed_body());
+        }
+        Err(_) => {
+            let e = match intake {
+                Some(i) => ApiError::MediaTooLarge { max: i.max_bytes },
+                None => ApiError::BadRequest("the body is too large".into()),
+            };
             return Ok(req.error_response(e).map_into_boxed_body());
         }
     };
@@ -284,6 +336,15 @@ mod tests {
         assert!(key(Method::POST, "/api/start/u1/11").is_none());
         assert!(key(Method::POST, "/api/start/u1/1/x").is_none());
         assert!(key(Method::GET, "/actors").is_none());
+        // Percent-encoded segments name what the router matches.
+        assert_eq!(
+            key(Method::POST, "/api/st%61rt/%6Bim/%31"),
+            key(Method::POST, "/api/start/kim/1")
+        );
+        assert!(key(Method::POST, "/api/start/kim/1").is_some());
+        assert!(key(Method::POST, "/api/media/kim/1/abc/retr%79").is_some());
+        assert!(key(Method::POST, "/api/start/k%2Fim/1").is_none());
+        assert!(key(Method::POST, "/api/start/k%FFim/1").is_none());
         assert_eq!(node_of(&Method::POST, "/admin/nodes/n2/drain"), Some("n2"));
         assert_eq!(node_of(&Method::GET, "/admin/nodes/n2/drain"), None);
         assert_eq!(node_of(&Method::POST, "/admin/nodes/a/b/drain"), None);

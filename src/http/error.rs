@@ -72,6 +72,10 @@ pub enum ApiError {
     NotClustered,
     #[error("no live node of the cluster is called that")]
     UnknownNode,
+    #[error(
+        "no other live node takes sessions: a drain would only stop them; start another node first"
+    )]
+    NoOtherNode,
     #[error("the node that runs this session did not answer; retry shortly (its sessions move to other nodes when its leases expire)")]
     OwnerUnreachable,
     /// The cause is logged (its whole chain, once, here), never sent.
@@ -233,6 +237,7 @@ impl ApiError {
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::NotClustered => "not_clustered",
             ApiError::UnknownNode => "unknown_node",
+            ApiError::NoOtherNode => "no_other_node",
             ApiError::OwnerUnreachable => "owner_unreachable",
             ApiError::Internal(_) => "internal",
         }
@@ -270,7 +275,7 @@ impl ResponseError for ApiError {
             | ApiError::UnknownNode => StatusCode::NOT_FOUND,
             ApiError::MediaRemoved => StatusCode::GONE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::NotClustered => StatusCode::CONFLICT,
+            ApiError::NotClustered | ApiError::NoOtherNode => StatusCode::CONFLICT,
             ApiError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             ApiError::NoQr
             | ApiError::AlreadyConnected

@@ -127,6 +127,11 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 const TRANSCODE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Intake {
+    /// The largest send body taken: base64 media is 4/3 of the file, and JSON a little more.
+    pub fn body_limit(&self) -> usize {
+        self.max_bytes as usize / 3 * 4 + 64 * 1024
+    }
+
     pub fn new(guard: Arc<Guard>, max_bytes: u64, ffmpeg: Option<PathBuf>) -> Intake {
         let client = || {
             reqwest::Client::builder()

@@ -54,6 +54,8 @@ fn bad_settings_exit_2_with_one_line_naming_the_variable() {
         (("CLUSTER_TOKEN", "short"), "CLUSTER_TOKEN"),
         (("NODE_ID", "node one"), "NODE_ID"),
         (("LEASE_TTL_SECS", "2"), "LEASE_TTL_SECS"),
+        // Renewed every 1 s and trusted for 1 s: it flapped.
+        (("LEASE_TTL_SECS", "3"), "LEASE_TTL_SECS"),
         (("BROWSER", "firefox"), "BROWSER"),
         (("CHROMIUM_PATH", "/nonexistent/chromium"), "CHROMIUM_PATH"),
         (("CHROMIUM_PATH", "/etc/passwd"), "CHROMIUM_PATH"),

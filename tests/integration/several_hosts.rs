@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::cluster::{
-    eventually, lease, link, snapshot_epoch, Node, PgDatabase, TTL_SECS,
+    eventually, lease, link, snapshot_epoch, Node, NodeOptions, PgDatabase, TTL_SECS,
 };
 use crate::support::harness::ADMIN_TOKEN;
 use crate::support::standin::{StandIn, StandInOptions};
@@ -135,4 +135,149 @@ async fn a_profile_that_never_connected_is_not_snapshotted_over_a_newer_login() 
         None,
         "b's QR page was snapshotted"
     );
+}
+
+/// Starts `user`:1 through `via` and scans its QR code for `phone` until it is connected (not
+/// waiting for the link's snapshot).
+async fn scan_on(standin: &StandIn, via: &Node, user: &str, phone: &str) {
+    let (status, body) = via.call("POST", &format!("/api/start/{user}/1")).await;
+    assert!(status == 200 || status == 202, "{status} {body}");
+    eventually(
+        Duration::from_secs(40),
+        &format!("{user}:1 linked"),
+        || async {
+            let (_, s) = via.call("GET", &format!("/api/status/{user}/1")).await;
+            if s["isConnected"] == true {
+                return Some(());
+            }
+            if let Some(payload) = s["qr"]["payload"].as_str() {
+                let _ = standin.scan(payload, phone).await;
+            }
+            None
+        },
+    )
+    .await;
+}
+
+/// POST `path` on `node` with a JSON body and the service token; the status and body.
+async fn post_json(node: &Node, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .post(node.daemon.url(path))
+        .bearer_auth(crate::support::harness::SERVICE_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or_default())
+}
+
+/// Item 6: a node that does not run the session passes on what the owner takes — a 1.5 MiB
+/// document (base64 in the body) used to be refused there, at 256 KiB, while the owner takes
+/// MEDIA_MAX_BYTES — and a percent-encoded user segment is routed like the plain one (the
+/// router matches the decoded path; the forwarder used to parse the raw one and keep it).
+#[tokio::test]
+async fn a_non_owner_node_passes_on_large_sends_and_encoded_paths_like_the_owner_takes_them() {
+    use base64::Engine;
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (wpp, sha) = crate::support::wpp::install(tmp.path());
+    let opts = NodeOptions {
+        lease_ttl_secs: TTL_SECS,
+        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
+        ..Default::default()
+    };
+    let a = Node::start_with(&standin, &db, "a", &opts).await;
+    let b = Node::start_with(&standin, &db, "b", &opts).await;
+    let user = "fwd-user";
+    scan_on(&standin, &a, user, "4915100024031").await;
+    a.daemon
+        .wait_state(user, 1, Duration::from_secs(30), |s| s["bridge"] == "wa-js")
+        .await;
+    assert_eq!(lease(&db, user, 1).await.unwrap().0, "a");
+    let to = "4915199990241";
+
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    pdf.extend((0..3 * 512 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let data = base64::engine::general_purpose::STANDARD.encode(&pdf);
+    let (status, sent) = post_json(
+        &b,
+        &format!("/api/messages/{user}/1"),
+        &serde_json::json!({"type": "document", "to": to, "media": {"data": data, "filename": "big.pdf"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let doc = eventually(Duration::from_secs(20), "the document sent", || async {
+        standin.sent().into_iter().find(|m| m.kind == "document")
+    })
+    .await;
+    assert_eq!(doc.media_bytes(&standin).unwrap(), pdf);
+
+    let (status, sent) = post_json(
+        &b,
+        "/api/messages/%66wd-user/%31",
+        &serde_json::json!({"type": "text", "to": to, "text": "encoded"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    assert!(standin.sent().iter().any(|m| m.body == "encoded"));
+    assert_eq!(lease(&db, user, 1).await.unwrap().0, "a", "it stayed on a");
+}
+
+/// Item 6: a drain with no other live node would only stop every session: refused with 409
+/// `no_other_node`, nothing changed. A session that failed for good (its intent `stopped`)
+/// gives its lease back: it used to keep it, and the node's capacity, forever.
+#[tokio::test]
+async fn a_lone_node_refuses_a_drain_and_a_failed_session_gives_its_lease_back() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let opts = NodeOptions {
+        lease_ttl_secs: TTL_SECS,
+        env: vec![
+            ("MAX_CRASHES", "0".to_owned()),
+            ("RESTART_BACKOFF_MS", "1".to_owned()),
+        ],
+        ..NodeOptions::default()
+    };
+    let n1 = Node::start_with(&standin, &db, "n1", &opts).await;
+    let user = "lone-user";
+    let (status, _) = n1.call("POST", &format!("/api/start/{user}/1")).await;
+    assert_eq!(status, 202);
+    n1.daemon
+        .wait_state(user, 1, Duration::from_secs(30), |s| s["state"] == "qr")
+        .await;
+
+    let (status, body) = n1
+        .daemon
+        .call("POST", "/admin/nodes/n1/drain", ADMIN_TOKEN)
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("no_other_node")),
+        "{body}"
+    );
+    let (_, nodes) = n1.daemon.call("GET", "/admin/nodes", ADMIN_TOKEN).await;
+    assert_eq!(nodes["nodes"][0]["draining"], false, "{nodes}");
+    assert_eq!(n1.browsers().len(), 1, "the session still runs");
+
+    let pid = n1.browsers()[0];
+    // SAFETY: plain syscall on the browser under test.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    n1.daemon
+        .wait_state(user, 1, Duration::from_secs(20), |s| s["state"] == "failed")
+        .await;
+    eventually(Duration::from_secs(10), "the lease given back", || async {
+        lease(&db, user, 1).await.is_none().then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(TTL_SECS + 5),
+        "no lease counted",
+        || async {
+            let (_, nodes) = n1.daemon.call("GET", "/admin/nodes", ADMIN_TOKEN).await;
+            (nodes["nodes"][0]["leases"] == 0).then_some(())
+        },
+    )
+    .await;
 }

@@ -46,10 +46,8 @@ async fn send(
     intake: web::Data<Intake>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_user(key.user_id())?;
-    // Base64 media makes the body 4/3 of the file, and JSON a little more.
-    let limit = intake.max_bytes as usize / 3 * 4 + 64 * 1024;
     let body = body
-        .to_bytes_limited(limit)
+        .to_bytes_limited(intake.body_limit())
         .await
         .map_err(|_| ApiError::MediaTooLarge {
             max: intake.max_bytes,

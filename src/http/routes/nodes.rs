@@ -101,7 +101,7 @@ pub async fn view(cluster: &Cluster) -> Result<ClusterView, ApiError> {
     responses(
         (status = 200, description = "Every session moved (or why not)", body = DrainReport),
         (status = 404, description = "`unknown_node`: no live node is called that", body = crate::http::error::ErrorBody),
-        (status = 409, description = "`not_clustered`: cluster mode is off", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`not_clustered`: cluster mode is off; `no_other_node`: no other live node takes sessions (nothing changed)", body = crate::http::error::ErrorBody),
         Unauthorized, Forbidden, Unavailable,
     ),
 )]
@@ -119,6 +119,9 @@ async fn drain(
     }
     let report = crate::cluster::drain::drain(&cluster, &registry)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            crate::cluster::drain::DrainRefused::NoOtherNode => ApiError::NoOtherNode,
+            e => ApiError::internal(e),
+        })?;
     Ok(HttpResponse::Ok().json(report))
 }
