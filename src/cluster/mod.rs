@@ -447,10 +447,16 @@ fn listen(cluster: Arc<Cluster>, outbox: Arc<crate::events::Outbox>) {
     let Some(url) = cluster.store.postgres_url() else {
         return;
     };
-    let handle = tokio::runtime::Handle::current();
+    // One task relays them, one at a time, in the order PostgreSQL delivered them (commit
+    // order): a stream on this node sees each session's events in order.
+    let (ids, mut next) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    tokio::spawn(async move {
+        while let Some(id) = next.recv().await {
+            outbox.relay(id).await;
+        }
+    });
     let relay = move |id| {
-        let outbox = outbox.clone();
-        handle.spawn(async move { outbox.relay(id).await });
+        let _ = ids.send(id);
     };
     std::thread::Builder::new()
         .name("cluster-listen".into())

@@ -281,3 +281,69 @@ async fn a_lone_node_refuses_a_drain_and_a_failed_session_gives_its_lease_back()
     )
     .await;
 }
+
+/// Item 6: a stream opened on a node that does not run the session gets the session's events
+/// in order, every one: each NOTIFY used to be relayed by a task of its own, so a burst could
+/// overtake itself.
+#[tokio::test]
+async fn another_node_s_stream_sees_a_burst_of_events_whole_and_in_order() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (wpp, sha) = crate::support::wpp::install(tmp.path());
+    let opts = NodeOptions {
+        lease_ttl_secs: TTL_SECS,
+        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
+        ..Default::default()
+    };
+    let a = Node::start_with(&standin, &db, "a", &opts).await;
+    let b = Node::start_with(&standin, &db, "b", &opts).await;
+    let (user, phone) = ("burst-user", "4915100024051");
+    scan_on(&standin, &a, user, phone).await;
+    a.daemon
+        .wait_state(user, 1, Duration::from_secs(30), |s| s["bridge"] == "wa-js")
+        .await;
+
+    let (status, ticket) = b.call("POST", &format!("/api/events/{user}/ticket")).await;
+    assert_eq!(status, 200, "{ticket}");
+    let url = b.daemon.url(ticket["url"].as_str().unwrap());
+    let mut stream = reqwest::Client::new().get(url).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    const N: usize = 80;
+    for i in 0..N {
+        standin
+            .incoming(phone, "4915199990251", &format!("burst {i:03}"))
+            .unwrap();
+    }
+    let mut text = String::new();
+    let frames = |text: &str| -> Vec<(i64, String)> {
+        text.split("\n\n")
+            .filter(|f| f.starts_with("event: message\n"))
+            .filter_map(|f| {
+                let id = f
+                    .lines()
+                    .find_map(|l| l.strip_prefix("id: "))?
+                    .parse()
+                    .ok()?;
+                let data: serde_json::Value =
+                    serde_json::from_str(f.lines().find_map(|l| l.strip_prefix("data: "))?).ok()?;
+                Some((id, data["body"].as_str()?.to_owned()))
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while frames(&text).len() < N {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {N} messages on b", frames(&text).len()));
+        text.push_str(std::str::from_utf8(&chunk.unwrap().unwrap()).unwrap());
+    }
+    let got = frames(&text);
+    let bodies: Vec<String> = got.iter().map(|(_, b)| b.clone()).collect();
+    let sent: Vec<String> = (0..N).map(|i| format!("burst {i:03}")).collect();
+    assert_eq!(bodies, sent, "in the order they came");
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "cursors in order: {got:?}"
+    );
+}
