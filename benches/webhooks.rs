@@ -156,7 +156,7 @@ async fn backlog() {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let owed = store.next_due_ms().await.unwrap();
+    let owed = store.next_due_ms(true).await.unwrap();
     let size: u64 = std::fs::read_dir(tmp.path())
         .unwrap()
         .flatten()

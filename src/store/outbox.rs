@@ -243,7 +243,7 @@ const CLAIM_SQL: &str = r#"
 UPDATE deliveries SET next_attempt_ms = $1 + $2, updated_ms = $1
 WHERE id IN (
     SELECT d.id FROM deliveries d
-    WHERE d.status = 'pending' AND d.next_attempt_ms <= $1
+    WHERE d.status = 'pending' AND d.next_attempt_ms <= $1 AND (d.target <> 'service' OR $4)
       AND NOT EXISTS (
           SELECT 1 FROM deliveries e
           WHERE e.status = 'pending' AND e.target = d.target AND e."userId" = d."userId"
@@ -255,21 +255,29 @@ RETURNING id"#;
 /// The earliest time a head of line (the oldest pending delivery of a target and session) is due.
 const NEXT_DUE_SQL: &str = r#"
 SELECT MIN(d.next_attempt_ms) AS at FROM deliveries d
-WHERE d.status = 'pending'
+WHERE d.status = 'pending' AND (d.target <> 'service' OR $1)
   AND NOT EXISTS (
       SELECT 1 FROM deliveries e
       WHERE e.status = 'pending' AND e.target = d.target AND e."userId" = d."userId"
         AND e.slot = d.slot AND e.id < d.id)"#;
 
-fn claim(conn: &mut DbConnection, now: i64, lease_ms: i64, limit: i64) -> QueryResult<Vec<i64>> {
+fn claim(
+    conn: &mut DbConnection,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+    service: bool,
+) -> QueryResult<Vec<i64>> {
     let sql = match conn {
         DbConnection::Pg(_) => CLAIM_SQL.replace("__LOCK__", "FOR UPDATE SKIP LOCKED"),
-        DbConnection::Sqlite(_) => CLAIM_SQL.replace("__LOCK__", ""),
+        // `?N`: SQLite numbers `$N` parameters by first appearance, not by N.
+        DbConnection::Sqlite(_) => CLAIM_SQL.replace("__LOCK__", "").replace('$', "?"),
     };
     let rows: Vec<IdRow> = diesel::sql_query(sql)
         .bind::<BigInt, _>(now)
         .bind::<BigInt, _>(lease_ms)
         .bind::<BigInt, _>(limit)
+        .bind::<diesel::sql_types::Bool, _>(service)
         .load(conn)?;
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
@@ -479,16 +487,19 @@ impl Store {
     }
 
     /// Claims up to `limit` due deliveries (leasing them for `lease_ms`), with their events and
-    /// the users' webhooks.
+    /// the users' webhooks. `service`: this node delivers to the service webhook (it has
+    /// `WEBHOOK_URL`); a node that cannot leaves those deliveries to one that can. `now` is
+    /// [`Store::clock_ms`] in a cluster: leases of one node are read by the others.
     pub async fn claim_due(
         &self,
         now: i64,
         lease_ms: i64,
         limit: i64,
+        service: bool,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         self.run(move |conn, ctx| {
             conn.transaction(|conn| {
-                let ids = claim(conn, now, lease_ms, limit)?;
+                let ids = claim(conn, now, lease_ms, limit, service)?;
                 let rows: Vec<(DeliveryRecord, EventRecord)> = deliveries::table
                     .inner_join(outbox_events::table.on(outbox_events::id.eq(deliveries::event_id)))
                     .filter(deliveries::id.eq_any(&ids))
@@ -576,16 +587,38 @@ impl Store {
     /// When the next claimable delivery is due (`None`: nothing pending). Only the head of each
     /// (target, session) counts: a later delivery waits for the one before it, so its own time
     /// says nothing (and would make the dispatcher spin).
-    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        self.run(|conn, ctx| {
+    pub async fn next_due_ms(&self, service: bool) -> Result<Option<i64>, StoreError> {
+        self.run(move |conn, ctx| {
             #[derive(QueryableByName)]
             struct Next {
                 #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
                 at: Option<i64>,
             }
             diesel::sql_query(NEXT_DUE_SQL)
+                .bind::<diesel::sql_types::Bool, _>(service)
                 .get_result::<Next>(conn)
                 .map(|n| n.at)
+                .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
+    /// Milliseconds since the epoch by the database's clock on PostgreSQL (every node of a
+    /// cluster reads the same one: delivery leases and retry times are compared across nodes),
+    /// by this host's on SQLite (one node).
+    pub async fn clock_ms(&self) -> Result<i64, StoreError> {
+        if self.backend != "postgres" {
+            return Ok(super::now_ms());
+        }
+        self.run(|conn, ctx| {
+            #[derive(QueryableByName)]
+            struct Clock {
+                #[diesel(sql_type = BigInt)]
+                ms: i64,
+            }
+            diesel::sql_query("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms")
+                .get_result::<Clock>(conn)
+                .map(|c| c.ms)
                 .map_err(|e| ctx.query(e))
         })
         .await

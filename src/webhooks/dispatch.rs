@@ -127,7 +127,9 @@ impl Dispatcher {
                 if room == 0 {
                     break;
                 }
-                let due = match store.claim_due(now_ms(), LEASE_MS, room as i64).await {
+                let service = self.service.is_some();
+                let now = self.now().await;
+                let due = match store.claim_due(now, LEASE_MS, room as i64, service).await {
                     Ok(due) => due,
                     Err(e) => {
                         log::error!("webhooks: cannot claim deliveries: {}", crate::chain(&e));
@@ -152,10 +154,10 @@ impl Dispatcher {
             }
             // Then sleep until woken, a delivery ends (its lane's next one may be due, and there
             // is room again), or the next retry is due.
-            let wait = match store.next_due_ms().await {
+            let wait = match store.next_due_ms(self.service.is_some()).await {
                 Ok(None) => None,
                 Ok(Some(at)) => Some(Duration::from_millis(
-                    u64::try_from(at - now_ms()).unwrap_or(0),
+                    u64::try_from(at - self.now().await).unwrap_or(0),
                 )),
                 Err(e) => {
                     log::error!("webhooks: {}", crate::chain(&e));
@@ -180,8 +182,20 @@ impl Dispatcher {
 
     /// A target whose owed deliveries have failed for longer than `disable_after` is given up:
     /// its backlog and storage stop growing (docs/nothing-lost.md).
+    /// Now, by the clock every node of a cluster shares (the database's; see
+    /// [`crate::store::Store::clock_ms`]); this host's when the database does not answer.
+    async fn now(&self) -> i64 {
+        match self.outbox.store().clock_ms().await {
+            Ok(now) => now,
+            Err(e) => {
+                log::warn!("webhooks: the database's clock: {}", crate::chain(&e));
+                now_ms()
+            }
+        }
+    }
+
     async fn give_up_failing(&self) {
-        let now = now_ms();
+        let now = self.now().await;
         let after = self.disable_after;
         let reason = format!(
             "not delivered for more than {} (WEBHOOK_DISABLE_AFTER)",
@@ -206,7 +220,7 @@ impl Dispatcher {
         let store = self.outbox.store();
         let attempts = d.attempts + 1;
         let outcome = self.attempt(&d).await;
-        let now = now_ms();
+        let now = self.now().await;
         let outcome = match outcome {
             Ok(status) => Outcome::Delivered { status },
             Err(Attempt::Gone(status)) => {

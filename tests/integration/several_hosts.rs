@@ -347,3 +347,107 @@ async fn another_node_s_stream_sees_a_burst_of_events_whole_and_in_order() {
         "cursors in order: {got:?}"
     );
 }
+
+/// Item 5: settings that differ between nodes (a rolling change). Service deliveries are owed
+/// while the receiver is down; the node that wrote them (with `WEBHOOK_URL`) is killed and one
+/// without it takes the session over. That node used to claim the owed deliveries and mark them
+/// failed for good; it leaves them to a node that can deliver them: once the first is back,
+/// every message reaches the service webhook and none failed.
+#[tokio::test]
+async fn a_node_without_the_service_webhook_leaves_its_deliveries_to_one_that_has_it() {
+    let receiver = crate::support::receiver::Receiver::start().await;
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (wpp, sha) = crate::support::wpp::install(tmp.path());
+    let without = NodeOptions {
+        lease_ttl_secs: TTL_SECS,
+        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
+        ..Default::default()
+    };
+    let mut with = without.clone();
+    with.env = vec![
+        ("WEBHOOK_URL", receiver.url("/service")),
+        (
+            "WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        ),
+        ("WEBHOOK_ALLOW_HTTP", "true".to_owned()),
+        ("WEBHOOK_RETRY_SCHEDULE", vec!["500ms"; 60].join(",")),
+    ];
+    let mut a = Node::start_with(&standin, &db, "a", &with).await;
+    let b = Node::start_with(&standin, &db, "b", &without).await;
+    let (user, phone) = ("mixed-user", "4915100024061");
+    link(&standin, &db, &a, user, 1, phone).await;
+    a.daemon
+        .wait_state(user, 1, Duration::from_secs(30), |s| s["bridge"] == "wa-js")
+        .await;
+    receiver.always(Some(503));
+    const N: usize = 20;
+    for i in 0..N {
+        standin
+            .incoming(phone, "4915199990261", &format!("mixed {i:03}"))
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(20),
+        "every message recorded",
+        || async {
+            let (_, page) = a
+                .call("GET", &format!("/api/messages/{user}/1?limit=500"))
+                .await;
+            let n = page["events"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["type"] == "message")
+                .count();
+            (n == N).then_some(())
+        },
+    )
+    .await;
+    a.kill().await;
+    connected_on(&db, &b, user, Duration::from_secs(TTL_SECS * 2 + 30)).await;
+    // b runs the session now, and its dispatcher wakes for the session's events.
+    standin
+        .incoming(phone, "4915199990261", "after the takeover")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        failed_deliveries(&db).await,
+        0,
+        "b gave up what it cannot deliver"
+    );
+    receiver.always(None);
+    a.restart(&standin, &db).await;
+    receiver
+        .wait(Duration::from_secs(30), "every message delivered", |got| {
+            let delivered: std::collections::BTreeSet<&str> = got
+                .iter()
+                .filter(|r| r.status == 200)
+                .filter_map(|r| r.body.find("mixed ").map(|at| &r.body[at..at + 9]))
+                .collect();
+            delivered.len() == N
+        })
+        .await;
+    assert_eq!(failed_deliveries(&db).await, 0);
+}
+
+/// Deliveries given up, straight from the database.
+async fn failed_deliveries(db: &PgDatabase) -> i64 {
+    use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let url = db.url();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        diesel::sql_query("SELECT count(*) AS n FROM deliveries WHERE status = 'failed'")
+            .get_result::<Count>(&mut conn)
+            .unwrap()
+            .n
+    })
+    .await
+    .unwrap()
+}

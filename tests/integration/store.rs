@@ -758,7 +758,7 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
 
     // Due: the oldest pending of each (target, session) only.
-    let due = store.claim_due(2_000, 60_000, 100).await.unwrap();
+    let due = store.claim_due(2_000, 60_000, 100, true).await.unwrap();
     let mut got: Vec<(Target, i64)> = due.iter().map(|d| (d.target, d.event.id)).collect();
     got.sort_by_key(|(t, id)| (t.as_str(), *id));
     assert_eq!(
@@ -781,11 +781,11 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
     );
     // Leased: not due again before the lease ends, and nothing behind them either.
     assert!(store
-        .claim_due(2_000, 60_000, 100)
+        .claim_due(2_000, 60_000, 100, true)
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(store.next_due_ms().await.unwrap(), Some(62_000));
+    assert_eq!(store.next_due_ms(true).await.unwrap(), Some(62_000));
     // One delivered: the next of that (target, session) becomes due; a retry waits its time.
     store
         .record_attempt(user_a1.id, 1, Outcome::Delivered { status: 200 }, 2_100)
@@ -808,7 +808,7 @@ async fn the_outbox_delivers_in_order_per_target_and_session_under_a_lease(db: &
         )
         .await
         .unwrap();
-    let next = store.claim_due(2_200, 60_000, 100).await.unwrap();
+    let next = store.claim_due(2_200, 60_000, 100, true).await.unwrap();
     assert_eq!(
         next.iter()
             .map(|d| (d.target, d.event.id))
@@ -975,7 +975,7 @@ async fn one_event_per_message_id_per_session_with_a_uid_for_good(db: &TestDb) {
             .is_some());
     }
     assert_eq!(store.events_after(&a, 0, 10).await.unwrap().len(), 3);
-    let due = store.claim_due(2, 60_000, 100).await.unwrap();
+    let due = store.claim_due(2, 60_000, 100, true).await.unwrap();
     assert_eq!(
         due.iter().filter(|d| d.event.id == first.id).count(),
         1,
@@ -1035,7 +1035,7 @@ async fn retention_drops_old_events_except_those_still_owed(db: &TestDb) {
             .await
             .unwrap();
     }
-    let due = store.claim_due(2_000, 60_000, 10).await.unwrap();
+    let due = store.claim_due(2_000, 60_000, 10, true).await.unwrap();
     store
         .record_attempt(due[0].id, 1, Outcome::Delivered { status: 200 }, 2_000)
         .await
@@ -1345,7 +1345,7 @@ async fn media_rows_come_with_their_event_and_go_only_after_their_deliveries(db:
     assert!(!fits, "nothing delivered to remove");
     // M1 delivered: the quota removes it, and its content may go (bob's row naming it was
     // removed above).
-    let due = store.claim_due(2_000, 60_000, 10).await.unwrap();
+    let due = store.claim_due(2_000, 60_000, 10, true).await.unwrap();
     let d1 = due.iter().find(|d| d.event.id == first.id).unwrap();
     store
         .record_attempt(d1.id, 1, Outcome::Delivered { status: 200 }, 2_000)
