@@ -98,6 +98,18 @@ pub fn unpack(profile: &Path, snapshot: &[u8]) -> io::Result<()> {
     swap(&default, &extracted, &tmp.0.join("old"))
 }
 
+/// Removes the login `profile` kept (the snapshot's folders; the browser must be closed): the
+/// session was logged out on another node after this profile last ran.
+pub fn forget(profile: &Path) -> io::Result<()> {
+    for name in FOLDERS {
+        match std::fs::remove_dir_all(profile.join("Default").join(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Moves the profile's folders into `aside` and the extracted ones in; on failure puts
 /// everything back (best effort). `aside` lies in the temporary folder, removed afterwards.
 fn swap(default: &Path, extracted: &Path, aside: &Path) -> io::Result<()> {

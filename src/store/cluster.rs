@@ -79,7 +79,8 @@ pub struct Snapshot {
     pub epoch: i64,
     pub node: String,
     pub taken_ms: i64,
-    pub bytes: Vec<u8>,
+    /// The login (a tar.gz); `None`: logged out at `epoch` — no node may launch an older one.
+    pub bytes: Option<Vec<u8>>,
 }
 
 #[derive(QueryableByName)]
@@ -142,8 +143,8 @@ struct SnapshotRecord {
     node: String,
     #[diesel(sql_type = BigInt)]
     taken_ms: i64,
-    #[diesel(sql_type = Binary)]
-    bytes: Vec<u8>,
+    #[diesel(sql_type = Nullable<Binary>)]
+    bytes: Option<Vec<u8>>,
 }
 
 /// Claims a free or expired lease, or one left under this node's name by an earlier process
@@ -310,7 +311,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<Result<Fence, Lease>, StoreError> {
         let key = key.clone();
-        self.run(move |conn, ctx| {
+        self.run_control(move |conn, ctx| {
             let (node, instance) = (ctx.node()?, ctx.instance()?);
             let won: Vec<EpochRow> = diesel::sql_query(CLAIM_SQL)
                 .bind::<Text, _>(key.user_id().as_str())
@@ -351,7 +352,7 @@ impl Store {
             })
             .collect();
         let list = serde_json::Value::Array(list).to_string();
-        self.run(move |conn, ctx| {
+        self.run_control(move |conn, ctx| {
             let (node, instance) = (ctx.node()?, ctx.instance()?);
             let rows: Vec<KeyRecord> = diesel::sql_query(RENEW_SQL)
                 .bind::<Text, _>(&*node)
@@ -374,7 +375,7 @@ impl Store {
     /// Gives `key`'s lease up (it may be claimed at once); false when it was no longer ours.
     pub async fn release_lease(&self, key: &SessionKey, fence: Fence) -> Result<bool, StoreError> {
         let key = key.clone();
-        self.run(move |conn, ctx| {
+        self.run_control(move |conn, ctx| {
             let node = ctx.node()?;
             let released = diesel::sql_query(
                 r#"UPDATE session_leases SET node = NULL, expires_at = now()
@@ -442,7 +443,7 @@ impl Store {
         capacity: u32,
         running: usize,
     ) -> Result<bool, StoreError> {
-        self.run(move |conn, ctx| {
+        self.run_control(move |conn, ctx| {
             let (node, instance) = (ctx.node()?, ctx.instance()?);
             let beat = diesel::sql_query(HEARTBEAT_SQL)
                 .bind::<Text, _>(&*node)
@@ -468,7 +469,7 @@ impl Store {
         ttl: Duration,
         earlier: Option<NodeHolder>,
     ) -> Result<Option<NodeHolder>, StoreError> {
-        self.run(move |conn, ctx| {
+        self.run_control(move |conn, ctx| {
             let (node, instance) = (ctx.node()?, ctx.instance()?);
             let (old_instance, old_seen) =
                 earlier.map(|h| (h.instance, h.seen)).unwrap_or_default();
@@ -558,6 +559,9 @@ impl Store {
     }
 
     /// Stores the snapshot of `key`'s closed browser under `fence` (replacing the older one).
+    /// The bytes are uploaded first, outside the lease's lock; only the short statement that
+    /// makes them the session's newest is fenced, so a large snapshot never holds up a renewal
+    /// (docs/several-hosts.md, "Renewals first").
     pub async fn put_snapshot(
         &self,
         key: &SessionKey,
@@ -565,37 +569,53 @@ impl Store {
         taken_ms: i64,
         bytes: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let key = key.clone();
-        self.run(move |conn, ctx| {
-            let node = ctx.node()?;
-            fenced(conn, ctx, &key, Some(fence), |conn| {
+        let k = key.clone();
+        let blob = self
+            .run(move |conn, ctx| {
+                #[derive(QueryableByName)]
+                struct Id {
+                    #[diesel(sql_type = BigInt)]
+                    id: i64,
+                }
                 diesel::sql_query(
-                    r#"INSERT INTO session_snapshots ("userId", slot, epoch, node, taken_ms, bytes)
-                       VALUES ($1, $2, $3, $4, $5, $6)
-                       ON CONFLICT ("userId", slot) DO UPDATE
-                       SET epoch = EXCLUDED.epoch, node = EXCLUDED.node,
-                           taken_ms = EXCLUDED.taken_ms, bytes = EXCLUDED.bytes"#,
+                    r#"INSERT INTO session_snapshot_blobs ("userId", slot, bytes)
+                       VALUES ($1, $2, $3) RETURNING id"#,
                 )
-                .bind::<Text, _>(key.user_id().as_str())
-                .bind::<Integer, _>(slot_value(&key))
-                .bind::<BigInt, _>(fence.epoch)
-                .bind::<Text, _>(&*node)
-                .bind::<BigInt, _>(taken_ms)
+                .bind::<Text, _>(k.user_id().as_str())
+                .bind::<Integer, _>(slot_value(&k))
                 .bind::<Binary, _>(&bytes)
-                .execute(conn)?;
-                Ok(())
+                .get_result::<Id>(conn)
+                .map(|r| r.id)
+                .map_err(|e| ctx.query(e))
             })
-        })
-        .await
+            .await?;
+        let made = self.newest_snapshot(key, fence, taken_ms, Some(blob)).await;
+        if made.is_err() {
+            let k = key.clone();
+            let dropped = self
+                .run(move |conn, ctx| {
+                    diesel::sql_query("DELETE FROM session_snapshot_blobs WHERE id = $1")
+                        .bind::<BigInt, _>(blob)
+                        .execute(conn)
+                        .map(drop)
+                        .map_err(|e| ctx.query(e))
+                })
+                .await;
+            if let Err(e) = dropped {
+                log::warn!("{k} snapshot upload not removed: {}", crate::chain(&e));
+            }
+        }
+        made
     }
 
-    /// The newest snapshot of `key`.
+    /// The newest snapshot of `key`, or its logout.
     pub async fn snapshot(&self, key: &SessionKey) -> Result<Option<Snapshot>, StoreError> {
         let key = key.clone();
         self.run(move |conn, ctx| {
             let rows: Vec<SnapshotRecord> = diesel::sql_query(
-                r#"SELECT epoch, node, taken_ms, bytes FROM session_snapshots
-                   WHERE "userId" = $1 AND slot = $2"#,
+                r#"SELECT s.epoch, s.node, s.taken_ms, COALESCE(b.bytes, s.bytes) AS bytes
+                   FROM session_snapshots s LEFT JOIN session_snapshot_blobs b ON b.id = s.blob
+                   WHERE s."userId" = $1 AND s.slot = $2"#,
             )
             .bind::<Text, _>(key.user_id().as_str())
             .bind::<Integer, _>(slot_value(&key))
@@ -611,16 +631,52 @@ impl Store {
         .await
     }
 
-    /// Forgets `key`'s snapshot (logout: the login is gone everywhere).
-    pub async fn delete_snapshot(&self, key: &SessionKey, fence: Fence) -> Result<(), StoreError> {
+    /// Logout: the login is gone everywhere. The snapshot becomes a logout stamped with
+    /// `fence`'s epoch, which every node honours before a launch (a profile it kept from an
+    /// earlier run is older: its login is removed, docs/several-hosts.md, "Logout is final").
+    pub async fn forget_login(
+        &self,
+        key: &SessionKey,
+        fence: Fence,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.newest_snapshot(key, fence, at_ms, None).await
+    }
+
+    /// Under `fence`: the session's newest snapshot is upload `blob` (`None`: a logout); every
+    /// other upload of the session goes.
+    async fn newest_snapshot(
+        &self,
+        key: &SessionKey,
+        fence: Fence,
+        taken_ms: i64,
+        blob: Option<i64>,
+    ) -> Result<(), StoreError> {
         let key = key.clone();
         self.run(move |conn, ctx| {
+            let node = ctx.node()?;
             fenced(conn, ctx, &key, Some(fence), |conn| {
                 diesel::sql_query(
-                    r#"DELETE FROM session_snapshots WHERE "userId" = $1 AND slot = $2"#,
+                    r#"INSERT INTO session_snapshots ("userId", slot, epoch, node, taken_ms, blob)
+                       VALUES ($1, $2, $3, $4, $5, $6)
+                       ON CONFLICT ("userId", slot) DO UPDATE
+                       SET epoch = EXCLUDED.epoch, node = EXCLUDED.node,
+                           taken_ms = EXCLUDED.taken_ms, blob = EXCLUDED.blob, bytes = NULL"#,
                 )
                 .bind::<Text, _>(key.user_id().as_str())
                 .bind::<Integer, _>(slot_value(&key))
+                .bind::<BigInt, _>(fence.epoch)
+                .bind::<Text, _>(&*node)
+                .bind::<BigInt, _>(taken_ms)
+                .bind::<Nullable<BigInt>, _>(blob)
+                .execute(conn)?;
+                diesel::sql_query(
+                    r#"DELETE FROM session_snapshot_blobs
+                       WHERE "userId" = $1 AND slot = $2 AND id IS DISTINCT FROM $3"#,
+                )
+                .bind::<Text, _>(key.user_id().as_str())
+                .bind::<Integer, _>(slot_value(&key))
+                .bind::<Nullable<BigInt>, _>(blob)
                 .execute(conn)?;
                 Ok(())
             })

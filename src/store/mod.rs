@@ -37,6 +37,8 @@ pub use url::DatabaseUrl;
 const POOL_MAX_SIZE: u32 = 8;
 /// How long a caller waits for a pooled connection before giving up (readiness must answer).
 const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL connections kept for lease renewals, claims, releases and heartbeats.
+const CONTROL_POOL_SIZE: u32 = 2;
 
 /// Store failures. Messages name the backend and never carry credentials.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +144,10 @@ pub fn now_ms() -> i64 {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool<Manager>,
+    /// PostgreSQL: connections kept for the cluster's leases and heartbeats, so a flood of
+    /// reads, writers or a large snapshot cannot make a renewal wait for a connection
+    /// (docs/several-hosts.md, "Renewals first"). Opened when first used.
+    control: Option<Pool<Manager>>,
     backend: &'static str,
     max_slots: u16,
     /// The cluster node this store writes for (`None`: a single node).
@@ -223,6 +229,17 @@ impl Store {
         let mut conn = manager.establish()?;
         connection::run_migrations(&mut conn, backend)?;
         drop(conn);
+        let control = match url {
+            DatabaseUrl::Postgres(_) => Some(
+                Pool::builder()
+                    .max_size(CONTROL_POOL_SIZE)
+                    .min_idle(Some(0))
+                    .connection_timeout(POOL_CHECKOUT_TIMEOUT)
+                    .connection_customizer(Box::new(Settings))
+                    .build_unchecked(Manager::new(url)?),
+            ),
+            DatabaseUrl::Sqlite(_) => None,
+        };
         let pool = Pool::builder()
             .max_size(POOL_MAX_SIZE)
             .min_idle(Some(1))
@@ -233,6 +250,7 @@ impl Store {
         log::info!("store: {backend} database {url} ready");
         Ok(Store {
             pool,
+            control,
             backend,
             max_slots,
             node: None,
@@ -260,7 +278,25 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection, &Ctx) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        self.run_on(self.pool.clone(), work).await
+    }
+
+    /// [`Store::run`] on the connections kept for leases and heartbeats (the main pool on
+    /// SQLite, which has no cluster).
+    async fn run_control<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, &Ctx) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.control.clone().unwrap_or_else(|| self.pool.clone());
+        self.run_on(pool, work).await
+    }
+
+    async fn run_on<T, F>(&self, pool: Pool<Manager>, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, &Ctx) -> Result<T, StoreError> + Send + 'static,
+    {
         let ctx = Ctx {
             backend: self.backend,
             max_slots: self.max_slots,

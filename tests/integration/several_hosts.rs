@@ -451,3 +451,45 @@ async fn failed_deliveries(db: &PgDatabase) -> i64 {
     .await
     .unwrap()
 }
+
+/// Item 3: a logout is final on every node. Linked on `a` and drained to `b` (`a` keeps its
+/// profile from that run), stopped on `b`, then logged out with no browser running: the answer
+/// says WhatsApp was not told (the phone removes the device), and a later start placed on `a`
+/// shows a QR code — `a`'s old profile used to come back `connected` with the old login, since
+/// the logout only deleted the snapshot and `b`'s folder.
+#[tokio::test]
+async fn a_logout_is_honoured_by_a_node_that_kept_an_older_profile() {
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let mut a = Node::start(&standin, &db, "a", false).await;
+    let b = Node::start(&standin, &db, "b", false).await;
+    let user = "logout-user";
+    link(&standin, &db, &a, user, 1, "4915100024071").await;
+    let (status, body) = a
+        .daemon
+        .call("POST", "/admin/nodes/a/drain", ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    connected_on(&db, &b, user, Duration::from_secs(40)).await;
+    let (status, body) = b.call("POST", &format!("/api/stop/{user}/1")).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, out) = b.call("POST", &format!("/api/logout/{user}/1")).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["state"], "stopped");
+    assert_eq!(out["unlinkedOnWhatsApp"], false, "{out}");
+    assert!(out["connectedNumber"].is_null(), "{out}");
+
+    // a, started again (it takes sessions again; its folder is kept), is asked to start it.
+    a.kill().await;
+    a.restart(&standin, &db).await;
+    let (status, body) = a.call("POST", &format!("/api/start/{user}/1")).await;
+    assert!(status == 200 || status == 202, "{status} {body}");
+    eventually(Duration::from_secs(40), "a QR code on a", || async {
+        let (owner, _) = lease(&db, user, 1).await?;
+        let (_, s) = a.call("GET", &format!("/api/status/{user}/1")).await;
+        assert_ne!(s["isConnected"], true, "the old login came back: {s}");
+        (owner == "a" && s["state"] == "qr").then_some(())
+    })
+    .await;
+}

@@ -33,8 +33,8 @@ fn mark(profile: &Path, fence: Fence) -> std::io::Result<()> {
 }
 
 /// Restores `key`'s newest snapshot into `profile` (its browser closed) when the snapshot was
-/// taken under a later epoch than the profile last ran under, then marks the profile with
-/// `fence`. When the snapshot cannot be read or unpacked, the profile is not marked and the
+/// taken under a later epoch than the profile last ran under — or, when that is a logout,
+/// removes the login the profile kept — then marks the profile with `fence`. When the snapshot cannot be read or unpacked, the profile is not marked and the
 /// error comes back: no browser may launch on it (a login that came back older, or none, would
 /// be snapshotted later as the newest one).
 pub async fn restore_newer(
@@ -52,8 +52,11 @@ pub async fn restore_newer(
         let newer = snap.filter(|s| local.is_none_or(|l| s.epoch > l));
         let restored = match newer {
             Some(s) => {
-                snapshot::unpack(&profile, &s.bytes)?;
-                Some((s.epoch, s.node, s.bytes.len()))
+                match &s.bytes {
+                    Some(bytes) => snapshot::unpack(&profile, bytes)?,
+                    None => snapshot::forget(&profile)?,
+                }
+                Some((s.epoch, s.node, s.bytes.map(|b| b.len())))
             }
             None => None,
         };
@@ -63,10 +66,14 @@ pub async fn restore_newer(
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     .map_err(|e| format!("the login snapshot could not be restored: {e}"))?;
-    if let Some((epoch, node, bytes)) = restored {
-        log::info!(
+    match restored {
+        Some((epoch, node, Some(bytes))) => log::info!(
             "{key} login restored from the snapshot of epoch {epoch} by {node} ({bytes} bytes)"
-        );
+        ),
+        Some((epoch, node, None)) => log::info!(
+            "{key} was logged out at epoch {epoch} by {node}: the login this profile kept is removed"
+        ),
+        None => {}
     }
     Ok(())
 }

@@ -45,21 +45,36 @@ impl SessionActor {
         // The state changes now; the browser is closed once the unlink is done.
         let shut = self.shut_down(StopKind::LoggedOut, &by, ctx);
         let closing = async move {
-            if let Some(unlink) = unlink {
-                match unlink.await {
-                    Ok(_) => log::info!("{key} unlinked on WhatsApp's side"),
-                    Err(e) => log::warn!("{key} WA-JS logout failed: {}", crate::chain(&e)),
+            let unlinked = match unlink {
+                Some(unlink) => match unlink.await {
+                    Ok(_) => {
+                        log::info!("{key} unlinked on WhatsApp's side");
+                        true
+                    }
+                    Err(e) => {
+                        log::warn!("{key} WA-JS logout failed: {}", crate::chain(&e));
+                        false
+                    }
+                },
+                None => {
+                    if number.is_some() {
+                        log::info!(
+                            "{key} logged out with no browser running: WhatsApp was not told (the phone removes the device)"
+                        );
+                    }
+                    false
                 }
-            }
-            shut.await
+            };
+            (shut.await, unlinked)
         };
+        let number = self.machine.number.clone();
         let dir = self.env.sessions.profile_dir(&self.key);
         let is_ours = self.env.sessions.is_profile_dir(&dir);
         let key = self.key.clone();
         Box::pin(
             async move {
                 // Keep the gate until the folder is gone, so no launch sees half a profile.
-                let _gate = closing.await;
+                let (_gate, unlinked) = closing.await;
                 let target = dir.clone();
                 let removed = if is_ours {
                     tokio::task::spawn_blocking(move || remove_profile(&target))
@@ -77,7 +92,7 @@ impl SessionActor {
                             "{key} profile deleted (was {})",
                             number.as_deref().unwrap_or("not linked")
                         );
-                        Ok(())
+                        Ok(unlinked)
                     }
                     Err(source) => {
                         let e = SessionError::ProfileNotDeleted { path: dir, source };
@@ -87,7 +102,12 @@ impl SessionActor {
                 }
             }
             .into_actor(self)
-            .map(|result, act, _| result.map(|()| act.view())),
+            .map(|result, act, _| {
+                result.map(|unlinked| Session {
+                    unlinked_on_whats_app: Some(unlinked),
+                    ..act.view()
+                })
+            }),
         )
     }
 }

@@ -283,6 +283,7 @@ impl SessionActor {
             restarts: m.restarts,
             last_error: m.last_error.clone(),
             updated_at: rfc3339(self.updated_ms),
+            unlinked_on_whats_app: None,
         }
     }
 
@@ -924,8 +925,11 @@ impl SessionActor {
         Some(async move {
             match kind {
                 StopKind::LoggedOut => {
-                    if let Err(e) = store.delete_snapshot(&key, fence).await {
-                        log::warn!("{key} snapshot not deleted: {}", chain(&e));
+                    if let Err(e) = store.forget_login(&key, fence, now_ms()).await {
+                        log::warn!(
+                            "{key} logout not recorded for the other nodes: {}",
+                            chain(&e)
+                        );
                     }
                 }
                 StopKind::QrTimeout | StopKind::LeaseLost | StopKind::Unsupported(_) => {}

@@ -44,6 +44,11 @@ pub struct Session {
     pub last_error: Option<String>,
     /// RFC 3339, UTC.
     pub updated_at: String,
+    /// Only in a logout's answer: whether WhatsApp was told, so the phone's list of linked
+    /// devices drops this one. `false` when no linked browser ran (a stopped session): remove
+    /// the device on the phone (Settings → Linked devices); the login is gone on every node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlinked_on_whats_app: Option<bool>,
 }
 
 impl Session {
@@ -72,6 +77,7 @@ impl Session {
             restarts: row.restarts,
             last_error: row.last_error.clone(),
             updated_at: rfc3339(row.updated_ms),
+            unlinked_on_whats_app: None,
         }
     }
 }
