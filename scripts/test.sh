@@ -18,6 +18,13 @@ for example in examples/connections-page examples/bot-backend; do
   fi
 done
 
+# libfaketime: a cluster test runs one node with its clock moved (tests/integration/several_hosts.rs).
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && [ "$(id -u)" -eq 0 ]; then
+  echo "installing faketime ..."
+  { apt-get install -y -q --no-install-recommends faketime >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends faketime >/dev/null; }; }
+fi
+
 if [ "${WA_TEST_SKIP_POSTGRES:-0}" != 1 ]; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     # This machine kind runs PostgreSQL; bring it back if it stopped.

@@ -493,3 +493,72 @@ async fn a_logout_is_honoured_by_a_node_that_kept_an_older_profile() {
     })
     .await;
 }
+
+/// libfaketime (Debian's `faketime`, installed by scripts/test.sh): a process under it sees
+/// this host's clock moved; its monotonic clock is left alone.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Item 6: delivery leases run on the database's clock. A node whose clock runs five minutes
+/// ahead used to see every other node's delivery lease as expired, and delivered again what
+/// another node was still delivering (a slow receiver got each event twice).
+#[tokio::test]
+async fn a_node_whose_clock_runs_ahead_does_not_deliver_what_another_is_delivering() {
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing: apt-get install faketime (scripts/test.sh does)"
+    );
+    let receiver = crate::support::receiver::Receiver::start().await;
+    let db = PgDatabase::create().await;
+    let standin = StandIn::start(StandInOptions::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (wpp, sha) = crate::support::wpp::install(tmp.path());
+    let mut on_time = NodeOptions {
+        lease_ttl_secs: TTL_SECS,
+        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
+        ..Default::default()
+    };
+    on_time.env = vec![
+        ("WEBHOOK_URL", receiver.url("/service")),
+        (
+            "WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        ),
+        ("WEBHOOK_ALLOW_HTTP", "true".to_owned()),
+    ];
+    let mut ahead = on_time.clone();
+    ahead.env.extend([
+        ("LD_PRELOAD", FAKETIME.to_owned()),
+        ("FAKETIME", "+5m".to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ]);
+    let a = Node::start_with(&standin, &db, "a", &on_time).await;
+    let _b = Node::start_with(&standin, &db, "b", &ahead).await;
+    let (user, phone) = ("clock-user", "4915100024081");
+    scan_on(&standin, &a, user, phone).await;
+    a.daemon
+        .wait_state(user, 1, Duration::from_secs(30), |s| s["bridge"] == "wa-js")
+        .await;
+    assert_eq!(lease(&db, user, 1).await.unwrap().0, "a");
+    receiver.slow(Some(Duration::from_secs(3)));
+    const N: usize = 3;
+    for i in 0..N {
+        standin
+            .incoming(phone, "4915199990281", &format!("clock {i:03}"))
+            .unwrap();
+    }
+    receiver
+        .wait(Duration::from_secs(40), "every message delivered", |got| {
+            got.iter()
+                .filter(|r| r.status == 200 && r.body.contains("clock 00"))
+                .count()
+                >= N
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let got = receiver.received();
+    let mut ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "an event was delivered twice");
+}
