@@ -1175,6 +1175,12 @@ export interface components {
             restarts: number;
             slot: components["schemas"]["Slot"];
             state: components["schemas"]["SessionState"];
+            /**
+             * @description Only in a logout's answer: whether WhatsApp was told, so the phone's list of linked
+             *     devices drops this one. `false` when no linked browser ran (a stopped session): remove
+             *     the device on the phone (Settings → Linked devices); the login is gone on every node.
+             */
+            unlinkedOnWhatsApp?: boolean | null;
             /** @description RFC 3339, UTC. */
             updatedAt: string;
             userId: components["schemas"]["UserId"];
@@ -1530,7 +1536,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `not_clustered`: cluster mode is off */
+            /** @description `not_clustered`: cluster mode is off; `no_other_node`: no other live node takes sessions (nothing changed) */
             409: {
                 headers: {
                     [name: string]: unknown;
