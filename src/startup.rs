@@ -422,6 +422,9 @@ impl Application {
             }
         }
         let closed = self.registry.shutdown_all().await;
+        if let Some(cluster) = &self.env.cluster {
+            cluster.leave().await;
+        }
         self.server_handle.stop(false).await;
         closed
     }

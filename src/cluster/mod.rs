@@ -65,6 +65,8 @@ pub struct Cluster {
     pub(crate) client: reqwest::Client,
     /// `MAX_SESSIONS`.
     pub capacity: u32,
+    /// Shutting down: the name is given up, heartbeats stop.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -93,6 +95,7 @@ impl Cluster {
                 .build()
                 .expect("an HTTP client without TLS settings builds"),
             capacity,
+            leaving: Default::default(),
         }
     }
 
@@ -133,6 +136,16 @@ impl Cluster {
                 node: self.node.clone(),
                 url: now.url,
             }),
+        }
+    }
+
+    /// A graceful shutdown, once every session is released: the name is free at once for
+    /// the next process (a restart does not wait to see this one gone).
+    pub async fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = self.store.leave().await {
+            log::warn!("cluster: {} not left: {}", self.node, crate::chain(&e));
         }
     }
 
@@ -364,6 +377,9 @@ pub fn spawn(cluster: Arc<Cluster>, starter: Starter, outbox: Arc<crate::events:
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
+                if cluster.leaving.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
                 let running = cluster.held().len();
                 let beat =
                     cluster

@@ -190,9 +190,10 @@ const HEARTBEAT_SQL: &str = r#"
 UPDATE cluster_nodes SET url = $2, capacity = $3, running = $4, seen_at = now()
 WHERE node = $1 AND instance = $5"#;
 
-/// Takes this node's name for this process: a new node, a name nobody used for `$4` seconds,
-/// or the name held by `$6`, an earlier process whose heartbeat stopped at `$7` (compared as
-/// text: it must not have beaten since). No row when another process holds the name.
+/// Takes this node's name for this process: a new node, a name given up (a graceful shutdown)
+/// or unused for `$4` seconds, or the name held by `$6`, an earlier process whose heartbeat
+/// stopped at `$7` (compared as text: it must not have beaten since). No row when another
+/// process holds the name.
 const JOIN_SQL: &str = r#"
 INSERT INTO cluster_nodes (node, url, capacity, running, instance, started_at, seen_at)
 VALUES ($1, $2, $3, 0, $5, now(), now())
@@ -200,7 +201,7 @@ ON CONFLICT (node) DO UPDATE
     SET url = CASE WHEN EXCLUDED.url = '' THEN cluster_nodes.url ELSE EXCLUDED.url END,
         capacity = EXCLUDED.capacity, running = 0, instance = EXCLUDED.instance,
         draining = false, started_at = now(), seen_at = now()
-    WHERE cluster_nodes.instance = EXCLUDED.instance
+    WHERE cluster_nodes.instance = EXCLUDED.instance OR cluster_nodes.instance = ''
        OR cluster_nodes.seen_at < now() - make_interval(secs => $4)
        OR (cluster_nodes.instance = $6 AND cluster_nodes.seen_at::text = $7)"#;
 
@@ -454,6 +455,22 @@ impl Store {
                 .execute(conn)
                 .map_err(|e| ctx.query(e))?;
             Ok(beat > 0)
+        })
+        .await
+    }
+
+    /// Gives this node's name up (a graceful shutdown): the next process takes it at once.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        self.run_control(move |conn, ctx| {
+            let (node, instance) = (ctx.node()?, ctx.instance()?);
+            diesel::sql_query(
+                "UPDATE cluster_nodes SET instance = '' WHERE node = $1 AND instance = $2",
+            )
+            .bind::<Text, _>(&*node)
+            .bind::<Text, _>(&*instance)
+            .execute(conn)
+            .map(drop)
+            .map_err(|e| ctx.query(e))
         })
         .await
     }

@@ -7,6 +7,7 @@ use crate::support::cluster::{
     eventually, lease, link, snapshot_epoch, Node, NodeOptions, PgDatabase, TTL_SECS,
 };
 use crate::support::harness::ADMIN_TOKEN;
+use crate::support::receiver::Receiver;
 use crate::support::standin::{StandIn, StandInOptions};
 
 /// Waits until `user:slot` is connected on `node` (by its lease and its status there).
@@ -159,6 +160,25 @@ async fn scan_on(standin: &StandIn, via: &Node, user: &str, phone: &str) {
     .await;
 }
 
+/// Settings of a node with the WPP stand-in as WA-JS (installed in `dir`): sends and the
+/// bridge's events work.
+fn with_wpp(dir: &std::path::Path) -> NodeOptions {
+    let (wpp, sha) = crate::support::wpp::install(dir);
+    NodeOptions {
+        lease_ttl_secs: TTL_SECS,
+        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
+        ..Default::default()
+    }
+}
+
+/// [`scan_on`], then waits until WA-JS drives the session.
+async fn link_wa_js(standin: &StandIn, via: &Node, user: &str, phone: &str) {
+    scan_on(standin, via, user, phone).await;
+    via.daemon
+        .wait_state(user, 1, Duration::from_secs(30), |s| s["bridge"] == "wa-js")
+        .await;
+}
+
 /// POST `path` on `node` with a JSON body and the service token; the status and body.
 async fn post_json(node: &Node, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
     let res = reqwest::Client::new()
@@ -182,19 +202,11 @@ async fn a_non_owner_node_passes_on_large_sends_and_encoded_paths_like_the_owner
     let db = PgDatabase::create().await;
     let standin = StandIn::start(StandInOptions::default()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let (wpp, sha) = crate::support::wpp::install(tmp.path());
-    let opts = NodeOptions {
-        lease_ttl_secs: TTL_SECS,
-        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
-        ..Default::default()
-    };
+    let opts = with_wpp(tmp.path());
     let a = Node::start_with(&standin, &db, "a", &opts).await;
     let b = Node::start_with(&standin, &db, "b", &opts).await;
     let user = "fwd-user";
-    scan_on(&standin, &a, user, "4915100024031").await;
-    a.daemon
-        .wait_state(user, 1, Duration::from_secs(30), |s| s["bridge"] == "wa-js")
-        .await;
+    link_wa_js(&standin, &a, user, "4915100024031").await;
     assert_eq!(lease(&db, user, 1).await.unwrap().0, "a");
     let to = "4915199990241";
 
@@ -290,19 +302,11 @@ async fn another_node_s_stream_sees_a_burst_of_events_whole_and_in_order() {
     let db = PgDatabase::create().await;
     let standin = StandIn::start(StandInOptions::default()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let (wpp, sha) = crate::support::wpp::install(tmp.path());
-    let opts = NodeOptions {
-        lease_ttl_secs: TTL_SECS,
-        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
-        ..Default::default()
-    };
+    let opts = with_wpp(tmp.path());
     let a = Node::start_with(&standin, &db, "a", &opts).await;
     let b = Node::start_with(&standin, &db, "b", &opts).await;
     let (user, phone) = ("burst-user", "4915100024051");
-    scan_on(&standin, &a, user, phone).await;
-    a.daemon
-        .wait_state(user, 1, Duration::from_secs(30), |s| s["bridge"] == "wa-js")
-        .await;
+    link_wa_js(&standin, &a, user, phone).await;
 
     let (status, ticket) = b.call("POST", &format!("/api/events/{user}/ticket")).await;
     assert_eq!(status, 200, "{ticket}");
@@ -355,26 +359,15 @@ async fn another_node_s_stream_sees_a_burst_of_events_whole_and_in_order() {
 /// every message reaches the service webhook and none failed.
 #[tokio::test]
 async fn a_node_without_the_service_webhook_leaves_its_deliveries_to_one_that_has_it() {
-    let receiver = crate::support::receiver::Receiver::start().await;
+    let receiver = Receiver::start().await;
     let db = PgDatabase::create().await;
     let standin = StandIn::start(StandInOptions::default()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let (wpp, sha) = crate::support::wpp::install(tmp.path());
-    let without = NodeOptions {
-        lease_ttl_secs: TTL_SECS,
-        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
-        ..Default::default()
-    };
+    let without = with_wpp(tmp.path());
     let mut with = without.clone();
-    with.env = vec![
-        ("WEBHOOK_URL", receiver.url("/service")),
-        (
-            "WEBHOOK_SECRET",
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-        ),
-        ("WEBHOOK_ALLOW_HTTP", "true".to_owned()),
-        ("WEBHOOK_RETRY_SCHEDULE", vec!["500ms"; 60].join(",")),
-    ];
+    with.env = service_webhook(&receiver);
+    with.env
+        .push(("WEBHOOK_RETRY_SCHEDULE", vec!["500ms"; 60].join(",")));
     let mut a = Node::start_with(&standin, &db, "a", &with).await;
     let b = Node::start_with(&standin, &db, "b", &without).await;
     let (user, phone) = ("mixed-user", "4915100024061");
@@ -430,6 +423,18 @@ async fn a_node_without_the_service_webhook_leaves_its_deliveries_to_one_that_ha
         })
         .await;
     assert_eq!(failed_deliveries(&db).await, 0);
+}
+
+/// The settings of a service webhook to `receiver`.
+fn service_webhook(receiver: &Receiver) -> Vec<(&'static str, String)> {
+    vec![
+        ("WEBHOOK_URL", receiver.url("/service")),
+        (
+            "WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        ),
+        ("WEBHOOK_ALLOW_HTTP", "true".to_owned()),
+    ]
 }
 
 /// Deliveries given up, straight from the database.
@@ -507,24 +512,12 @@ async fn a_node_whose_clock_runs_ahead_does_not_deliver_what_another_is_deliveri
         std::path::Path::new(FAKETIME).exists(),
         "{FAKETIME} is missing: apt-get install faketime (scripts/test.sh does)"
     );
-    let receiver = crate::support::receiver::Receiver::start().await;
+    let receiver = Receiver::start().await;
     let db = PgDatabase::create().await;
     let standin = StandIn::start(StandInOptions::default()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let (wpp, sha) = crate::support::wpp::install(tmp.path());
-    let mut on_time = NodeOptions {
-        lease_ttl_secs: TTL_SECS,
-        wa_js: Some((wpp.to_str().unwrap().to_owned(), sha)),
-        ..Default::default()
-    };
-    on_time.env = vec![
-        ("WEBHOOK_URL", receiver.url("/service")),
-        (
-            "WEBHOOK_SECRET",
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
-        ),
-        ("WEBHOOK_ALLOW_HTTP", "true".to_owned()),
-    ];
+    let mut on_time = with_wpp(tmp.path());
+    on_time.env = service_webhook(&receiver);
     let mut ahead = on_time.clone();
     ahead.env.extend([
         ("LD_PRELOAD", FAKETIME.to_owned()),
@@ -534,10 +527,7 @@ async fn a_node_whose_clock_runs_ahead_does_not_deliver_what_another_is_deliveri
     let a = Node::start_with(&standin, &db, "a", &on_time).await;
     let _b = Node::start_with(&standin, &db, "b", &ahead).await;
     let (user, phone) = ("clock-user", "4915100024081");
-    scan_on(&standin, &a, user, phone).await;
-    a.daemon
-        .wait_state(user, 1, Duration::from_secs(30), |s| s["bridge"] == "wa-js")
-        .await;
+    link_wa_js(&standin, &a, user, phone).await;
     assert_eq!(lease(&db, user, 1).await.unwrap().0, "a");
     receiver.slow(Some(Duration::from_secs(3)));
     const N: usize = 3;
