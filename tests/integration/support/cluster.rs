@@ -267,7 +267,7 @@ pub async fn lease(db: &PgDatabase, user: &str, slot: u16) -> Option<(String, i6
     .unwrap()
 }
 
-/// The epoch of `user:slot`'s stored snapshot.
+/// The epoch of `user:slot`'s stored snapshot of a login (a logout's is none).
 pub async fn snapshot_epoch(db: &PgDatabase, user: &str, slot: u16) -> Option<i64> {
     #[derive(QueryableByName)]
     struct Row {
@@ -276,7 +276,8 @@ pub async fn snapshot_epoch(db: &PgDatabase, user: &str, slot: u16) -> Option<i6
     }
     let url = db.url();
     let sql = format!(
-        "SELECT epoch FROM session_snapshots WHERE \"userId\" = '{user}' AND slot = {slot}"
+        "SELECT epoch FROM session_snapshots WHERE \"userId\" = '{user}' AND slot = {slot} \
+         AND (blob IS NOT NULL OR bytes IS NOT NULL)"
     );
     tokio::task::spawn_blocking(move || {
         let mut conn = PgConnection::establish(&url).unwrap();
