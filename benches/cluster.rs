@@ -3,7 +3,7 @@
 //! Three real daemons on one fresh PostgreSQL database and the stand-in page, with the default
 //! `LEASE_TTL_SECS` (15):
 //! - PostgreSQL load at rest: transactions per second of the cluster's database over 30 s,
-//!   with no session and with `SESSIONS` linked sessions (`pg_stat_database`);
+//!   with no session and with `BENCH_SESSIONS` (30) linked sessions (`pg_stat_database`);
 //! - takeover after kill -9: from the kill to `connected` on another node, for every session
 //!   of the killed node, two rounds; re-links needed (the stand-in's count of scans);
 //! - drain: from the stop on the drained node to `connected` on another, per session.
@@ -19,7 +19,13 @@ use support::harness::ADMIN_TOKEN;
 use support::standin::{StandIn, StandInOptions};
 
 const TTL_SECS: u64 = 15;
-const SESSIONS: usize = 6;
+/// Linked sessions (`BENCH_SESSIONS`, default 30).
+fn sessions() -> usize {
+    std::env::var("BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+}
 const REST: Duration = Duration::from_secs(30);
 
 /// Committed and rolled back transactions of `db` so far.
@@ -72,11 +78,12 @@ async fn main() {
     println!("PostgreSQL at rest, 3 nodes, no session: {idle:.2} transactions/s");
 
     // Half, then all: what grows with the number of sessions, and what only with the nodes.
-    let users: Vec<String> = (0..SESSIONS).map(|i| format!("bench{i}")).collect();
+    let total = sessions();
+    let users: Vec<String> = (0..total).map(|i| format!("bench{i}")).collect();
     for (i, user) in users.iter().enumerate() {
         let phone = format!("49151000{i:04}");
         link(&standin, &db, &nodes[0], user, 1, &phone).await;
-        if i + 1 == SESSIONS / 2 || i + 1 == SESSIONS {
+        if i + 1 == total / 2 || i + 1 == total {
             let busy = rate_at_rest(&db).await;
             println!(
                 "PostgreSQL at rest, 3 nodes, {} linked sessions: {busy:.2} transactions/s ({:+.3} per session over none)",

@@ -185,10 +185,15 @@ WHERE b.intent = 'running' AND b."userId" IS NOT NULL AND b.slot IS NOT NULL
 ORDER BY b.updated_ms
 LIMIT $2"#;
 
-/// This process's heartbeat; no row when another process holds this node's name now.
+/// This process's heartbeat (the row comes back if it was removed); no row when another
+/// process holds this node's name now.
 const HEARTBEAT_SQL: &str = r#"
-UPDATE cluster_nodes SET url = $2, capacity = $3, running = $4, seen_at = now()
-WHERE node = $1 AND instance = $5"#;
+INSERT INTO cluster_nodes (node, url, capacity, running, instance, seen_at)
+VALUES ($1, $2, $3, $4, $5, now())
+ON CONFLICT (node) DO UPDATE
+    SET url = EXCLUDED.url, capacity = EXCLUDED.capacity, running = EXCLUDED.running,
+        seen_at = now()
+    WHERE cluster_nodes.instance = EXCLUDED.instance"#;
 
 /// Takes this node's name for this process: a new node, a name given up (a graceful shutdown)
 /// or unused for `$4` seconds, or the name held by `$6`, an earlier process whose heartbeat
