@@ -171,6 +171,34 @@ fn with_wpp(dir: &std::path::Path) -> NodeOptions {
     }
 }
 
+/// Nodes `a` and `b` with the WPP stand-in as WA-JS, on a fresh database. (Fields drop in
+/// order: the nodes before the database.)
+struct Pair {
+    a: Node,
+    b: Node,
+    standin: StandIn,
+    db: PgDatabase,
+    _wpp: tempfile::TempDir,
+}
+
+impl Pair {
+    async fn start() -> Pair {
+        let db = PgDatabase::create().await;
+        let standin = StandIn::start(StandInOptions::default()).await;
+        let wpp = tempfile::tempdir().unwrap();
+        let opts = with_wpp(wpp.path());
+        let a = Node::start_with(&standin, &db, "a", &opts).await;
+        let b = Node::start_with(&standin, &db, "b", &opts).await;
+        Pair {
+            a,
+            b,
+            standin,
+            db,
+            _wpp: wpp,
+        }
+    }
+}
+
 /// [`scan_on`], then waits until WA-JS drives the session.
 async fn link_wa_js(standin: &StandIn, via: &Node, user: &str, phone: &str) {
     scan_on(standin, via, user, phone).await;
@@ -199,22 +227,20 @@ async fn post_json(node: &Node, path: &str, body: &serde_json::Value) -> (u16, s
 #[tokio::test]
 async fn a_non_owner_node_passes_on_large_sends_and_encoded_paths_like_the_owner_takes_them() {
     use base64::Engine;
-    let db = PgDatabase::create().await;
-    let standin = StandIn::start(StandInOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = with_wpp(tmp.path());
-    let a = Node::start_with(&standin, &db, "a", &opts).await;
-    let b = Node::start_with(&standin, &db, "b", &opts).await;
+    let pair = Pair::start().await;
+    let Pair {
+        a, b, standin, db, ..
+    } = &pair;
     let user = "fwd-user";
-    link_wa_js(&standin, &a, user, "4915100024031").await;
-    assert_eq!(lease(&db, user, 1).await.unwrap().0, "a");
+    link_wa_js(standin, a, user, "4915100024031").await;
+    assert_eq!(lease(db, user, 1).await.unwrap().0, "a");
     let to = "4915199990241";
 
     let mut pdf = b"%PDF-1.4\n".to_vec();
     pdf.extend((0..3 * 512 * 1024).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     let data = base64::engine::general_purpose::STANDARD.encode(&pdf);
     let (status, sent) = post_json(
-        &b,
+        b,
         &format!("/api/messages/{user}/1"),
         &serde_json::json!({"type": "document", "to": to, "media": {"data": data, "filename": "big.pdf"}}),
     )
@@ -224,17 +250,17 @@ async fn a_non_owner_node_passes_on_large_sends_and_encoded_paths_like_the_owner
         standin.sent().into_iter().find(|m| m.kind == "document")
     })
     .await;
-    assert_eq!(doc.media_bytes(&standin).unwrap(), pdf);
+    assert_eq!(doc.media_bytes(standin).unwrap(), pdf);
 
     let (status, sent) = post_json(
-        &b,
+        b,
         "/api/messages/%66wd-user/%31",
         &serde_json::json!({"type": "text", "to": to, "text": "encoded"}),
     )
     .await;
     assert_eq!(status, 201, "{sent}");
     assert!(standin.sent().iter().any(|m| m.body == "encoded"));
-    assert_eq!(lease(&db, user, 1).await.unwrap().0, "a", "it stayed on a");
+    assert_eq!(lease(db, user, 1).await.unwrap().0, "a", "it stayed on a");
 }
 
 /// Item 6: a drain with no other live node would only stop every session: refused with 409
@@ -299,14 +325,10 @@ async fn a_lone_node_refuses_a_drain_and_a_failed_session_gives_its_lease_back()
 /// overtake itself.
 #[tokio::test]
 async fn another_node_s_stream_sees_a_burst_of_events_whole_and_in_order() {
-    let db = PgDatabase::create().await;
-    let standin = StandIn::start(StandInOptions::default()).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = with_wpp(tmp.path());
-    let a = Node::start_with(&standin, &db, "a", &opts).await;
-    let b = Node::start_with(&standin, &db, "b", &opts).await;
+    let pair = Pair::start().await;
+    let Pair { a, b, standin, .. } = &pair;
     let (user, phone) = ("burst-user", "4915100024051");
-    link_wa_js(&standin, &a, user, phone).await;
+    link_wa_js(standin, a, user, phone).await;
 
     let (status, ticket) = b.call("POST", &format!("/api/events/{user}/ticket")).await;
     assert_eq!(status, 200, "{ticket}");
