@@ -9,7 +9,7 @@
 //! on their way — a receiver that takes its full 10 s holds its own lane only (its head is leased
 //! while in flight, so it is not claimed twice), never another target's or another session's.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::guard::{Guard, GuardedResolver};
@@ -35,6 +35,8 @@ const JITTER: f64 = 0.1;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A claimed delivery is someone's for this long (a daemon that dies mid-delivery leaves it).
 const LEASE_MS: i64 = 60_000;
+/// How often the database's clock is read again (its offset from this host's drifts slowly).
+const CLOCK_EVERY: Duration = Duration::from_secs(30);
 /// Deliveries claimed in one statement.
 const BATCH: i64 = 32;
 /// Deliveries on their way at once, daemon-wide (one per lane at most).
@@ -59,6 +61,8 @@ pub struct Dispatcher {
     trusted: reqwest::Client,
     guarded: reqwest::Client,
     schedule: Vec<Duration>,
+    /// When the database's clock was last read, and its offset from this host's (ms).
+    clock: Mutex<Option<(tokio::time::Instant, i64)>>,
 }
 
 impl Dispatcher {
@@ -88,6 +92,7 @@ impl Dispatcher {
                 .expect("an HTTP client builds"),
             guard,
             schedule: SCHEDULE.to_vec(),
+            clock: Mutex::new(None),
         }
     }
 
@@ -180,20 +185,31 @@ impl Dispatcher {
         }
     }
 
-    /// A target whose owed deliveries have failed for longer than `disable_after` is given up:
-    /// its backlog and storage stop growing (docs/nothing-lost.md).
     /// Now, by the clock every node of a cluster shares (the database's; see
-    /// [`crate::store::Store::clock_ms`]); this host's when the database does not answer.
+    /// [`crate::store::Store::clock_ms`]): this host's clock plus its offset from the
+    /// database's, read again every [`CLOCK_EVERY`] (not a query per delivery). The last offset
+    /// when the database does not answer.
     async fn now(&self) -> i64 {
+        let known = *self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, offset)) = known.filter(|(at, _)| at.elapsed() < CLOCK_EVERY) {
+            return now_ms() + offset;
+        }
         match self.outbox.store().clock_ms().await {
-            Ok(now) => now,
+            Ok(now) => {
+                let offset = now - now_ms();
+                *self.clock.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((tokio::time::Instant::now(), offset));
+                now
+            }
             Err(e) => {
                 log::warn!("webhooks: the database's clock: {}", crate::chain(&e));
-                now_ms()
+                now_ms() + known.map_or(0, |(_, offset)| offset)
             }
         }
     }
 
+    /// A target whose owed deliveries have failed for longer than `disable_after` is given up:
+    /// its backlog and storage stop growing (docs/nothing-lost.md).
     async fn give_up_failing(&self) {
         let now = self.now().await;
         let after = self.disable_after;

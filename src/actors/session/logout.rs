@@ -41,7 +41,7 @@ impl SessionActor {
             (Some(run), Bridge::WaJs, true) => Some(run.browser.command(Command::Logout)),
             _ => None,
         };
-        let key = self.key.clone();
+        let (key, was_linked) = (self.key.clone(), number.is_some());
         // The state changes now; the browser is closed once the unlink is done.
         let shut = self.shut_down(StopKind::LoggedOut, &by, ctx);
         let closing = async move {
@@ -57,7 +57,7 @@ impl SessionActor {
                     }
                 },
                 None => {
-                    if number.is_some() {
+                    if was_linked {
                         log::info!(
                             "{key} logged out with no browser running: WhatsApp was not told (the phone removes the device)"
                         );
@@ -67,7 +67,6 @@ impl SessionActor {
             };
             (shut.await, unlinked)
         };
-        let number = self.machine.number.clone();
         let dir = self.env.sessions.profile_dir(&self.key);
         let is_ours = self.env.sessions.is_profile_dir(&dir);
         let key = self.key.clone();

@@ -912,14 +912,11 @@ impl SessionActor {
         let fence = self.fence?;
         let release = kind != StopKind::Snapshot;
         let linked = ran && self.connected_in_run && self.machine.number.is_some();
-        if release {
-            self.lease_audit("lease_released", fence);
-        }
-        let flushed = self.writer.flushed();
-        if release {
-            self.fence = None;
-            self.writer.fence(None);
-        }
+        let flushed = if release {
+            self.unfence(fence)
+        } else {
+            Box::pin(self.writer.flushed())
+        };
         let (store, key) = (self.env.store.clone(), self.key.clone());
         let profile = self.env.sessions.profile_dir(&self.key);
         Some(async move {
@@ -1039,6 +1036,16 @@ impl SessionActor {
         self.give_lease_back();
     }
 
+    /// Cluster mode: this node stops writing for the session (audited); the lease may be released
+    /// once the returned future (the writes queued before) is done.
+    fn unfence(&mut self, fence: Fence) -> futures_util::future::BoxFuture<'static, ()> {
+        self.lease_audit("lease_released", fence);
+        let flushed = Box::pin(self.writer.flushed());
+        self.fence = None;
+        self.writer.fence(None);
+        flushed
+    }
+
     /// Cluster mode, a session that ended here for good (failed; its intent is `stopped`): the
     /// lease goes back once the browser is gone and the last writes are done, so it holds no
     /// capacity of this node any more.
@@ -1046,10 +1053,7 @@ impl SessionActor {
         let (Some(cluster), Some(fence)) = (self.env.cluster.clone(), self.fence) else {
             return;
         };
-        self.lease_audit("lease_released", fence);
-        let flushed = self.writer.flushed();
-        self.fence = None;
-        self.writer.fence(None);
+        let flushed = self.unfence(fence);
         let (gate, key) = (self.gate.clone(), self.key.clone());
         actix::spawn(async move {
             drop(gate.lock_owned().await);
