@@ -21,6 +21,7 @@
 //! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`qr`]: payload → PNG / SVG / text.
 //! - [`import`]: `import-sessions`, adopting legacy profile folders.
+//! - [`ops`]: backup, restore, clean-up, deleting a user (docs/operations.md).
 
 pub mod actors;
 pub mod auth;
@@ -35,6 +36,7 @@ pub mod import;
 pub mod media;
 pub mod messaging;
 pub mod metrics;
+pub mod ops;
 pub mod procfs;
 pub mod qr;
 pub mod startup;
