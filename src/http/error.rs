@@ -76,6 +76,10 @@ pub enum ApiError {
         "no other live node takes sessions: a drain would only stop them; start another node first"
     )]
     NoOtherNode,
+    #[error("this session is being removed (a purge or a user's deletion); start it again once that is done")]
+    BeingRemoved,
+    #[error("a backup is being taken; one at a time")]
+    BackupInProgress,
     #[error("the node that runs this session did not answer; retry shortly (its sessions move to other nodes when its leases expire)")]
     OwnerUnreachable,
     /// The cause is logged (its whole chain, once, here), never sent.
@@ -173,6 +177,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::RateLimited { retry_after } => ApiError::RateLimited {
                 retry_after_secs: retry_after.as_secs().max(1),
             },
+            RegistryError::Removing => ApiError::BeingRemoved,
             RegistryError::ShuttingDown => ApiError::Unavailable {
                 retry_after_secs: RETRY_AFTER_SECS,
             },
@@ -195,7 +200,8 @@ pub struct ErrorBody {
     /// bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed,
     /// media_too_large, unsupported_media, media_unavailable, media_refused, invalid_webhook_url,
     /// too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
-    /// unknown_node, owner_unreachable, internal.
+    /// unknown_node, no_other_node, owner_unreachable, being_removed, backup_in_progress,
+    /// internal.
     #[schema(example = "unknown_session")]
     pub error: &'static str,
     /// A human sentence; never internals.
@@ -239,6 +245,8 @@ impl ApiError {
             ApiError::UnknownNode => "unknown_node",
             ApiError::NoOtherNode => "no_other_node",
             ApiError::OwnerUnreachable => "owner_unreachable",
+            ApiError::BeingRemoved => "being_removed",
+            ApiError::BackupInProgress => "backup_in_progress",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -275,7 +283,10 @@ impl ResponseError for ApiError {
             | ApiError::UnknownNode => StatusCode::NOT_FOUND,
             ApiError::MediaRemoved => StatusCode::GONE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::NotClustered | ApiError::NoOtherNode => StatusCode::CONFLICT,
+            ApiError::NotClustered
+            | ApiError::NoOtherNode
+            | ApiError::BeingRemoved
+            | ApiError::BackupInProgress => StatusCode::CONFLICT,
             ApiError::OwnerUnreachable => StatusCode::BAD_GATEWAY,
             ApiError::NoQr
             | ApiError::AlreadyConnected

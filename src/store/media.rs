@@ -500,7 +500,10 @@ fn remove(conn: &mut DbConnection, id: &str, now: i64) -> QueryResult<usize> {
 }
 
 /// Of `shas`, those no stored row names.
-fn unreferenced(conn: &mut DbConnection, mut shas: Vec<String>) -> QueryResult<Vec<String>> {
+pub(super) fn unreferenced(
+    conn: &mut DbConnection,
+    mut shas: Vec<String>,
+) -> QueryResult<Vec<String>> {
     shas.sort();
     shas.dedup();
     let named: HashSet<String> = media::table

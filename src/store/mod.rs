@@ -8,8 +8,10 @@
 
 mod cluster;
 mod connection;
+mod dump;
 mod media;
 mod outbox;
+mod removal;
 mod schema;
 mod url;
 
@@ -26,11 +28,13 @@ use connection::{DbConnection, Manager, Settings};
 use schema::{session_events, whatsapp_bots};
 
 pub use cluster::{Fence, Lease, NodeHolder, NodeRow, Snapshot};
+pub use dump::{TableDump, DUMP_VERSION, TABLES};
 pub use media::{MediaRow, MediaState, MediaStats, BLOB_PART_BYTES};
 pub use outbox::{
     DeliveryRow, DueDelivery, NewOutboxEvent, Outcome, Reservation, SendOutcome, StoredEvent,
     Target, WebhookRow,
 };
+pub use removal::{LinkMarks, Removed};
 pub use url::DatabaseUrl;
 
 /// Pooled connections per store (the daemon's writers are ~one per session, and short).
@@ -87,6 +91,9 @@ pub enum StoreError {
     /// A write of a session this node no longer owns (another node took it over).
     #[error("the lease on {key} (epoch {epoch}) is lost: another node owns the session")]
     LeaseLost { key: String, epoch: i64 },
+    /// A backup's rows could not be written or read back (docs/operations.md).
+    #[error("{0}")]
+    Dump(String),
     #[error("this store is not a cluster node's (no NODE_ID)")]
     NotClustered,
     #[error("{backend} store task did not finish")]

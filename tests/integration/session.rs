@@ -259,6 +259,7 @@ async fn stop_keeps_the_login_and_logout_deletes_the_profile() {
         .send(Logout {
             key: k.clone(),
             by: by(),
+            wake: false,
         })
         .await
         .unwrap()
@@ -322,6 +323,7 @@ async fn start_is_idempotent_and_messages_for_other_keys_are_refused() {
         s.send(Logout {
             key: other.clone(),
             by: by(),
+            wake: false,
         })
         .await
         .unwrap()

@@ -262,12 +262,56 @@ impl RegistryHandle {
     }
 
     /// Unlinks: closes the browser and deletes the profile; replies once the folder is gone.
-    pub async fn logout(&self, key: SessionKey, by: Initiator) -> Result<Session, RegistryError> {
+    /// `wake`: a linked session without a browser is started first, to unlink it on WhatsApp's
+    /// side too.
+    pub async fn logout(
+        &self,
+        key: SessionKey,
+        by: Initiator,
+        wake: bool,
+    ) -> Result<Session, RegistryError> {
         self.known(&key, || async {
             let (key, by) = (key.clone(), by.clone());
-            self.addr.send(Logout { key, by }).await?
+            self.addr.send(Logout { key, by, wake }).await?
         })
         .await
+    }
+
+    /// Copies `key`'s login from a closed browser (docs/operations.md, "Backup").
+    pub async fn copy_login(
+        &self,
+        key: SessionKey,
+    ) -> Result<crate::actors::session::LoginCopy, RegistryError> {
+        self.known(&key, || async {
+            self.addr.send(CopyLogin { key: key.clone() }).await?
+        })
+        .await
+    }
+
+    /// `key` is removed for good: its actor stops once its writes landed, and starts of it are
+    /// refused until [`Self::removed`].
+    pub async fn retire(&self, key: SessionKey) -> Result<(), RegistryError> {
+        self.addr.send(Retire { key }).await?
+    }
+
+    /// The removal of `key` is done.
+    pub async fn removed(&self, key: SessionKey) {
+        let _ = self.addr.send(Removed { key }).await;
+    }
+
+    /// Every session this node knows, from the cache.
+    pub async fn all(&self) -> Result<Vec<Session>, RegistryError> {
+        Ok(self.addr.send(ListAll).await?)
+    }
+
+    /// The store the sessions write to.
+    pub fn store(&self) -> &crate::store::Store {
+        &self.env.store
+    }
+
+    /// What the sessions share (folders, media, cluster).
+    pub fn env(&self) -> &Arc<SessionEnv> {
+        &self.env
     }
 
     /// Closes every session for a daemon shutdown; returns how many actors were asked.

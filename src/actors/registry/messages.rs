@@ -26,6 +26,8 @@ pub enum RegistryError {
     RateLimited { retry_after: Duration },
     #[error("shutting down")]
     ShuttingDown,
+    #[error("this session is being removed")]
+    Removing,
     #[error("actor unavailable")]
     Mailbox(#[from] MailboxError),
     #[error("the database failed")]
@@ -96,6 +98,9 @@ impl Registry {
         if self.shutting_down {
             return Err(RegistryError::ShuttingDown);
         }
+        if self.removing.contains(key) {
+            return Err(RegistryError::Removing);
+        }
         if self.views.get(key).is_some_and(|v| v.state.is_running()) {
             return Ok(());
         }
@@ -133,6 +138,7 @@ impl Handler<Adopt> for Registry {
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) {
         let key = msg.row.key.clone();
         if self.shutting_down
+            || self.removing.contains(&key)
             || self.views.get(&key).is_some_and(|v| v.state.is_running())
             || self.running_count(&key) >= self.max_sessions as usize
         {
@@ -307,12 +313,14 @@ impl Handler<HandOver> for Registry {
     }
 }
 
-/// Logs a known session out (deletes its profile). Replies once the folder is gone.
+/// Logs a known session out (deletes its profile). Replies once the folder is gone. `wake`:
+/// see [`session::Logout`].
 #[derive(Message)]
 #[rtype(result = "Result<Session, RegistryError>")]
 pub struct Logout {
     pub key: SessionKey,
     pub by: Initiator,
+    pub wake: bool,
 }
 
 impl Handler<Logout> for Registry {
@@ -324,6 +332,7 @@ impl Handler<Logout> for Registry {
             session::Logout {
                 key: msg.key,
                 by: msg.by,
+                wake: msg.wake,
             },
         )
     }
@@ -448,5 +457,83 @@ impl Handler<CountStates> for Registry {
                 .map(|st| (st, self.views.values().filter(|v| v.state == st).count()))
                 .collect(),
         )
+    }
+}
+
+/// Copies a known session's login for a backup (see [`session::CopyLogin`]).
+#[derive(Message)]
+#[rtype(result = "Result<session::LoginCopy, RegistryError>")]
+pub struct CopyLogin {
+    pub key: SessionKey,
+}
+
+impl Handler<CopyLogin> for Registry {
+    type Result = ResponseFuture<Result<session::LoginCopy, RegistryError>>;
+
+    fn handle(&mut self, msg: CopyLogin, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.known_actor(&msg.key);
+        Box::pin(async move {
+            let addr = addr.ok_or(RegistryError::Unknown)?;
+            Ok(addr.send(session::CopyLogin { key: msg.key }).await??)
+        })
+    }
+}
+
+/// A session is being removed for good (docs/operations.md): starts of it are refused until
+/// [`Removed`], its actor closes what runs, lets its writes land and stops, and the registry
+/// forgets it. Replies once the actor is gone.
+#[derive(Message)]
+#[rtype(result = "Result<(), RegistryError>")]
+pub struct Retire {
+    pub key: SessionKey,
+}
+
+impl Handler<Retire> for Registry {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, msg: Retire, _: &mut Context<Self>) -> Self::Result {
+        self.removing.insert(msg.key.clone());
+        self.views.remove(&msg.key);
+        self.rows.remove(&msg.key);
+        self.pending_starts.remove(&msg.key);
+        self.memory.remove(&msg.key);
+        let addr = self.actors.remove(&msg.key).filter(|a| a.connected());
+        Box::pin(async move {
+            if let Some(addr) = addr {
+                addr.send(session::Retire { key: msg.key }).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The removal of a session is done: it may be started again (as a new session).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Removed {
+    pub key: SessionKey,
+}
+
+impl Handler<Removed> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Removed, _: &mut Context<Self>) {
+        self.removing.remove(&msg.key);
+        // A view that came back meanwhile (a change published before the actor stopped).
+        if !self.actors.contains_key(&msg.key) {
+            self.views.remove(&msg.key);
+        }
+    }
+}
+
+/// Every known session, by key, from the cache.
+#[derive(Message)]
+#[rtype(result = "Vec<Session>")]
+pub struct ListAll;
+
+impl Handler<ListAll> for Registry {
+    type Result = MessageResult<ListAll>;
+    fn handle(&mut self, _: ListAll, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.views.values().cloned().collect())
     }
 }

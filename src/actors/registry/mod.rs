@@ -58,6 +58,8 @@ pub struct Registry {
     /// Starts sent to an actor whose `starting` event has not reached the cache yet.
     pending_starts: std::collections::HashSet<SessionKey>,
     shutting_down: bool,
+    /// Sessions being removed for good: their starts are refused (docs/operations.md).
+    removing: std::collections::HashSet<SessionKey>,
     /// Each running browser's memory (PSS of its tree, bytes) at the last check (`/actors`).
     memory: HashMap<SessionKey, u64>,
     /// A memory check is reading `/proc` (the next one waits for it).
@@ -94,6 +96,7 @@ impl Registry {
             buckets: HashMap::new(),
             pending_starts: std::collections::HashSet::new(),
             shutting_down: false,
+            removing: std::collections::HashSet::new(),
             memory: HashMap::new(),
             memory_check_running: false,
         }

@@ -37,6 +37,11 @@ pub enum SessionError {
     MediaRefused(String),
     #[error("the database failed")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the login could not be copied")]
+    LoginNotCopied {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the profile folder {path} was not deleted")]
     ProfileNotDeleted {
         path: PathBuf,

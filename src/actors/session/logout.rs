@@ -1,8 +1,8 @@
 use actix::prelude::*;
 
-use super::{Bridge, Initiator, Session, SessionActor, SessionError, StopKind};
-use crate::browser::Command;
-use crate::domain::SessionKey;
+use super::{Bridge, Cause, GetStatus, Initiator, Session, SessionActor, SessionError, StopKind};
+use crate::browser::{Command, Source};
+use crate::domain::{SessionKey, SessionState};
 
 /// Unlinks: closes the browser, deletes the profile folder, clears the number. Replies once the
 /// folder is gone, with the `stopped` session.
@@ -11,6 +11,10 @@ use crate::domain::SessionKey;
 pub struct Logout {
     pub key: SessionKey,
     pub by: Initiator,
+    /// A linked session without a browser is first started on its profile, just long enough
+    /// to unlink it on WhatsApp's side (a user's deletion, docs/operations.md). Without it, such
+    /// a session's logout only forgets the login here (`unlinkedOnWhatsApp: false`).
+    pub wake: bool,
 }
 
 impl Handler<Logout> for SessionActor {
@@ -21,14 +25,58 @@ impl Handler<Logout> for SessionActor {
             return Box::pin(fut::ready(Err(e)));
         }
         let by = msg.by;
-        match self.lease_for_write(ctx) {
-            Some(claim) => Box::pin(claim.then(move |(), act, ctx| act.log_out(by, ctx))),
-            None => self.log_out(by, ctx),
+        let asleep = self.run.is_none() && self.machine.number.is_some();
+        if msg.wake && asleep && self.env.launcher.has_bridge() {
+            log::info!(
+                "{} started on its profile to unlink it on WhatsApp's side",
+                self.key
+            );
+            self.crashes.clear();
+            self.launch(Cause::Start, &by, ctx);
+            let awake = until_awake(ctx.address(), self.key.clone(), self.env.page_ready_timeout);
+            return Box::pin(
+                awake
+                    .into_actor(self)
+                    .then(move |(), act, ctx| act.log_out_claimed(by, ctx)),
+            );
+        }
+        self.log_out_claimed(by, ctx)
+    }
+}
+
+/// Resolves once the session is linked with WA-JS ready (it can be unlinked), or shows it is not
+/// linked after all (a QR code, stopped, failed), or after `limit`.
+async fn until_awake(addr: Addr<SessionActor>, key: SessionKey, limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Ok(Ok(s)) = addr.send(GetStatus { key: key.clone() }).await else {
+            return;
+        };
+        let awake = s.state == SessionState::Connected && s.bridge == Some(Source::Bridge);
+        let not_linked = matches!(
+            s.state,
+            SessionState::Qr | SessionState::Pairing | SessionState::Stopped | SessionState::Failed
+        );
+        if awake || not_linked || tokio::time::Instant::now() >= deadline {
+            return;
         }
     }
 }
 
 impl SessionActor {
+    /// The logout, in a cluster once this node holds the session's lease for the writes.
+    fn log_out_claimed(
+        &mut self,
+        by: Initiator,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Session, SessionError>> {
+        match self.lease_for_write(ctx) {
+            Some(claim) => Box::pin(claim.then(move |(), act, ctx| act.log_out(by, ctx))),
+            None => self.log_out(by, ctx),
+        }
+    }
+
     fn log_out(
         &mut self,
         by: Initiator,

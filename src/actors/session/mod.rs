@@ -14,6 +14,7 @@
 //! session fails. docs/ARCHITECTURE.md describes the whole.
 
 mod backfill;
+mod backup;
 mod env;
 mod error;
 pub mod handover;
@@ -50,6 +51,7 @@ use crate::domain::{Intent, SessionKey, SessionState};
 use crate::store::{now_ms, Fence, NewEvent, SessionRow};
 
 use crate::media::intake::Intake;
+pub use backup::{CopyLogin, LoginCopy, Retire};
 pub use env::{MemoryLimit, SessionEnv};
 pub use error::SessionError;
 pub use handover::HandOver;

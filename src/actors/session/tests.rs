@@ -877,6 +877,7 @@ fn logout_unlinks_on_whatsapps_side_first() {
             .send(Logout {
                 key: f.key.clone(),
                 by: "test".into(),
+                wake: false,
             })
             .await
             .unwrap()

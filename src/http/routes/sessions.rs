@@ -227,5 +227,5 @@ async fn logout(
     registry: web::Data<RegistryHandle>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_user(key.user_id())?;
-    Ok(HttpResponse::Ok().json(registry.logout(key, who.audit_name()).await?))
+    Ok(HttpResponse::Ok().json(registry.logout(key, who.audit_name(), false).await?))
 }
