@@ -377,6 +377,41 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write a backup of everything to FILE (docs/operations.md): asks the daemon running at
+    /// BIND_ADDR (ADMIN_TOKEN), or, with the daemon stopped, reads SESSIONS_DIR and the
+    /// database itself.
+    Backup {
+        /// The backup file (mode 0600; written as FILE.partial and renamed once complete).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Encrypt to this age recipient (`age1…`, from `age-keygen`); repeatable.
+        #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+        encrypt_to: Vec<String>,
+    },
+    /// Restore a backup into an empty DATA_DIR, SESSIONS_DIR and database, the daemon stopped.
+    /// The archive is checked whole first; a damaged one is refused and nothing is written.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The age key file (`AGE-SECRET-KEY-…`) of an encrypted backup.
+        #[arg(long, value_name = "KEYFILE")]
+        identity: Option<PathBuf>,
+    },
+    /// Clean up: list (or with --apply remove) sessions stopped and not linked for --idle-days,
+    /// sessions logged out on WhatsApp's side, rows without a folder, folders without a row,
+    /// stale lock files. Asks the running daemon, or works alone when it is stopped.
+    Purge {
+        /// Remove what is listed (default: a dry run).
+        #[arg(long)]
+        apply: bool,
+        /// Days a stopped or failed session without a number must have been unchanged.
+        #[arg(long, value_name = "DAYS", default_value_t = crate::ops::purge::DEFAULT_IDLE_DAYS)]
+        idle_days: u32,
+        /// Remove this session (`userId:slot`) whatever its state, logged out first; repeatable.
+        #[arg(long = "session", value_name = "USER:SLOT")]
+        sessions: Vec<String>,
+    },
 }
 
 impl Settings {

@@ -80,6 +80,34 @@ fn tighten(path: &Path, mode: u32, want: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Deletes the folder `dir` and everything in it; a symbolic link in its place is refused, never
+/// followed or removed (links inside are removed as links). A missing folder is fine.
+pub fn remove_tree(dir: &Path) -> io::Result<()> {
+    if is_symlink(dir) {
+        return Err(refused_link(dir));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The bytes of the regular files below `dir` (links are not followed); 0 when it is missing.
+pub fn tree_size(dir: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| tree_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
 fn refused_link(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,

@@ -10,6 +10,7 @@ use std::io::Write;
 
 use clap::error::ErrorKind;
 use wa_supervisor::config::{Command, Settings};
+use wa_supervisor::ops::commands as ops;
 use wa_supervisor::startup::{Application, Ground};
 
 /// Bad configuration or environment at start.
@@ -44,6 +45,24 @@ async fn import(settings: Settings, dry_run: bool) -> i32 {
     }
 }
 
+/// Runs an operation (docs/operations.md): its report on stdout, or one line on stderr.
+fn operation(work: impl std::future::Future<Output = Result<String, ops::Failure>>) -> i32 {
+    match actix_web::rt::System::new().block_on(work) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            if f.refused {
+                EXIT_REFUSED
+            } else {
+                EXIT_FAILED
+            }
+        }
+    }
+}
+
 fn main() {
     let code = run();
     let _ = std::io::stdout().flush();
@@ -70,8 +89,29 @@ fn run() -> i32 {
         .format_timestamp_millis()
         .init();
 
-    if let Some(Command::ImportSessions { dry_run }) = settings.command {
-        return actix_web::rt::System::new().block_on(import(settings, dry_run));
+    match settings.command.clone() {
+        Some(Command::ImportSessions { dry_run }) => {
+            return actix_web::rt::System::new().block_on(import(settings, dry_run));
+        }
+        Some(Command::Backup { out, encrypt_to }) => {
+            return operation(ops::backup(&settings, &out, &encrypt_to));
+        }
+        Some(Command::Restore { from, identity }) => {
+            return operation(ops::restore(&settings, &from, identity.as_deref()));
+        }
+        Some(Command::Purge {
+            apply,
+            idle_days,
+            sessions,
+        }) => {
+            let request = wa_supervisor::ops::purge::PurgeRequest {
+                apply,
+                idle_days: Some(idle_days),
+                sessions,
+            };
+            return operation(ops::purge(&settings, request));
+        }
+        Some(Command::Serve) | None => {}
     }
 
     actix_web::rt::System::new().block_on(async move {

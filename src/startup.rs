@@ -320,6 +320,11 @@ impl Application {
         }
         let cluster_data = web::Data::new(cluster.clone());
         let media_data = web::Data::from(media.clone());
+        let ops_data = web::Data::new(crate::ops::Ops::new(
+            settings.data_dir.clone(),
+            max_slots,
+            media.clone(),
+        ));
         let data = state.clone();
         let registry_data = web::Data::new(registry.clone());
         let origins = settings.cors_origins.clone();
@@ -337,6 +342,7 @@ impl Application {
                 .app_data(cluster_data.clone())
                 .app_data(intake.clone())
                 .app_data(media_data.clone())
+                .app_data(ops_data.clone())
                 .configure(crate::http::routes)
         })
         .workers(2)

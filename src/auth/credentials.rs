@@ -63,6 +63,16 @@ pub(super) fn service_tokens(settings: &Settings) -> Result<(Secret, Secret), Au
     ))
 }
 
+/// The admin token a running daemon takes: the configured one, else the one stored in
+/// `<DATA_DIR>/credentials` (never generated here). The commands that ask the daemon send it.
+pub fn admin_token(settings: &Settings) -> Result<Option<String>, AuthSetupError> {
+    if let Some(token) = &settings.admin_token {
+        return Ok(Some(token.expose().to_owned()));
+    }
+    let file = CredentialsFile::load(&settings.data_dir.join(CREDENTIALS_FILE))?;
+    Ok(file.stored.get(ADMIN_TOKEN_VAR).cloned())
+}
+
 /// `<DATA_DIR>/credentials`: `NAME=value` lines for the tokens the operator did not configure.
 struct CredentialsFile {
     path: PathBuf,

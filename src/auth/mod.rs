@@ -33,7 +33,7 @@ use rand::Rng;
 use crate::config::Settings;
 use crate::domain::UserId;
 
-pub use credentials::{CREDENTIALS_FILE, MIN_TOKEN_LEN};
+pub use credentials::{admin_token, CREDENTIALS_FILE, MIN_TOKEN_LEN};
 pub use jwks::{install_crypto_provider, JWKS_REFETCH_COOLDOWN};
 pub use tickets::{MAX_OPEN_TICKETS_PER_USER, TICKET_TTL};
 

@@ -26,7 +26,7 @@ pub use chromium::ChromiumLauncher;
 pub use engine::{BrowserBinary, Engine, EngineChoice};
 pub use page::{Observation, PageConfig, Source};
 pub use process::{BrowserProcess, LaunchSpec, MemorySaver, MEMORY_SAVERS};
-pub use profile::FolderLock;
+pub use profile::{in_use, remove_stale_locks, stale_locks, FolderLock};
 
 /// A boxed future, as the seam's methods return (they are called through `dyn`).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -109,9 +109,117 @@ pub fn clear_stale_singleton(profile: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Lock files in `profile` left by processes that are gone (docs/operations.md, the clean-up):
+/// Chromium's `Singleton*` files naming a dead process of this host, and the daemon's own
+/// `.wa-supervisor.lock` that nobody holds and whose recorded process is dead.
+pub fn stale_locks(profile: &Path) -> Vec<PathBuf> {
+    let mut stale = Vec::new();
+    if let Ok(target) = std::fs::read_link(profile.join("SingletonLock")) {
+        let target = target.to_string_lossy().into_owned();
+        let dead = target.rsplit_once('-').is_some_and(|(host, pid)| {
+            host == crate::procfs::hostname() && !owner_alive(pid, profile)
+        });
+        if dead {
+            stale.extend(
+                SINGLETON_FILES
+                    .iter()
+                    .map(|name| profile.join(name))
+                    .filter(|p| std::fs::symlink_metadata(p).is_ok()),
+            );
+        }
+    }
+    let ours = profile.join(LOCK_FILE);
+    if ours.is_file() && !crate::files::is_symlink(&ours) {
+        let pid = std::fs::read_to_string(&ours).unwrap_or_default();
+        let recorded_dead = pid
+            .trim()
+            .parse::<u32>()
+            .map_or(true, |pid| !crate::procfs::alive(pid));
+        if recorded_dead && !held(&ours) {
+            stale.push(ours);
+        }
+    }
+    stale
+}
+
+/// Whether a process holds the lock of `dir` (a daemon on `SESSIONS_DIR`, a browser on a
+/// profile), without taking it or changing anything.
+pub fn in_use(dir: &Path) -> bool {
+    held(&dir.join(LOCK_FILE))
+}
+
+/// Whether a process holds the `flock` on `path` (tried and let go at once; the file is not
+/// changed).
+fn held(path: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return false;
+    };
+    // SAFETY: plain syscalls on a descriptor we own.
+    unsafe {
+        if libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 {
+            return true;
+        }
+        libc::flock(file.as_raw_fd(), libc::LOCK_UN);
+    }
+    false
+}
+
+/// Removes the stale lock files of `profile` found again now; how many went.
+pub fn remove_stale_locks(profile: &Path) -> std::io::Result<usize> {
+    let mut gone = 0;
+    for path in stale_locks(profile) {
+        if path.ends_with(LOCK_FILE) {
+            // Held while it goes, so no launch takes it in between.
+            let Ok(_held) = FolderLock::acquire(profile) else {
+                continue;
+            };
+            std::fs::remove_file(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+        gone += 1;
+    }
+    Ok(gone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_locks_are_those_of_gone_processes_and_not_held() {
+        let tmp = tempfile::tempdir().unwrap();
+        let profile = tmp.path().join("u-slot1");
+        std::fs::create_dir(&profile).unwrap();
+        let host = crate::procfs::hostname();
+        // A pid that is not alive: above the kernel's pid range.
+        std::os::unix::fs::symlink(format!("{host}-4194399"), profile.join("SingletonLock"))
+            .unwrap();
+        std::os::unix::fs::symlink("x", profile.join("SingletonSocket")).unwrap();
+        std::fs::write(profile.join(LOCK_FILE), "4194399").unwrap();
+        let mut found = stale_locks(&profile);
+        found.sort();
+        assert_eq!(found.len(), 3, "{found:?}");
+        let before = std::fs::read_to_string(profile.join(LOCK_FILE)).unwrap();
+        assert_eq!(before, "4194399", "looking does not change the lock file");
+
+        // Held by a live process (us), or naming another host: not stale.
+        let held = FolderLock::acquire(&profile).unwrap();
+        assert_eq!(stale_locks(&profile).len(), 2, "the held lock is not stale");
+        drop(held);
+        std::fs::write(profile.join(LOCK_FILE), "4194399").unwrap();
+        std::fs::remove_file(profile.join("SingletonLock")).unwrap();
+        std::os::unix::fs::symlink("elsewhere.example-1", profile.join("SingletonLock")).unwrap();
+        assert_eq!(stale_locks(&profile), [profile.join(LOCK_FILE)]);
+        assert_eq!(remove_stale_locks(&profile).unwrap(), 1);
+        assert!(!profile.join(LOCK_FILE).exists());
+        assert!(std::fs::symlink_metadata(profile.join("SingletonLock")).is_ok());
+    }
 
     #[test]
     fn a_second_lock_on_the_same_profile_is_refused() {

@@ -40,7 +40,7 @@ pub struct Route {
 
 /// Every resource module: its registration and its route list, both from its `route_table!`.
 type Resource = (fn(&mut web::ServiceConfig), &'static [Route]);
-const RESOURCES: [Resource; 11] = [
+const RESOURCES: [Resource; 12] = [
     (health::routes, health::ROUTES),
     (routes::sessions::routes, routes::sessions::ROUTES),
     (routes::messages::routes, routes::messages::ROUTES),
@@ -50,6 +50,7 @@ const RESOURCES: [Resource; 11] = [
     (routes::events::routes, routes::events::ROUTES),
     (routes::admin::routes, routes::admin::ROUTES),
     (routes::nodes::routes, routes::nodes::ROUTES),
+    (routes::ops::routes, routes::ops::ROUTES),
     (openapi::routes, openapi::ROUTES),
     (console::routes, console::ROUTES),
 ];

@@ -11,7 +11,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::routes::sessions::{self, QrFormat};
-use super::routes::{admin, chats, events, media, messages, nodes, webhooks};
+use super::routes::{admin, chats, events, media, messages, nodes, ops, webhooks};
 use super::{console, health};
 use crate::actors::registry::RegistryInfo;
 use crate::actors::session::{ActorInfo, QrView, Session};
@@ -60,6 +60,9 @@ Errors are `{error, message}` with a stable `error` code."
         admin::metrics,
         nodes::nodes,
         nodes::drain,
+        ops::backup,
+        ops::purge,
+        ops::delete_user,
         openapi_json,
         console::page,
         console::script,
@@ -83,7 +86,11 @@ Errors are `{error, message}` with a stable `error` code."
         crate::events::VoteOption, media::MediaLink, media::MediaAnswer,
         webhooks::WebhookRequest, webhooks::WebhookView, webhooks::DeliveryView,
         nodes::ClusterView, nodes::LeaseView, crate::store::NodeRow,
-        crate::cluster::drain::DrainReport, crate::cluster::drain::Moved
+        crate::cluster::drain::DrainReport, crate::cluster::drain::Moved,
+        ops::BackupRequest, crate::ops::purge::PurgeRequest, crate::ops::purge::PurgeReport,
+        crate::ops::purge::PurgeItem, crate::ops::purge::Reason, crate::store::Removed,
+        crate::ops::remove::UserDeletion, crate::ops::remove::SessionRemoval,
+        crate::ops::remove::NodePart
     )),
     modifiers(&SecuritySchemes),
     tags(

@@ -204,6 +204,12 @@ impl Media {
         Ok(pending)
     }
 
+    /// Keeps content `sha256` from the retention and the quota while the guard lives (a backup
+    /// reads it).
+    pub fn hold(self: &Arc<Self>, sha256: &str) -> Pending {
+        Pending::new(self.clone(), sha256.to_owned())
+    }
+
     /// Deletes the bytes of contents no stored row names (and none is being stored).
     pub async fn drop_contents(&self, shas: Vec<String>) {
         let shas: Vec<String> = {

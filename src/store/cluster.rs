@@ -630,6 +630,46 @@ impl Store {
         made
     }
 
+    /// A restore into a cluster (docs/operations.md): `bytes` become `key`'s newest snapshot,
+    /// at epoch 0 — before any claim — so whichever node claims the session first restores it.
+    pub async fn put_restored_snapshot(
+        &self,
+        key: &SessionKey,
+        bytes: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(move |conn, ctx| {
+            conn.transaction(|conn| {
+                #[derive(QueryableByName)]
+                struct Id {
+                    #[diesel(sql_type = BigInt)]
+                    id: i64,
+                }
+                let blob = diesel::sql_query(
+                    r#"INSERT INTO session_snapshot_blobs ("userId", slot, bytes)
+                       VALUES ($1, $2, $3) RETURNING id"#,
+                )
+                .bind::<Text, _>(key.user_id().as_str())
+                .bind::<Integer, _>(slot_value(&key))
+                .bind::<Binary, _>(&bytes)
+                .get_result::<Id>(conn)?
+                .id;
+                diesel::sql_query(
+                    r#"INSERT INTO session_snapshots ("userId", slot, epoch, node, taken_ms, blob)
+                       VALUES ($1, $2, 0, 'restore', $3, $4)"#,
+                )
+                .bind::<Text, _>(key.user_id().as_str())
+                .bind::<Integer, _>(slot_value(&key))
+                .bind::<BigInt, _>(super::now_ms())
+                .bind::<BigInt, _>(blob)
+                .execute(conn)
+                .map(drop)
+            })
+            .map_err(|e| ctx.query(e))
+        })
+        .await
+    }
+
     /// The newest snapshot of `key`, or its logout.
     pub async fn snapshot(&self, key: &SessionKey) -> Result<Option<Snapshot>, StoreError> {
         let key = key.clone();

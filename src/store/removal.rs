@@ -14,7 +14,9 @@ use super::{slot_value, Store, StoreError};
 use crate::domain::{SessionKey, UserId};
 
 /// What a removal took away.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Removed {
     /// The `whatsapp_bots` row.

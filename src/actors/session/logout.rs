@@ -124,7 +124,7 @@ impl SessionActor {
                 let (_gate, unlinked) = closing.await;
                 let target = dir.clone();
                 let removed = if is_ours {
-                    tokio::task::spawn_blocking(move || remove_profile(&target))
+                    tokio::task::spawn_blocking(move || crate::files::remove_tree(&target))
                         .await
                         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                 } else {
@@ -156,19 +156,5 @@ impl SessionActor {
                 })
             }),
         )
-    }
-}
-
-/// Deletes a profile folder; a symbolic link in its place is refused, never followed or removed.
-fn remove_profile(dir: &std::path::Path) -> std::io::Result<()> {
-    if crate::files::is_symlink(dir) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "it is a symbolic link; refusing to delete through it",
-        ));
-    }
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }

@@ -6,5 +6,6 @@ pub mod events;
 pub mod media;
 pub mod messages;
 pub mod nodes;
+pub mod ops;
 pub mod sessions;
 pub mod webhooks;
