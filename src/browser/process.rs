@@ -216,17 +216,28 @@ impl BrowserProcess {
         report
     }
 
-    /// Helpers follow the main process on their own; make sure of it, and wait until the whole
-    /// group has left the process table.
+    /// Helpers follow the main process on their own; make sure of it, and wait until no process
+    /// of the group is alive. Helpers whose parent (the browser) is gone are reparented to init
+    /// and stay zombies until init reaps them, which some inits do only every few seconds (seen
+    /// here: about 2 s); a zombie holds no file, so it does not count.
     pub async fn reap_group(&self) {
         let pgid = self.pid as libc::pid_t;
-        // SAFETY: plain syscalls on our own process group; ESRCH means it is empty.
+        // SAFETY: plain syscall on our own process group.
         unsafe { libc::killpg(pgid, libc::SIGKILL) };
         let deadline = tokio::time::Instant::now() + GROUP_EXIT_WAIT;
-        while unsafe { libc::killpg(pgid, 0) } == 0 && tokio::time::Instant::now() < deadline {
+        while group_alive(self.pid) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Whether a process of group `pgid` is alive (not a zombie).
+fn group_alive(pgid: u32) -> bool {
+    // SAFETY: plain syscall; ESRCH means the group is empty (not even a zombie left).
+    if unsafe { libc::killpg(pgid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    crate::procfs::pids().any(|p| crate::procfs::pgrp(p) == Some(pgid) && crate::procfs::alive(p))
 }
 
 /// How long the last helpers of a browser may take to leave the process table after SIGKILL.
@@ -415,6 +426,31 @@ pub fn browser_trees(root: &std::path::Path) -> Vec<BrowserTree> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn a_group_whose_last_members_are_zombies_is_gone() {
+        use std::os::unix::process::CommandExt;
+        // A helper that outlives its parent becomes init's zombie, which init may reap late.
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.05 & exec sleep 60"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(group_alive(pgid), "the leader runs");
+        // SAFETY: plain syscall on the group just made.
+        unsafe { libc::killpg(pgid as libc::pid_t, libc::SIGKILL) };
+        leader.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while group_alive(pgid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a group of zombies counts as gone"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     #[test]
     fn profiles_match_by_whole_path_components() {
