@@ -399,9 +399,20 @@ pub fn read(
             .and_then(|s| u64::from_str_radix(s, 8).ok());
         let canonical = size.and_then(|size| header(&name, size).ok());
         let (Some(size), Some(canonical)) = (size, canonical) else {
-            return Err(refused(after(&entries), "not a header this program writes"));
+            let why = if entries.is_empty() {
+                "not a wa-supervisor backup"
+            } else {
+                "damaged: not a header this program writes"
+            };
+            return Err(refused(after(&entries), why));
         };
         if canonical != block {
+            if entries.is_empty() {
+                return Err(refused(
+                    &name,
+                    "not a wa-supervisor backup (a header this program does not write)",
+                ));
+            }
             return Err(refused(&name, "its header was changed"));
         }
         if entries.iter().any(|(e, _)| e.name == name) {

@@ -24,7 +24,7 @@ pub struct Restored {
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// The archive is damaged, truncated, tampered with, foreign or for another key.
-    #[error("the backup is refused: {0}")]
+    #[error("the backup is refused")]
     Refused(#[from] Refused),
     /// Where it would go is not empty, or a daemon runs on it.
     #[error("{0}")]
@@ -35,7 +35,7 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Startup(#[from] crate::startup::StartupError),
     #[error("the database")]
     Store(#[from] crate::store::StoreError),
@@ -191,7 +191,7 @@ pub async fn restore(
                 .map(|p| ((*t).to_owned(), p.to_path_buf()))
         })
         .collect();
-    let rows = match ground.store.load(tables).await {
+    let rows = match ground.store.load(tables, crate::store::now_ms()).await {
         Ok(n) => n,
         Err(e) => {
             undo(&written);

@@ -362,8 +362,9 @@ impl Store {
     }
 
     /// Inserts the lines of each `(table, file)` in one transaction (ids kept; PostgreSQL's
-    /// sequences are moved past them). Nothing is written when one line fails.
-    pub async fn load(&self, files: Vec<(String, PathBuf)>) -> Result<u64, StoreError> {
+    /// sequences are moved past them). Nothing is written when one line fails. Owed deliveries
+    /// are due at `now` (a restore is the moment to try again, whatever their backoff said).
+    pub async fn load(&self, files: Vec<(String, PathBuf)>, now: i64) -> Result<u64, StoreError> {
         self.run(move |conn, ctx| {
             let postgres = matches!(conn, DbConnection::Pg(_));
             conn.transaction(|conn| -> Result<u64, DumpError> {
@@ -383,6 +384,13 @@ impl Store {
                         n += 1;
                     }
                 }
+                diesel::update(
+                    deliveries::table
+                        .filter(deliveries::status.eq("pending"))
+                        .filter(deliveries::next_attempt_ms.gt(now)),
+                )
+                .set(deliveries::next_attempt_ms.eq(now))
+                .execute(conn)?;
                 if postgres {
                     for table in ["session_events", "outbox_events", "deliveries"] {
                         conn.batch_execute(&format!(

@@ -19,6 +19,7 @@ mod lifecycle;
 mod messages;
 mod nothing_lost;
 mod openapi;
+mod operations;
 mod receiving;
 mod sending;
 mod session;

@@ -60,11 +60,20 @@ impl Handler<CopyLogin> for SessionActor {
         {
             let run = self.run.take().expect("checked above");
             let (generation, grace) = (self.generation, self.env.close_grace);
+            let key = self.key.clone();
             return Box::pin(
                 async move {
+                    let started = std::time::Instant::now();
                     let gate = run.close(grace).await;
+                    let closed = started.elapsed();
                     let login = packed(pack().await);
                     drop(gate);
+                    log::info!(
+                        "{key} login copied for a backup: browser closed in {} ms, packed in {} ms ({} bytes)",
+                        closed.as_millis(),
+                        (started.elapsed() - closed).as_millis(),
+                        login.as_ref().ok().and_then(|l| l.as_ref()).map_or(0, Vec::len)
+                    );
                     login
                 }
                 .into_actor(self)
