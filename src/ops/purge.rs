@@ -116,8 +116,7 @@ struct Candidate {
     bytes: u64,
 }
 
-/// Lists the candidates and, with `apply`, removes them; `by` is audited. `running` is what the
-/// daemon runs now (empty when it is stopped).
+/// Lists the candidates and, with `apply`, removes them; `by` is audited.
 pub async fn purge(
     remover: &Remover,
     request: &PurgeRequest,
@@ -176,7 +175,8 @@ async fn plan(
     let store = &remover.store;
     let rows = store.list_sessions(None).await?;
     let marks = store.link_marks().await?;
-    let running: HashMap<SessionKey, SessionState> = match &remover.registry {
+    // What this node knows of each session (its state now).
+    let states: HashMap<SessionKey, SessionState> = match &remover.registry {
         Some(registry) => registry
             .all()
             .await
@@ -211,7 +211,7 @@ async fn plan(
     let mut out = Vec::new();
     for key in named {
         let known = rows.iter().any(|r| r.key == *key) || folders.contains(key);
-        if !known && !running.contains_key(key) {
+        if !known && !states.contains_key(key) {
             return Err(PurgeError::UnknownSession(key.to_string()));
         }
         let bytes = size(key) + store.media_bytes_of(key).await?;
@@ -224,7 +224,7 @@ async fn plan(
     let idle_before = now_ms() - i64::from(idle_days) * 86_400_000;
     for row in rows.iter().filter(|r| !named.contains(&r.key)) {
         let key = &row.key;
-        let runs = running.get(key).is_some_and(|s| s.is_running()) || row.state.is_running();
+        let runs = states.get(key).is_some_and(|s| s.is_running()) || row.state.is_running();
         if runs || row.connected_number.is_some() {
             continue;
         }
@@ -248,7 +248,7 @@ async fn plan(
         });
     }
     for key in &folders {
-        if named.contains(key) || running.contains_key(key) {
+        if named.contains(key) || states.get(key).is_some_and(|s| s.is_running()) {
             continue;
         }
         if !rows.iter().any(|r| r.key == *key) {

@@ -181,7 +181,8 @@ impl Store {
         .await
     }
 
-    /// The slots `user` has anything stored for (a row, events, media, send keys, audit).
+    /// The slots `user` has anything stored for (a row, events, media, send keys, audit — but
+    /// the `deleted` events a user's deletion leaves, so a second deletion finds nothing).
     pub async fn user_slots(&self, user: &UserId) -> Result<Vec<SessionKey>, StoreError> {
         let user = user.clone();
         self.run(move |conn, ctx| {
@@ -208,6 +209,9 @@ impl Store {
                 sql.push_str(&format!(
                     r#"SELECT slot FROM {table} WHERE "userId" = $1 AND slot IS NOT NULL"#
                 ));
+                if *table == "session_events" {
+                    sql.push_str(" AND kind <> 'deleted'");
+                }
             }
             let rows: Vec<SlotRow> = diesel::sql_query(sql)
                 .bind::<Text, _>(user.as_str())

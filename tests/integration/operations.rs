@@ -3,7 +3,7 @@
 //! stand-in page, SQLite and PostgreSQL.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -573,4 +573,353 @@ async fn a_running_daemon_s_backup_restores_on_a_fresh_folder_connected_without_
 async fn a_backup_taken_on_sqlite_restores_into_postgresql() {
     let db = crate::support::cluster::PgDatabase::create().await;
     backup_restore_round_trip(Some(db.url())).await;
+}
+
+fn noise(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(seed as u32) as u8)
+        .collect()
+}
+
+/// The keys `user:slot` of a purge report with `reason`.
+fn listed(report: &Value, reason: &str) -> Vec<String> {
+    let mut keys: Vec<String> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["reason"] == reason)
+        .map(|i| i["session"].as_str().unwrap().to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A mixed set: the dry run lists each candidate with its reason and removes nothing; `apply`
+/// removes exactly those (folder, row, events, audited); a linked or running session is never
+/// one unless named, and a named running one is unlinked on WhatsApp's side first.
+#[actix_web::test]
+async fn a_purge_lists_then_removes_a_mixed_set_and_leaves_linked_sessions_alone() {
+    use crate::support::harness::spawn_app;
+    let t = spawn_app(opts(), &[]).await;
+    let [linked, resting, idle, remote, gone, stray] =
+        [0x31, 0x32, 0x33, 0x34, 0x35, 0x36].map(uuid_like);
+    let k = |u: &str, s: u16| format!("{u}:{s}");
+    t.link(&linked, 1, "4915100003101").await;
+    t.link(&resting, 1, "4915100003201").await;
+    assert_eq!(t.stop(&resting, 1).await, 200);
+    // Never linked, stopped 40 days ago.
+    assert_eq!(t.start(&idle, 1).await, 202);
+    t.wait_state(&idle, 1, "qr", LAUNCH).await;
+    assert_eq!(t.stop(&idle, 1).await, 200);
+    let store = t.store();
+    let mut row = store.load_session(&key(&idle, 1)).await.unwrap().unwrap();
+    row.updated_ms -= 40 * 86_400_000;
+    store.save_session(row, None).await.unwrap();
+    // Unlinked from the phone, then stopped.
+    t.link(&remote, 1, "4915100003401").await;
+    t.standin.unlink("4915100003401").await.unwrap();
+    t.wait_state(&remote, 1, "qr", LAUNCH).await;
+    assert_eq!(t.stop(&remote, 1).await, 200);
+    // Logged out here: the row stays, the folder is gone.
+    assert_eq!(t.start(&gone, 1).await, 202);
+    t.wait_state(&gone, 1, "qr", LAUNCH).await;
+    assert_eq!(
+        t.post(&format!("/api/logout/{gone}/1"), SERVICE_TOKEN)
+            .await
+            .status,
+        200
+    );
+    // A folder no row names, and stale locks in a linked profile that rests.
+    let sessions = t.sessions_dir();
+    let stray_dir = sessions.join(format!("{stray}-slot1/Default"));
+    std::fs::create_dir_all(&stray_dir).unwrap();
+    std::fs::write(stray_dir.join("Preferences"), vec![1u8; 5000]).unwrap();
+    let resting_dir = sessions.join(format!("{resting}-slot1"));
+    std::fs::write(resting_dir.join(".wa-supervisor.lock"), "4194399").unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::os::unix::fs::symlink(
+        format!("{}-4194399", host.trim()),
+        resting_dir.join("SingletonLock"),
+    )
+    .unwrap();
+
+    // Refusals: not an admin, a bad body, a bad or unknown name.
+    let purge = |body: Value| t.json_as("POST", "/admin/purge", ADMIN_TOKEN, body);
+    assert_eq!(t.json("POST", "/admin/purge", json!({})).await.status, 403);
+    assert_eq!(purge(json!({"apply": "yes"})).await.status, 400);
+    assert_eq!(purge(json!({"sessions": ["nobody"]})).await.status, 400);
+    let unknown = purge(json!({"sessions": [k(&uuid_like(0x3f), 1)]})).await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.json);
+
+    let dry = t.post("/admin/purge", ADMIN_TOKEN).await;
+    assert_eq!(dry.status, 200, "{:?}", dry.json);
+    let report = dry.json;
+    assert_eq!(report["applied"], false);
+    assert_eq!(listed(&report, "idle"), [k(&idle, 1)], "{report}");
+    assert_eq!(
+        listed(&report, "logged_out_on_whatsapp"),
+        [k(&remote, 1)],
+        "{report}"
+    );
+    assert_eq!(
+        listed(&report, "row_without_folder"),
+        [k(&gone, 1)],
+        "{report}"
+    );
+    assert_eq!(
+        listed(&report, "folder_without_row"),
+        [k(&stray, 1)],
+        "{report}"
+    );
+    assert_eq!(listed(&report, "stale_lock"), [k(&resting, 1)], "{report}");
+    assert_eq!(report["items"].as_array().unwrap().len(), 5, "{report}");
+    assert!(report["bytes"].as_u64().unwrap() >= 5000, "{report}");
+    assert!(
+        store.load_session(&key(&idle, 1)).await.unwrap().is_some(),
+        "a dry run removes nothing"
+    );
+    assert!(sessions.join(format!("{stray}-slot1")).exists());
+    assert!(resting_dir.join(".wa-supervisor.lock").exists());
+
+    // The command asks the running daemon the same.
+    let mut cli = Place::new(&t.tmp.path().join("cli"));
+    cli.port = t.port;
+    let (code, out, err) = cli.run_async(&["purge"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dry run: 5 to remove"), "{out}");
+
+    let done = purge(json!({"apply": true})).await;
+    assert_eq!(done.status, 200, "{:?}", done.json);
+    assert_eq!(done.json["applied"], true);
+    for item in done.json["items"].as_array().unwrap() {
+        assert!(item["error"].is_null(), "{item}");
+    }
+    for (user, status) in [(&idle, 404), (&remote, 404), (&gone, 404)] {
+        let r = t.get(&format!("/api/status/{user}/1"), SERVICE_TOKEN).await;
+        assert_eq!(r.status, status, "{user}: {:?}", r.json);
+        assert!(store.load_session(&key(user, 1)).await.unwrap().is_none());
+        assert!(!sessions.join(format!("{user}-slot1")).exists());
+        let audit = store.events(&key(user, 1)).await.unwrap();
+        let last = audit.last().unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.actor.as_str()),
+            ("purged", "admin")
+        );
+    }
+    assert!(!sessions.join(format!("{stray}-slot1")).exists());
+    assert!(!resting_dir.join(".wa-supervisor.lock").exists());
+    assert!(std::fs::symlink_metadata(resting_dir.join("SingletonLock")).is_err());
+    // Linked sessions, running or not, are untouched.
+    let s = t
+        .get(&format!("/api/status/{linked}/1"), SERVICE_TOKEN)
+        .await;
+    assert_eq!(s.json["state"], "connected");
+    let s = t
+        .get(&format!("/api/status/{resting}/1"), SERVICE_TOKEN)
+        .await;
+    assert_eq!(s.json["connectedNumber"], "4915100003201");
+    assert!(resting_dir.join("Default").is_dir());
+    let again = t.post("/admin/purge", ADMIN_TOKEN).await;
+    assert_eq!(
+        again.json["items"].as_array().unwrap().len(),
+        0,
+        "{:?}",
+        again.json
+    );
+
+    // Named, a running linked session goes too: unlinked on WhatsApp's side first.
+    let named = purge(json!({"apply": true, "sessions": [k(&linked, 1)]})).await;
+    assert_eq!(named.status, 200, "{:?}", named.json);
+    let item = &named.json["items"][0];
+    assert_eq!(
+        (
+            item["reason"].as_str(),
+            item["unlinkedOnWhatsApp"].as_bool()
+        ),
+        (Some("named"), Some(true)),
+        "{item}"
+    );
+    assert_eq!(
+        t.get(&format!("/api/status/{linked}/1"), SERVICE_TOKEN)
+            .await
+            .status,
+        404
+    );
+    assert!(!sessions.join(format!("{linked}-slot1")).exists());
+    assert_eq!(t.standin.self_logouts().len(), 1);
+    assert_eq!(
+        t.start(&linked, 1).await,
+        202,
+        "the slot can be linked again"
+    );
+    t.wait_state(&linked, 1, "qr", LAUNCH).await;
+    assert_eq!(t.stop(&linked, 1).await, 200);
+}
+
+/// The platform's account deletion: every session of the user is unlinked on WhatsApp's side
+/// (a stopped linked one is started briefly for it) and everything of theirs goes; another
+/// user's sessions, events and media — even a content both received — are untouched.
+#[actix_web::test]
+async fn deleting_a_user_unlinks_and_removes_everything_of_theirs_and_nothing_of_another() {
+    use crate::support::harness::spawn_app;
+    let t = spawn_app(opts(), &[]).await;
+    let (alice, bob) = (uuid_like(0x41), uuid_like(0x42));
+    t.link(&alice, 1, "4915100004101").await;
+    t.link(&alice, 2, "4915100004102").await;
+    assert_eq!(t.stop(&alice, 2).await, 200);
+    t.link(&bob, 1, "4915100004201").await;
+    let hook = t
+        .json(
+            "PUT",
+            &format!("/api/webhooks/{alice}"),
+            json!({"url": "https://hooks.example.com/alice"}),
+        )
+        .await;
+    assert_eq!(hook.status, 200, "{:?}", hook.json);
+    // The same photo to both: one content on disk, two media.
+    let photo = noise(100 * 1024, 5);
+    for phone in ["4915100004101", "4915100004201"] {
+        t.standin
+            .incoming_media(
+                phone,
+                "4917000000002",
+                "image",
+                photo.clone(),
+                "image/jpeg",
+                None,
+                None,
+            )
+            .unwrap();
+    }
+    let media_of = |user: String| {
+        let t = &t;
+        async move {
+            crate::support::harness::eventually(LAUNCH, "the photo stored", || async {
+                let r = t
+                    .get(&format!("/api/messages/{user}/1"), SERVICE_TOKEN)
+                    .await;
+                r.json["events"].as_array().and_then(|events| {
+                    events
+                        .iter()
+                        .find(|e| e["data"]["media"]["url"].is_string())
+                        .map(|e| e["data"]["media"].clone())
+                })
+            })
+            .await
+        }
+    };
+    media_of(alice.clone()).await;
+    let bob_media = media_of(bob.clone()).await;
+
+    assert_eq!(
+        t.call(
+            "DELETE",
+            &format!("/admin/users/{alice}"),
+            Some(SERVICE_TOKEN)
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        t.call("DELETE", "/admin/users/not%20a%20user", Some(ADMIN_TOKEN))
+            .await
+            .status,
+        400
+    );
+    let r = t
+        .call(
+            "DELETE",
+            &format!("/admin/users/{alice}"),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    let d = &r.json;
+    assert_eq!(d["webhook"], true, "{d}");
+    let slots: Vec<(u64, bool)> = d["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["slot"].as_u64().unwrap(),
+                s["unlinkedOnWhatsApp"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        slots,
+        [(1, true), (2, true)],
+        "both unlinked, the stopped one too: {d}"
+    );
+    assert_eq!(d["removed"]["rows"], 2, "{d}");
+    assert_eq!(d["removed"]["media"], 1, "{d}");
+    assert_eq!(
+        d["removed"]["mediaBytes"], 0,
+        "bob still has the content: {d}"
+    );
+    assert!(d["removed"]["events"].as_u64().unwrap() >= 1, "{d}");
+    assert_eq!(t.standin.self_logouts().len(), 2);
+
+    let store = t.store();
+    for slot in [1, 2] {
+        assert_eq!(
+            t.get(&format!("/api/status/{alice}/{slot}"), SERVICE_TOKEN)
+                .await
+                .status,
+            404
+        );
+        assert!(!t
+            .sessions_dir()
+            .join(format!("{alice}-slot{slot}"))
+            .exists());
+        let audit = store.events(&key(&alice, slot)).await.unwrap();
+        assert_eq!(
+            audit.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["deleted"],
+            "the trail goes, one event says who deleted it"
+        );
+        let events = store
+            .events_after(&key(&alice, slot), 0, 100)
+            .await
+            .unwrap();
+        assert!(events.is_empty(), "{events:?}");
+    }
+    assert_eq!(
+        t.get(&format!("/api/webhooks/{alice}"), SERVICE_TOKEN)
+            .await
+            .status,
+        404
+    );
+
+    // Bob: connected, his events and his media (the same content) untouched.
+    let s = t.get(&format!("/api/status/{bob}/1"), SERVICE_TOKEN).await;
+    assert_eq!(s.json["state"], "connected");
+    let fetched = t
+        .client
+        .get(t.url(bob_media["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.unwrap().to_vec(), photo);
+
+    // Idempotent: nothing left to remove.
+    let again = t
+        .call(
+            "DELETE",
+            &format!("/admin/users/{alice}"),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.json["sessions"].as_array().unwrap().len(),
+        0,
+        "{:?}",
+        again.json
+    );
+    assert_eq!(again.json["webhook"], false);
+    assert_eq!(t.stop(&bob, 1).await, 200);
 }
