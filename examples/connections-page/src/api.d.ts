@@ -38,6 +38,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/backup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A backup of the whole daemon, streamed: each linked session's login taken from a closed
+         *     browser (one session at a time, each away about a second), the rows, the media, a manifest.
+         */
+        post: operations["backup"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/nodes": {
         parameters: {
             query?: never;
@@ -71,6 +91,49 @@ export interface paths {
          */
         post: operations["drain"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/purge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The clean-up: lists (and with `apply` removes) stopped or failed sessions without a number
+         *     unchanged for `idleDays`, sessions logged out on WhatsApp's side, rows whose folder is gone,
+         *     folders without a row, stale lock files; and the sessions named in `sessions`, whatever their
+         *     state (logged out first).
+         */
+        post: operations["purge"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/users/{userId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Deletes a user: each session logged out (unlinked on WhatsApp's side, a stopped linked one
+         *     started briefly for it), then rows, audit trail, events, deliveries, send keys, media, the
+         *     webhook, snapshots and profile folders — on every node. Idempotent.
+         */
+        delete: operations["delete_user"];
         options?: never;
         head?: never;
         patch?: never;
@@ -610,6 +673,11 @@ export interface components {
             /** @description The WA-JS version the browser's page reported, once ready. */
             waJsVersion?: string | null;
         };
+        /** @description `POST /admin/backup`'s body (optional). */
+        BackupRequest: {
+            /** @description age recipients (`age1…`) to encrypt the backup to; none: plain. */
+            encryptTo?: string[];
+        };
         /** @description The browser binary sessions launch, as resolved at start. */
         BrowserBinary: {
             engine: components["schemas"]["Engine"];
@@ -729,7 +797,8 @@ export interface components {
              *     bridge_unavailable, not_connected, send_in_progress, send_outcome_unknown, send_failed,
              *     media_too_large, unsupported_media, media_unavailable, media_refused, invalid_webhook_url,
              *     too_many_sessions, too_many_pending, rate_limited, unavailable, not_clustered,
-             *     unknown_node, owner_unreachable, internal.
+             *     unknown_node, no_other_node, owner_unreachable, being_removed, backup_in_progress,
+             *     internal.
              * @example unknown_session
              */
             error: string;
@@ -934,6 +1003,12 @@ export interface components {
             to?: string | null;
             userId: components["schemas"]["UserId"];
         };
+        /** @description One other node's part in a user's deletion. */
+        NodePart: {
+            node: string;
+            /** @description `ok`, or why not (the node did not answer: its folders stay until its own purge). */
+            outcome: string;
+        };
         /** @description One node as its last heartbeat left it. */
         NodeRow: {
             /** @description Its heartbeat is recent (within the lease TTL). */
@@ -1020,6 +1095,51 @@ export interface components {
         PresenceRequest: {
             state: components["schemas"]["Presence"];
         };
+        /** @description One candidate, and after `apply` what became of it. */
+        PurgeItem: {
+            /**
+             * Format: int64
+             * @description What it frees: the profile folder and the session's stored media, or the files.
+             */
+            bytes: number;
+            /** @description After `apply`: why this one could not be removed (the others were). */
+            error?: string | null;
+            /** @description The files' path, for a folder without a row or a lock file. */
+            path?: string | null;
+            reason: components["schemas"]["Reason"];
+            removed?: null | components["schemas"]["Removed"];
+            /** @description `userId:slot`, for a session or a profile folder. */
+            session?: string | null;
+            /** @description After `apply`, for a named session: whether WhatsApp was told. */
+            unlinkedOnWhatsApp?: boolean | null;
+        };
+        PurgeReport: {
+            /** @description `false`: a dry run, nothing was removed. */
+            applied: boolean;
+            /**
+             * Format: int64
+             * @description The sum of the items' bytes.
+             */
+            bytes: number;
+            /** Format: int32 */
+            idleDays: number;
+            items: components["schemas"]["PurgeItem"][];
+        };
+        /** @description `POST /admin/purge`'s body (every field optional), and the command's flags. */
+        PurgeRequest: {
+            /** @description Remove what is listed (default: only list it). */
+            apply?: boolean;
+            /**
+             * Format: int32
+             * @description Days a stopped or failed session without a number must have been unchanged (default 30).
+             */
+            idleDays?: number | null;
+            /**
+             * @description Sessions (`userId:slot`) to remove whatever their state: running or linked ones are
+             *     logged out first (unlinked on WhatsApp's side).
+             */
+            sessions?: string[];
+        };
         /**
          * @description How a QR code is returned.
          * @enum {string}
@@ -1077,6 +1197,11 @@ export interface components {
             ffmpeg?: null | components["schemas"]["FfmpegInfo"];
             waJs?: null | components["schemas"]["WaJsInfo"];
         };
+        /**
+         * @description Why something is a candidate.
+         * @enum {string}
+         */
+        Reason: "named" | "logged_out_on_whatsapp" | "idle" | "row_without_folder" | "folder_without_row" | "stale_lock";
         RegistryInfo: {
             actors: components["schemas"]["ActorInfo"][];
             browser?: null | components["schemas"]["BrowserBinary"];
@@ -1088,6 +1213,43 @@ export interface components {
             maxSessions: number;
             runningBrowsers: number;
             waJs?: null | components["schemas"]["WaJsInfo"];
+        };
+        /** @description What a removal took away. */
+        Removed: {
+            /**
+             * Format: int64
+             * @description Audit events (a user's deletion; a purge keeps the trail).
+             */
+            auditEvents: number;
+            /** Format: int64 */
+            deliveries: number;
+            /**
+             * Format: int64
+             * @description Stored events (messages, acks, state changes).
+             */
+            events: number;
+            /**
+             * Format: int64
+             * @description Media rows, and the bytes of the contents no other row names.
+             */
+            media: number;
+            /** Format: int64 */
+            mediaBytes: number;
+            /**
+             * Format: int64
+             * @description The `whatsapp_bots` row.
+             */
+            rows: number;
+            /**
+             * Format: int64
+             * @description Idempotency keys of sends.
+             */
+            sendKeys: number;
+            /**
+             * Format: int64
+             * @description Cluster: login snapshots (the logout tombstone stays).
+             */
+            snapshots: number;
         };
         /** @description A message was deleted for everyone. */
         Revoke: {
@@ -1185,6 +1347,21 @@ export interface components {
             updatedAt: string;
             userId: components["schemas"]["UserId"];
         };
+        /** @description What removing one session did. */
+        SessionRemoval: {
+            /**
+             * Format: int64
+             * @description Bytes of the profile folder deleted.
+             */
+            folderBytes: number;
+            /** @description The number it was linked to, if any. */
+            number?: string | null;
+            removed: components["schemas"]["Removed"];
+            slot: components["schemas"]["Slot"];
+            /** @description WhatsApp was told (the phone's list of linked devices drops this one). */
+            unlinkedOnWhatsApp: boolean;
+            userId: components["schemas"]["UserId"];
+        };
         /**
          * @description starting → qr → connected; restarting after a crash; stopped: no browser; failed: gave up
          * @enum {string}
@@ -1234,6 +1411,18 @@ export interface components {
             ticket: string;
             /** @description `/api/events/{userId}?ticket=…`, ready for `new EventSource(url)`. */
             url: string;
+        };
+        /** @description What deleting a user removed. */
+        UserDeletion: {
+            /** @description Cluster mode: the other nodes asked to log out and forget their part, and what each said. */
+            nodes?: components["schemas"]["NodePart"][];
+            /** @description The sums over the slots. */
+            removed: components["schemas"]["Removed"];
+            /** @description Each slot that had anything, by slot. */
+            sessions: components["schemas"]["SessionRemoval"][];
+            userId: components["schemas"]["UserId"];
+            /** @description The user's own webhook. */
+            webhook: boolean;
         };
         /**
          * @description The auth provider's user id
@@ -1374,6 +1563,98 @@ export interface operations {
                      *       "message": "these credentials do not give access to this resource"
                      *     }
                      */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    backup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Optional: age recipients */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["BackupRequest"];
+            };
+        };
+        responses: {
+            /** @description The backup file (docs/operations.md), streamed as it is made; a cut stream is an incomplete file, which a restore refuses */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": number[];
+                };
+            };
+            /** @description `bad_request`: not an age recipient */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `backup_in_progress` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
@@ -1542,6 +1823,178 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    purge: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["PurgeRequest"];
+            };
+        };
+        responses: {
+            /** @description What is (or was) removed, why, and the bytes */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurgeReport"];
+                };
+            };
+            /** @description `bad_request`: a malformed body or session name */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unknown_session`: a named session has no row and no folder */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the daemon is busy or shutting down. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unavailable",
+                     *       "message": "the daemon is busy or shutting down; retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user's id */
+                userId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What was removed (nothing, the second time) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserDeletion"];
+                };
+            };
+            /** @description `invalid_user_id` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: no credentials, or bad ones. */
+            401: {
+                headers: {
+                    /** @description `Bearer` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "missing or invalid credentials"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: these credentials are not for this user (or not admin). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "these credentials do not give access to this resource"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
