@@ -144,6 +144,8 @@ both_backends!(
     one_event_per_message_id_per_session_with_a_uid_for_good,
     media_rows_come_with_their_event_and_go_only_after_their_deliveries,
     media_contents_in_the_database_are_stored_once_and_read_by_range,
+    a_dump_loads_back_into_an_empty_database_row_for_row,
+    removing_a_session_takes_its_rows_and_frees_only_contents_nobody_else_names,
 );
 
 fn key(user: &str, slot: u16) -> SessionKey {
@@ -1526,4 +1528,246 @@ async fn postgres_renewals_answer_while_large_snapshots_upload() {
     assert!(slowest < Duration::from_secs(1), "{slowest:?}");
     let snap = store.snapshot(&held[0].0).await.unwrap().unwrap();
     assert_eq!(snap.bytes.map(|b| b.len()), Some(big.len()));
+}
+
+impl TestDb {
+    /// Another fresh database of the same backend.
+    fn sibling(&self) -> TestDb {
+        match self.url {
+            DatabaseUrl::Sqlite(_) => TestDb::sqlite(),
+            DatabaseUrl::Postgres(_) => TestDb::postgres(),
+        }
+    }
+}
+
+/// Rows of every kind the daemon keeps, for the dump tests: two sessions, audit events, events
+/// with owed and ended deliveries, a webhook, a send key, a media row; returns the newest event id.
+async fn every_kind_of_row(store: &Store) -> i64 {
+    use wa_supervisor::store::{NewOutboxEvent, Outcome, Reservation, WebhookRow};
+    let (a, b) = (key(ALICE, 1), key(BOB, 2));
+    let mut linked = row(ALICE, 1);
+    linked.connected_number = Some("4915100000001".into());
+    store.save_session(linked, None).await.unwrap();
+    store.save_session(row(BOB, 2), None).await.unwrap();
+    for k in [&a, &b] {
+        store
+            .record_event(
+                NewEvent {
+                    key: k.clone(),
+                    at_ms: 1_000,
+                    kind: "connected".into(),
+                    detail: Some("4915100000001".into()),
+                    actor: "system".into(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .put_webhook(WebhookRow {
+            user: UserId::parse(ALICE).unwrap(),
+            url: "https://hooks.example.com/a".into(),
+            events: vec!["message".into()],
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            disabled_reason: None,
+            created_ms: 1,
+            updated_ms: 1,
+        })
+        .await
+        .unwrap();
+    let mut last = 0;
+    for (n, k) in [&a, &a, &b].into_iter().enumerate() {
+        let media = (n == 1).then(|| media_row(k, "M1", &"3".repeat(64), 300));
+        last = store
+            .append_event(
+                NewOutboxEvent {
+                    key: k.clone(),
+                    kind: "message",
+                    payload: format!("{{\"n\":{n},\"text\":\"é \\u0000 \\n\"}}"),
+                    created_ms: now_ms(),
+                    dedupe: Some(format!("msg:M{n}")),
+                    media,
+                },
+                true,
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+    }
+    // One delivery ended, the others owed.
+    let due = store
+        .claim_due(now_ms() + 1, 60_000, 10, true)
+        .await
+        .unwrap();
+    store
+        .record_attempt(due[0].id, 1, Outcome::Delivered { status: 200 }, now_ms())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .reserve_send(
+                &a,
+                "idem-1".into(),
+                "3EB0X".into(),
+                now_ms(),
+                86_400_000,
+                None
+            )
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    ));
+    last
+}
+
+/// Every table of the daemon, read in one transaction, loads into an empty database with its
+/// ids, so the events' cursors and the deliveries' events still match; new rows come after.
+async fn a_dump_loads_back_into_an_empty_database_row_for_row(db: &TestDb) {
+    let store = db.open();
+    let last = every_kind_of_row(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("rows.jsonl");
+    let dumps = store.dump(spool.clone()).await.unwrap();
+    let rows: Vec<(&str, u64)> = dumps.iter().map(|d| (d.table, d.rows)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("whatsapp_bots", 2),
+            ("session_events", 2),
+            ("outbox_events", 3),
+            ("webhooks", 1),
+            // Every event to the service webhook, alice's messages to hers.
+            ("deliveries", 5),
+            ("sent_messages", 1),
+            ("media", 1),
+            ("daemon_secrets", 0),
+        ]
+    );
+    let bytes = std::fs::read(&spool).unwrap();
+    let files: Vec<(String, PathBuf)> = dumps
+        .iter()
+        .map(|d| {
+            let path = dir.path().join(d.table);
+            std::fs::write(
+                &path,
+                &bytes[d.offset as usize..(d.offset + d.len) as usize],
+            )
+            .unwrap();
+            (d.table.to_owned(), path)
+        })
+        .collect();
+
+    let target_db = db.sibling();
+    let target = target_db.open();
+    assert_eq!(target.first_nonempty_table().await.unwrap(), None);
+    let later = now_ms() + 3_600_000;
+    assert_eq!(target.load(files.clone(), now_ms()).await.unwrap(), 15);
+    assert_eq!(
+        target.first_nonempty_table().await.unwrap(),
+        Some("whatsapp_bots")
+    );
+    assert_eq!(
+        target.list_sessions(None).await.unwrap(),
+        store.list_sessions(None).await.unwrap()
+    );
+    for k in [key(ALICE, 1), key(BOB, 2)] {
+        assert_eq!(
+            target.events_after(&k, 0, 100).await.unwrap(),
+            store.events_after(&k, 0, 100).await.unwrap()
+        );
+        assert_eq!(
+            target.events(&k).await.unwrap(),
+            store.events(&k).await.unwrap()
+        );
+    }
+    let user = UserId::parse(ALICE).unwrap();
+    assert_eq!(
+        target.get_webhook(&user).await.unwrap(),
+        store.get_webhook(&user).await.unwrap()
+    );
+    // The owed deliveries are due now, for the same events; the ended one stays ended.
+    let due = target.claim_due(later, 10, 60_000, true).await.unwrap();
+    assert!(!due.is_empty());
+    assert!(due.iter().all(|d| d.event.id <= last));
+    // New rows come after the loaded ones (PostgreSQL's sequences moved past them).
+    let next = target
+        .append_event(
+            wa_supervisor::store::NewOutboxEvent {
+                key: key(ALICE, 1),
+                kind: "message",
+                payload: "{}".into(),
+                created_ms: now_ms(),
+                dedupe: None,
+                media: None,
+            },
+            true,
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.id > last, "{} after {last}", next.id);
+    // A line that does not fit is refused whole: nothing of the load stays.
+    let again = db.sibling();
+    let broken = again.open();
+    std::fs::write(&files[2].1, "{\"id\": \"not a number\"}\n").unwrap();
+    assert!(broken.load(files, now_ms()).await.is_err());
+    assert_eq!(broken.first_nonempty_table().await.unwrap(), None);
+}
+
+/// Removing a session deletes its row, events, deliveries, send keys and media, and frees a
+/// content only when no other session's media names it; the other session keeps everything.
+async fn removing_a_session_takes_its_rows_and_frees_only_contents_nobody_else_names(db: &TestDb) {
+    use wa_supervisor::store::NewOutboxEvent;
+    let store = db.open();
+    let (a, b) = (key(ALICE, 1), key(BOB, 1));
+    let sha = "4".repeat(64);
+    for k in [&a, &b] {
+        store
+            .save_session(row(k.user_id().as_str(), 1), None)
+            .await
+            .unwrap();
+        store
+            .append_event(
+                NewOutboxEvent {
+                    key: k.clone(),
+                    kind: "message",
+                    payload: "{}".into(),
+                    created_ms: now_ms(),
+                    dedupe: Some("msg:P".into()),
+                    media: Some(media_row(k, "P", &sha, 1234)),
+                },
+                true,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let removed = store.remove_session(&a, false).await.unwrap();
+    assert_eq!(
+        (
+            removed.rows,
+            removed.events,
+            removed.deliveries,
+            removed.media
+        ),
+        (1, 1, 1, 1)
+    );
+    assert!(removed.freed.is_empty(), "bob's media names the content");
+    assert_eq!(removed.media_bytes, 0);
+    assert!(store.load_session(&a).await.unwrap().is_none());
+    assert!(store.load_session(&b).await.unwrap().is_some());
+    assert_eq!(store.events_after(&b, 0, 10).await.unwrap().len(), 1);
+    assert!(store.referenced_blobs().await.unwrap().contains(&sha));
+    let removed = store.remove_session(&b, true).await.unwrap();
+    assert_eq!(removed.freed, [sha.clone()]);
+    assert_eq!(removed.media_bytes, 1234);
+    assert!(store.referenced_blobs().await.unwrap().is_empty());
+    assert_eq!(
+        store.remove_session(&b, true).await.unwrap(),
+        Default::default()
+    );
 }
