@@ -1763,7 +1763,7 @@ async fn removing_a_session_takes_its_rows_and_frees_only_contents_nobody_else_n
     assert_eq!(store.events_after(&b, 0, 10).await.unwrap().len(), 1);
     assert!(store.referenced_blobs().await.unwrap().contains(&sha));
     let removed = store.remove_session(&b, true).await.unwrap();
-    assert_eq!(removed.freed, [sha.clone()]);
+    assert_eq!(removed.freed, std::slice::from_ref(&sha));
     assert_eq!(removed.media_bytes, 1234);
     assert!(store.referenced_blobs().await.unwrap().is_empty());
     assert_eq!(
