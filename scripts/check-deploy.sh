@@ -99,7 +99,7 @@ unit_values() { sed -n "s/^[[:space:]]*$1=//p" "$UNIT"; }
 # ---- files present ------------------------------------------------------------------------
 files_present() {
   local f missing=0
-  for f in "$UNIT" $D/Dockerfile $D/Dockerfile.dockerignore $D/chromium-seccomp.json \
+  for f in "$UNIT" $D/systemd/wa-supervisor-backup.service $D/systemd/wa-supervisor-backup.timer $D/Dockerfile $D/Dockerfile.dockerignore $D/chromium-seccomp.json \
     $D/compose.yaml $D/compose.cluster.yaml "$SITE" $D/env.example $D/README.md; do
     [ -s "$f" ] || { echo "missing or empty: $f"; missing=1; }
   done
@@ -126,6 +126,36 @@ systemd_verify() {
   echo "no warnings"
 }
 check "systemd: systemd-analyze verify" systemd_verify
+
+# The backup service and its timer: verified together, the binary in ExecStart a stub.
+systemd_backup_verify() {
+  mkdir -p "$TMP/backup-unit"
+  local svc=$D/systemd/wa-supervisor-backup.service timer=$D/systemd/wa-supervisor-backup.timer
+  grep -q 'exec /usr/local/bin/wa-supervisor backup --out' "$svc" ||
+    { echo "ExecStart does not run wa-supervisor backup"; return 1; }
+  cp "$svc" "$timer" "$TMP/backup-unit/"
+  local out
+  out=$(SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no --generators=no \
+    "$TMP/backup-unit/wa-supervisor-backup.timer" "$TMP/backup-unit/wa-supervisor-backup.service" 2>&1) ||
+    { echo "$out"; return 1; }
+  # The binary itself is not installed here: only that line may be reported.
+  out=$(printf '%s\n' "$out" | grep -v '^$' | grep -v 'wa-supervisor-backup.service:.*/usr/local/bin/wa-supervisor' || true)
+  [ -z "$out" ] || { echo "$out"; return 1; }
+  # The command line the shell runs, after systemd's own expansion ($$ -> $, %% -> %).
+  local line
+  line=$(sed -n 's/^ExecStart=\/bin\/sh -c //p' "$svc" | sed 's/\$\$/$/g; s/%%/%/g')
+  mkdir -p "$TMP/backup-run/bin"
+  printf '#!/bin/sh\nprintf "%%s\\n" "$@"\n' >"$TMP/backup-run/bin/wa-supervisor"
+  chmod 0755 "$TMP/backup-run/bin/wa-supervisor"
+  local args
+  args=$(BACKUP_RECIPIENT=age1example sh -c "$(printf '%s' "${line:1:${#line}-2}" | sed "s#/usr/local/bin/wa-supervisor#$TMP/backup-run/bin/wa-supervisor#")")
+  [[ "$args" == *$'backup\n--out\n/var/lib/wa-supervisor-backups/wa-supervisor-2'*$'.backup\n--encrypt-to\nage1example' ]] ||
+    { echo "the shell runs: $args"; return 1; }
+  args=$(sh -c "$(printf '%s' "${line:1:${#line}-2}" | sed "s#/usr/local/bin/wa-supervisor#$TMP/backup-run/bin/wa-supervisor#")")
+  [[ "$args" != *encrypt* ]] || { echo "without BACKUP_RECIPIENT: $args"; return 1; }
+  echo "service and timer verify; the command line expands as meant"
+}
+check "systemd: the backup service and timer" systemd_backup_verify
 
 systemd_required() {
   local bad=0 v

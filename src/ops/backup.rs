@@ -69,7 +69,8 @@ pub struct SessionEntry {
     pub slot: u16,
     pub number: Option<String>,
     pub intent: String,
-    /// The entry holding its login; `null` when it has no number.
+    /// The entry holding its login; `null` when there is none (a QR code was showing, or the
+    /// profile holds no login folders).
     pub login: Option<String>,
     /// `closed_browser` (closed for the copy and relaunched), `profile_at_rest` (no browser
     /// ran), `stored_snapshot` (cluster: another node runs it), or why there is none.
@@ -221,9 +222,6 @@ impl Backup {
             away_ms: None,
             note: None,
         };
-        if row.connected_number.is_none() {
-            return Ok(entry);
-        }
         let held_elsewhere = |registry: &RegistryHandle| {
             registry
                 .env()
@@ -274,7 +272,10 @@ impl Backup {
                 out.bytes(&name, &bytes).await.map_err(io(name.clone()))?;
                 entry.login = Some(name);
             }
-            None => entry.login_from = Some("none: the profile holds no login".to_owned()),
+            None => {
+                entry.login_from = None;
+                entry.away_ms = None;
+            }
         }
         Ok(entry)
     }

@@ -8,11 +8,13 @@ use super::{Cause, SessionActor, SessionError, SYSTEM};
 use crate::cluster::snapshot;
 use crate::domain::{SessionKey, SessionState};
 
-/// Copies the session's login for a backup. A browser that runs is closed gracefully (its
-/// profile flushed), the login folders are packed, and it is launched again at once on its
-/// profile — a recycle, no crash counted. A session without a browser is packed as its profile
-/// lies, holding the profile gate so no launch starts meanwhile. Replies once packed (the
-/// relaunch may still be under way): `login` is `None` when the session has no number.
+/// Copies the session's login for a backup. A browser that runs on a linked profile (a number
+/// is known) is closed gracefully (its profile flushed), the login folders are packed, and it
+/// is launched again at once on its profile — a recycle, no crash counted. A session without a
+/// browser is packed as its profile lies (an adopted legacy profile has a login before its
+/// number is known), holding the profile gate so no launch starts meanwhile. Replies once
+/// packed (the relaunch may still be under way): `login` is `None` when there is none to copy —
+/// a browser showing a QR code, or a profile without the login folders.
 #[derive(Message)]
 #[rtype(result = "Result<LoginCopy, SessionError>")]
 pub struct CopyLogin {
@@ -43,7 +45,7 @@ impl Handler<CopyLogin> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return Box::pin(fut::ready(Err(e)));
         }
-        if self.machine.number.is_none() {
+        if self.run.is_some() && self.machine.number.is_none() {
             return Box::pin(fut::ready(Ok(LoginCopy {
                 login: None,
                 relaunched: false,
