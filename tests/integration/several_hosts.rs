@@ -574,3 +574,62 @@ async fn a_node_whose_clock_runs_ahead_does_not_deliver_what_another_is_deliveri
     ids.dedup();
     assert_eq!(ids.len(), all, "an event was delivered twice");
 }
+
+/// A user's deletion (docs/operations.md), taken by the node that does not run the user's
+/// session: that node asks the other, which unlinks the session on WhatsApp's side where its
+/// browser runs and forgets its folder; then the shared rows go. Both nodes answer 404 for the
+/// session afterwards; another user's session runs on.
+#[tokio::test]
+async fn deleting_a_user_on_one_node_unlinks_and_forgets_them_on_every_node() {
+    let pair = Pair::start().await;
+    let Pair {
+        a, b, standin, db, ..
+    } = &pair;
+    let (user, other) = ("leaving-user", "staying-user");
+    link_wa_js(standin, a, user, "4915100025001").await;
+    link_wa_js(standin, b, other, "4915100025002").await;
+    assert_eq!(lease(db, user, 1).await.unwrap().0, "a");
+    assert!(a.daemon.sessions().join(format!("{user}-slot1")).exists());
+
+    let (status, d) = b
+        .daemon
+        .call("DELETE", &format!("/admin/users/{user}"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 200, "{d}\n{}", crate::support::cluster::logs(&[]));
+    assert_eq!(d["nodes"][0]["node"], "a", "{d}");
+    assert_eq!(d["nodes"][0]["outcome"], "ok", "{d}");
+    assert_eq!(d["sessions"][0]["unlinkedOnWhatsApp"], true, "{d}");
+    assert_eq!(d["sessions"][0]["number"], "4915100025001", "{d}");
+    assert_eq!(d["removed"]["rows"], 1, "{d}");
+    assert_eq!(standin.self_logouts().len(), 1);
+    for node in [a, b] {
+        let (status, _) = node.call("GET", &format!("/api/status/{user}/1")).await;
+        assert_eq!(status, 404, "{}", node.name);
+        assert!(!node
+            .daemon
+            .sessions()
+            .join(format!("{user}-slot1"))
+            .exists());
+    }
+    assert!(
+        a.browsers().len() <= 1,
+        "only the other user's browser runs on a"
+    );
+    let (status, s) = a.call("GET", &format!("/api/status/{other}/1")).await;
+    assert_eq!(
+        (status, s["isConnected"].as_bool()),
+        (200, Some(true)),
+        "{s}"
+    );
+    assert_eq!(
+        snapshot_epoch(db, user, 1).await,
+        None,
+        "no login snapshot is left"
+    );
+    let (status, again) = a
+        .daemon
+        .call("DELETE", &format!("/admin/users/{user}"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["sessions"].as_array().unwrap().len(), 0, "{again}");
+}

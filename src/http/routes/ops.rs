@@ -210,16 +210,29 @@ async fn delete_user(
         .is_some_and(|c| crate::cluster::forward::from_node(c, req.headers()) == Some(true));
     remover.this_node_only = from_node;
     let mut nodes = Vec::new();
+    let mut theirs = Vec::new();
     if let (Some(cluster), false) = (&cluster, from_node) {
-        nodes = ask_the_others(cluster, &req, &user).await?;
+        (nodes, theirs) = ask_the_others(cluster, &req, &user).await?;
     }
     let mut deletion = remover
         .delete_user(&user, &by)
         .await
         .map_err(|e: RemoveError| ApiError::internal(e))?;
+    // What the other nodes did for a slot: the node that ran it told WhatsApp, and knew its number.
+    for (slot, unlinked, number) in theirs {
+        if let Some(s) = deletion.sessions.iter_mut().find(|s| s.slot.get() == slot) {
+            s.unlinked_on_whats_app |= unlinked;
+            if s.number.is_none() {
+                s.number = number;
+            }
+        }
+    }
     deletion.nodes = nodes;
     Ok(HttpResponse::Ok().json(deletion))
 }
+
+/// Per slot, what another node's part of a deletion said: `(slot, unlinked, number)`.
+type TheirPart = (u16, bool, Option<String>);
 
 /// Cluster mode: every other live node logs out the user's sessions it runs and forgets its
 /// part, before this node deletes the shared rows.
@@ -227,13 +240,14 @@ async fn ask_the_others(
     cluster: &Cluster,
     req: &HttpRequest,
     user: &crate::domain::UserId,
-) -> Result<Vec<NodePart>, ApiError> {
+) -> Result<(Vec<NodePart>, Vec<TheirPart>), ApiError> {
     let nodes = cluster
         .store
         .nodes(cluster.ttl)
         .await
         .map_err(ApiError::internal)?;
     let mut parts = Vec::new();
+    let mut theirs = Vec::new();
     for node in nodes.iter().filter(|n| n.alive && n.node != cluster.node) {
         let url = format!(
             "{}/admin/users/{}",
@@ -255,7 +269,20 @@ async fn ask_the_others(
             }
         }
         let outcome = match call.send().await {
-            Ok(res) if res.status().is_success() => "ok".to_owned(),
+            Ok(res) if res.status().is_success() => {
+                let body = res.bytes().await.unwrap_or_default();
+                let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                for s in answer["sessions"].as_array().into_iter().flatten() {
+                    if let Some(slot) = s["slot"].as_u64().and_then(|n| u16::try_from(n).ok()) {
+                        theirs.push((
+                            slot,
+                            s["unlinkedOnWhatsApp"] == true,
+                            s["number"].as_str().map(str::to_owned),
+                        ));
+                    }
+                }
+                "ok".to_owned()
+            }
             Ok(res) => format!("answered {}", res.status().as_u16()),
             Err(e) => format!("did not answer: {}", crate::chain(&e)),
         };
@@ -270,5 +297,5 @@ async fn ask_the_others(
             outcome,
         });
     }
-    Ok(parts)
+    Ok((parts, theirs))
 }
