@@ -481,6 +481,38 @@ async fn backup_restore_round_trip(target_db: Option<String>) {
             most
         })
     };
+    // Over HTTP: admin only, a bad recipient is a 400, one backup at a time.
+    let post = |token: &'static str, body: &'static str| {
+        d.client
+            .post(d.url("/admin/backup"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(SERVICE_TOKEN, "").await.unwrap().status(), 403);
+    let bad = post(ADMIN_TOKEN, r#"{"encryptTo": ["age1nope"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let (first, second) = tokio::join!(post(ADMIN_TOKEN, ""), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        post(ADMIN_TOKEN, "{}").await
+    });
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 409);
+    let streamed = first.bytes().await.unwrap();
+    assert!(
+        streamed.ends_with(b"\n") && streamed.len() > 10_000,
+        "{}",
+        streamed.len()
+    );
+    for (user, slot, _) in linked {
+        d.wait_state(user, slot, LAUNCH, |s| s["isConnected"] == true)
+            .await;
+    }
+
     let file = tmp.path().join("daemon.backup");
     let (code, out, err) = source
         .run_async(&["backup", "--out", file.to_str().unwrap()])

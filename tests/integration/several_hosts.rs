@@ -633,3 +633,120 @@ async fn deleting_a_user_on_one_node_unlinks_and_forgets_them_on_every_node() {
     assert_eq!(status, 200);
     assert_eq!(again["sessions"].as_array().unwrap().len(), 0, "{again}");
 }
+
+/// A backup taken through one node of a cluster (docs/operations.md): the session that node runs
+/// is copied from its closed browser, the one the other node runs comes from its newest stored
+/// snapshot (taken from a closed browser at the link); the file restores on a single node with
+/// SQLite, both sessions connected without a scan.
+#[tokio::test]
+async fn a_backup_through_one_node_holds_every_node_s_sessions() {
+    let pair = Pair::start().await;
+    let Pair {
+        a, b, standin, db, ..
+    } = &pair;
+    let users = ["backed-up-1", "backed-up-2"];
+    link(standin, db, a, users[0], 1, "4915100025101").await;
+    link(standin, db, b, users[1], 1, "4915100025102").await;
+    let owners: Vec<String> = futures_util::future::join_all(users.map(|u| lease(db, u, 1)))
+        .await
+        .into_iter()
+        .map(|l| l.unwrap().0)
+        .collect();
+    assert!(
+        owners.iter().any(|o| o == "a") && owners.iter().any(|o| o == "b"),
+        "one session on each node: {owners:?}"
+    );
+    let links = standin.links();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cluster.backup");
+    let run = |args: Vec<String>| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-supervisor"))
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .arg("--sessions-dir")
+            .arg(tmp.path().join("sessions"))
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args(["--api-token", crate::support::harness::SERVICE_TOKEN])
+            .env_remove("DATABASE_URL")
+            .args(args)
+            .output()
+    };
+    let out = run(vec![
+        "--bind-addr".into(),
+        format!("127.0.0.1:{}", b.daemon.port),
+        "backup".into(),
+        "--out".into(),
+        file.to_str().unwrap().into(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stage = tempfile::tempdir().unwrap();
+    let staged = wa_supervisor::ops::archive::read(
+        std::io::BufReader::new(std::fs::File::open(&file).unwrap()),
+        stage.path(),
+        |bytes| {
+            let m: wa_supervisor::ops::backup::Manifest =
+                serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            Ok(m.entries)
+        },
+    )
+    .unwrap();
+    let manifest: wa_supervisor::ops::backup::Manifest =
+        serde_json::from_slice(&std::fs::read(staged.manifest()).unwrap()).unwrap();
+    assert_eq!(manifest.backend, "postgres");
+    for (user, owner) in users.iter().zip(&owners) {
+        let s = manifest
+            .sessions
+            .iter()
+            .find(|s| s.user_id == *user)
+            .unwrap();
+        let want = if owner == "b" {
+            "closed_browser"
+        } else {
+            "stored_snapshot"
+        };
+        assert_eq!(
+            s.login_from.as_deref(),
+            Some(want),
+            "{user} on {owner}: {s:?}"
+        );
+        assert!(s.login.is_some(), "{s:?}");
+    }
+
+    // Both nodes stop; the file restores on one node of its own.
+    for node in [a, b] {
+        node.daemon.signal(libc::SIGTERM);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = run(vec![
+        "--bind-addr".into(),
+        "127.0.0.1:1".into(),
+        "restore".into(),
+        "--from".into(),
+        file.to_str().unwrap().into(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let wpp = crate::support::wpp::install(tmp.path());
+    let single = crate::support::daemon::start_with(
+        tmp.path(),
+        &standin.url(),
+        &[],
+        &[
+            ("WA_JS_PATH", wpp.0.to_str().unwrap()),
+            ("WA_JS_SHA256", wpp.1.as_str()),
+        ],
+        None,
+    )
+    .await;
+    for user in users {
+        single
+            .wait_state(user, 1, Duration::from_secs(30), |s| {
+                s["isConnected"] == true
+            })
+            .await;
+    }
+    assert_eq!(standin.links(), links, "no scan");
+}
