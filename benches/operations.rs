@@ -119,18 +119,6 @@ fn watch_away(
     })
 }
 
-fn manifest_of(file: &Path) -> serde_json::Value {
-    let stage = tempfile::tempdir().unwrap();
-    let input = std::io::BufReader::new(std::fs::File::open(file).unwrap());
-    let staged = wa_supervisor::ops::archive::read(input, stage.path(), |bytes| {
-        let m: wa_supervisor::ops::backup::Manifest =
-            serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        Ok(m.entries)
-    })
-    .unwrap();
-    serde_json::from_slice(&std::fs::read(staged.manifest()).unwrap()).unwrap()
-}
-
 fn kib(bytes: u64) -> String {
     format!("{:.0} KiB", bytes as f64 / 1024.0)
 }
@@ -195,7 +183,7 @@ fn main() {
             most_away = most_away.max(watcher.await.unwrap());
             assert!(ok, "{out}\n{}", d.log_text());
             sizes.push(std::fs::metadata(&file).unwrap().len());
-            let m = manifest_of(&file);
+            let m = support::manifest_of(&file);
             for s in m["sessions"].as_array().unwrap() {
                 aways.push(Duration::from_millis(s["awayMs"].as_u64().expect("away")));
             }

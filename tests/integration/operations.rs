@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::daemon::{self, Daemon};
 use crate::support::harness::{uuid_like, ADMIN_TOKEN, SERVICE_TOKEN};
+use crate::support::manifest_of;
 use crate::support::receiver::Receiver;
 use crate::support::standin::{StandIn, StandInOptions};
 use wa_supervisor::domain::{Intent, SessionKey, SessionState, Slot, UserId};
@@ -75,8 +76,8 @@ impl Place {
         Store::open(&url, 10).unwrap()
     }
 
-    /// Runs `wa-supervisor <args>` with this place's settings: exit code, stdout, stderr.
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
+    /// `wa-supervisor <args>` with this place's settings.
+    fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wa-supervisor"));
         cmd.args(["--bind-addr", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")
@@ -91,13 +92,27 @@ impl Place {
         if let Some(url) = &self.database {
             cmd.env("DATABASE_URL", url);
         }
-        let out = cmd.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cmd
     }
+
+    /// Runs the command: exit code, stdout, stderr.
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        outcome(self.command(args).output().unwrap())
+    }
+
+    /// [`Place::run`] without blocking the test's thread (the stand-in serves on it).
+    async fn run_async(&self, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = tokio::process::Command::from(self.command(args));
+        outcome(cmd.output().await.unwrap())
+    }
+}
+
+fn outcome(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Every path below `dir` (empty when it does not exist).
@@ -324,30 +339,6 @@ async fn a_damaged_truncated_tampered_or_wrongly_keyed_backup_is_refused_and_not
 }
 
 impl Place {
-    /// [`Place::run`] without blocking the test's thread (the stand-in serves on it).
-    async fn run_async(&self, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-supervisor"));
-        cmd.args(["--bind-addr", &format!("127.0.0.1:{}", self.port)])
-            .arg("--data-dir")
-            .arg(self.data())
-            .arg("--sessions-dir")
-            .arg(self.sessions())
-            .args(["--admin-token", ADMIN_TOKEN, "--api-token", SERVICE_TOKEN])
-            .args(["--log", "warn"])
-            .env_remove("DATABASE_URL")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .args(args);
-        if let Some(url) = &self.database {
-            cmd.env("DATABASE_URL", url);
-        }
-        let out = cmd.output().await.unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
     /// The daemon on this place (its port is the place's), with the WPP stand-in.
     async fn start(&mut self, standin: &StandIn, wpp: &(PathBuf, String)) -> Daemon {
         let mut envs: Vec<(&str, &str)> = vec![
@@ -381,19 +372,6 @@ async fn link(d: &Daemon, standin: &StandIn, user: &str, slot: u16, phone: &str)
         s["isConnected"] == true && s["bridge"] == "wa-js"
     })
     .await;
-}
-
-/// The manifest of a plain backup file.
-fn manifest_of(file: &Path) -> Value {
-    let stage = tempfile::tempdir().unwrap();
-    let input = std::io::BufReader::new(std::fs::File::open(file).unwrap());
-    let staged = wa_supervisor::ops::archive::read(input, stage.path(), |bytes| {
-        let m: wa_supervisor::ops::backup::Manifest =
-            serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        Ok(m.entries)
-    })
-    .unwrap();
-    serde_json::from_slice(&std::fs::read(staged.manifest()).unwrap()).unwrap()
 }
 
 /// Backs up a running daemon with two users' linked sessions and deliveries it owes, restores

@@ -681,19 +681,8 @@ async fn a_backup_through_one_node_holds_every_node_s_sessions() {
     .await
     .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let stage = tempfile::tempdir().unwrap();
-    let staged = wa_supervisor::ops::archive::read(
-        std::io::BufReader::new(std::fs::File::open(&file).unwrap()),
-        stage.path(),
-        |bytes| {
-            let m: wa_supervisor::ops::backup::Manifest =
-                serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-            Ok(m.entries)
-        },
-    )
-    .unwrap();
     let manifest: wa_supervisor::ops::backup::Manifest =
-        serde_json::from_slice(&std::fs::read(staged.manifest()).unwrap()).unwrap();
+        serde_json::from_value(crate::support::manifest_of(&file)).unwrap();
     assert_eq!(manifest.backend, "postgres");
     for (user, owner) in users.iter().zip(&owners) {
         let s = manifest

@@ -23,3 +23,17 @@ pub fn keep_alive_client() -> reqwest::Client {
         .unwrap()
 }
 pub mod soak;
+
+/// The manifest of a plain backup file (docs/operations.md), read and checked by the daemon's
+/// own reader.
+pub fn manifest_of(file: &std::path::Path) -> serde_json::Value {
+    let stage = tempfile::tempdir().unwrap();
+    let input = std::io::BufReader::new(std::fs::File::open(file).unwrap());
+    let staged = wa_supervisor::ops::archive::read(input, stage.path(), |bytes| {
+        let m: wa_supervisor::ops::backup::Manifest =
+            serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(m.entries)
+    })
+    .unwrap();
+    serde_json::from_slice(&std::fs::read(staged.manifest()).unwrap()).unwrap()
+}
