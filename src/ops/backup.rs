@@ -232,13 +232,7 @@ impl Backup {
         let login = match &self.logins {
             Logins::Daemon(registry) if !held_elsewhere(registry) => {
                 let mut changes = registry.subscribe();
-                let closed = Instant::now();
-                let copy = registry.copy_login(key.clone()).await.map_err(|source| {
-                    BackupError::Login {
-                        key: key.clone(),
-                        source,
-                    }
-                })?;
+                let (closed, copy) = copy_login(registry, key).await?;
                 if copy.relaunched {
                     entry.login_from = Some("closed_browser".to_owned());
                     match back(key, &mut changes).await {
@@ -278,6 +272,30 @@ impl Backup {
             }
         }
         Ok(entry)
+    }
+}
+
+/// `key`'s login copy, asked again while its browser is being launched; when the close began.
+async fn copy_login(
+    registry: &RegistryHandle,
+    key: &SessionKey,
+) -> Result<(Instant, crate::actors::session::LoginCopy), BackupError> {
+    use crate::actors::session::SessionError;
+    let deadline = Instant::now() + BACK_WITHIN;
+    loop {
+        let asked = Instant::now();
+        match registry.copy_login(key.clone()).await {
+            Ok(copy) => return Ok((asked, copy)),
+            Err(RegistryError::Session(SessionError::Restarting)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(source) => {
+                return Err(BackupError::Login {
+                    key: key.clone(),
+                    source,
+                })
+            }
+        }
     }
 }
 

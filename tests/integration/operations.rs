@@ -309,6 +309,22 @@ async fn a_damaged_truncated_tampered_or_wrongly_keyed_backup_is_refused_and_not
         "decryption failed",
     );
 
+    // Another process holds SESSIONS_DIR (a daemon on another address): both commands refuse.
+    let held = wa_supervisor::browser::FolderLock::acquire(&source.sessions()).unwrap();
+    let (code, _, err) = source.run(&["backup", "--out", tmp.path().join("x").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("in use by another process") && err.contains("BIND_ADDR"),
+        "{err}"
+    );
+    drop(held);
+    let held = wa_supervisor::browser::FolderLock::acquire(&target.sessions()).unwrap();
+    let (code, _, err) = target.run(&["restore", "--from", plain.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    drop(held);
+    std::fs::remove_dir_all(&target.dir).unwrap();
+
     // The good ones restore: the plain one here, the encrypted one with its key elsewhere.
     let (code, out, err) = target.run(&["restore", "--from", plain.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");

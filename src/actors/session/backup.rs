@@ -45,7 +45,10 @@ impl Handler<CopyLogin> for SessionActor {
         if let Err(e) = self.check_key(&msg.key) {
             return Box::pin(fut::ready(Err(e)));
         }
-        if self.run.is_some() && self.machine.number.is_none() {
+        // A browser on a QR code or a pairing code holds no login (whatever number the session
+        // kept from an earlier link).
+        let unlinked_page = matches!(self.machine.state, SessionState::Qr | SessionState::Pairing);
+        if self.run.is_some() && (self.machine.number.is_none() || unlinked_page) {
             return Box::pin(fut::ready(Ok(LoginCopy {
                 login: None,
                 relaunched: false,
@@ -92,8 +95,8 @@ impl Handler<CopyLogin> for SessionActor {
                 }),
             );
         }
-        if self.run.is_some() {
-            // A browser this state cannot recycle (never expected: every running state can).
+        if self.run.is_some() || self.machine.state == SessionState::Starting {
+            // A browser being launched (it holds the profile gate once up): ask again shortly.
             return Box::pin(fut::ready(Err(SessionError::Restarting)));
         }
         let gate = self.gate.clone();

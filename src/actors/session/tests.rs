@@ -1046,3 +1046,55 @@ fn every_message_the_page_reports_is_recorded_once() {
         );
     });
 }
+
+#[test]
+fn a_login_copy_recycles_a_linked_browser_is_asked_again_during_a_launch_and_skips_a_qr_page() {
+    paused(|| async {
+        let mut f = Fixture::new();
+        let copy = |f: &Fixture| f.addr.send(CopyLogin { key: f.key.clone() });
+        let (up, when) = oneshot::channel();
+        f.plan(Plan::UpWhen(when));
+        f.start().await;
+        // The browser is being launched (it will hold the profile): ask again later.
+        let during = tokio::time::timeout(Duration::from_secs(5), copy(&f))
+            .await
+            .expect("answered at once, not stuck behind the launch's hold on the profile")
+            .unwrap();
+        assert!(
+            matches!(during, Err(SessionError::Restarting)),
+            "{during:?}"
+        );
+        up.send(()).unwrap();
+        let (_, browser) = f.next_launch(Duration::from_secs(1)).await.unwrap();
+        browser.show(qr("a"));
+        f.state(SessionState::Qr, Duration::from_secs(1)).await;
+        let on_qr = copy(&f).await.unwrap().unwrap();
+        assert!(on_qr.login.is_none() && !on_qr.relaunched, "{on_qr:?}");
+        assert_eq!(browser.ended(), None, "a QR page is not closed for a copy");
+
+        browser.show(Observation::Connected("4915100000009".into()));
+        f.state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        let linked = copy(&f).await.unwrap().unwrap();
+        assert!(linked.relaunched, "{linked:?}");
+        assert_eq!(
+            browser.ended(),
+            Some("closed"),
+            "closed gracefully, not killed"
+        );
+        let (_, again) = f
+            .next_launch(Duration::from_secs(1))
+            .await
+            .expect("relaunched");
+        again.show(Observation::Connected("4915100000009".into()));
+        let s = f
+            .state(SessionState::Connected, Duration::from_secs(1))
+            .await;
+        assert_eq!(s.restarts, 0, "no crash counted");
+
+        f.stop().await;
+        let at_rest = copy(&f).await.unwrap().unwrap();
+        assert!(!at_rest.relaunched, "{at_rest:?}");
+        assert!(f.next_launch(Duration::from_secs(5)).await.is_none());
+    });
+}
