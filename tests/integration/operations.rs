@@ -922,6 +922,10 @@ async fn deleting_a_user_unlinks_and_removes_everything_of_theirs_and_nothing_of
             .status,
         404
     );
+    // Her actors are gone, not idle: the registry and `/actors` know nothing of her.
+    let actors = t.get("/actors", ADMIN_TOKEN).await.json;
+    assert!(!actors.to_string().contains(&alice), "{actors}");
+    assert_eq!(actors["liveActors"], 1, "{actors}");
 
     // Bob: connected, his events and his media (the same content) untouched.
     let s = t.get(&format!("/api/status/{bob}/1"), SERVICE_TOKEN).await;
