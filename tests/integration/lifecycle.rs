@@ -392,22 +392,6 @@ async fn stale_chromium_locks_are_cleared_only_when_their_owner_is_provably_gone
     t.assert_no_browsers_left().await;
 }
 
-async fn link_daemon(d: &daemon::Daemon, standin: &StandIn, user: &str, slot: u16, phone: &str) {
-    let (status, _) = d
-        .call("POST", &format!("/api/start/{user}/{slot}"), SERVICE_TOKEN)
-        .await;
-    assert_eq!(status, 202);
-    let s = d
-        .wait_state(user, slot, LAUNCH, |s| s["state"] == "qr")
-        .await;
-    standin
-        .scan(s["qr"]["payload"].as_str().unwrap(), phone)
-        .await
-        .unwrap();
-    d.wait_state(user, slot, QUICK, |s| s["isConnected"] == true)
-        .await;
-}
-
 #[actix_web::test]
 async fn sigterm_closes_every_browser_keeps_intent_and_the_next_boot_restores_without_a_scan() {
     let standin = StandIn::start(opts()).await;
@@ -417,7 +401,8 @@ async fn sigterm_closes_every_browser_keeps_intent_and_the_next_boot_restores_wi
     // 10 sessions: 5 users × 2 slots, all linked.
     for (i, u) in users.iter().enumerate() {
         for slot in 1..=2u16 {
-            link_daemon(&d, &standin, u, slot, &format!("49151000006{i}{slot}")).await;
+            d.link(&standin, u, slot, &format!("49151000006{i}{slot}"))
+                .await;
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -499,7 +484,7 @@ async fn sigkill_leaves_no_browser_and_the_next_boot_reaps_strays_and_refuses_a_
     let tmp = tempfile::tempdir().unwrap();
     let mut d = daemon::start(tmp.path(), &standin.url(), &[]).await;
     let (a, b) = (uuid_like(0x70), uuid_like(0x71));
-    link_daemon(&d, &standin, &a, 1, "4915100000070").await;
+    d.link(&standin, &a, 1, "4915100000070").await;
     let (status, _) = d
         .call("POST", &format!("/api/start/{b}/1"), SERVICE_TOKEN)
         .await;
@@ -589,7 +574,7 @@ async fn legacy_profiles_are_imported_idempotently_and_restored_without_a_scan()
     // A profile linked by "the old backend": linked once through a daemon whose database is then
     // thrown away, so only the folder remains, as after the PM2 era.
     let mut d = daemon::start(tmp.path(), &standin.url(), &[]).await;
-    link_daemon(&d, &standin, &user, 1, "4915100000080").await;
+    d.link(&standin, &user, 1, "4915100000080").await;
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(30)).await.0, Some(0));
     std::fs::remove_file(tmp.path().join("data/wa-supervisor.db")).unwrap();

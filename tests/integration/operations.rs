@@ -371,23 +371,11 @@ impl Place {
     }
 }
 
-/// Starts `user:slot` on `d` and scans its QR code with `phone`.
+/// Links `user:slot` on `d` to `phone` and waits until WA-JS drives it.
 async fn link(d: &Daemon, standin: &StandIn, user: &str, slot: u16, phone: &str) {
-    let (status, body) = d
-        .call("POST", &format!("/api/start/{user}/{slot}"), SERVICE_TOKEN)
+    d.link(standin, user, slot, phone).await;
+    d.wait_state(user, slot, LAUNCH, |s| s["bridge"] == "wa-js")
         .await;
-    assert_eq!(status, 202, "{body}");
-    let s = d
-        .wait_state(user, slot, LAUNCH, |s| s["state"] == "qr")
-        .await;
-    standin
-        .scan(s["qr"]["payload"].as_str().unwrap(), phone)
-        .await
-        .unwrap();
-    d.wait_state(user, slot, LAUNCH, |s| {
-        s["isConnected"] == true && s["bridge"] == "wa-js"
-    })
-    .await;
 }
 
 /// Backs up a running daemon with two users' linked sessions and deliveries it owes, restores

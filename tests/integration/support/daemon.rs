@@ -155,6 +155,31 @@ impl Daemon {
         )
     }
 
+    /// Starts `user:slot`, scans its QR code on the stand-in phone `phone`, and waits until the
+    /// session is connected.
+    pub async fn link(
+        &self,
+        standin: &super::standin::StandIn,
+        user: &str,
+        slot: u16,
+        phone: &str,
+    ) {
+        let limit = Duration::from_secs(30);
+        let (status, body) = self
+            .call("POST", &format!("/api/start/{user}/{slot}"), SERVICE_TOKEN)
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let s = self
+            .wait_state(user, slot, limit, |s| s["state"] == "qr")
+            .await;
+        standin
+            .scan(s["qr"]["payload"].as_str().unwrap(), phone)
+            .await
+            .unwrap();
+        self.wait_state(user, slot, limit, |s| s["isConnected"] == true)
+            .await;
+    }
+
     pub async fn wait_state(
         &self,
         user: &str,
