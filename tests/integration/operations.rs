@@ -996,3 +996,23 @@ async fn the_first_backup_after_an_import_holds_the_adopted_logins() {
     assert_eq!(standin.issued_payloads().len(), issued, "no scan");
     drop(d2);
 }
+
+/// `POST /api/logout` of a stopped linked session unlinks it on WhatsApp's side too: the
+/// session is started on its profile just long enough (it used to only forget the login here).
+#[actix_web::test]
+async fn a_logout_of_a_stopped_linked_session_unlinks_it_on_whatsapp_s_side() {
+    use crate::support::harness::spawn_app;
+    let t = spawn_app(opts(), &[]).await;
+    let user = uuid_like(0x61);
+    t.link(&user, 1, "4915100006101").await;
+    assert_eq!(t.stop(&user, 1).await, 200);
+    let out = t
+        .post(&format!("/api/logout/{user}/1"), SERVICE_TOKEN)
+        .await;
+    assert_eq!(out.status, 200, "{:?}", out.json);
+    assert_eq!(out.json["unlinkedOnWhatsApp"], true, "{:?}", out.json);
+    assert_eq!(out.json["state"], "stopped");
+    assert!(out.json["connectedNumber"].is_null());
+    assert_eq!(t.standin.self_logouts().len(), 1);
+    assert!(!t.sessions_dir().join(format!("{user}-slot1")).exists());
+}

@@ -480,8 +480,9 @@ async fn failed_deliveries(db: &PgDatabase) -> i64 {
 }
 
 /// Item 3: a logout is final on every node. Linked on `a` and drained to `b` (`a` keeps its
-/// profile from that run), stopped on `b`, then logged out with no browser running: the answer
-/// says WhatsApp was not told (the phone removes the device), and a later start placed on `a`
+/// profile from that run), stopped on `b`, then logged out with no browser running (and no
+/// WA-JS on these nodes to wake one for): the answer says WhatsApp was not told (the phone
+/// removes the device), and a later start placed on `a`
 /// shows a QR code — `a`'s old profile used to come back `connected` with the old login, since
 /// the logout only deleted the snapshot and `b`'s folder.
 #[tokio::test]

@@ -270,7 +270,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Unlinks: closes the browser, deletes the profile folder, clears the number. */
+        /**
+         * Unlinks: on WhatsApp's side too (a stopped linked session is started on its profile for
+         *     that), then closes the browser, deletes the profile folder, clears the number.
+         */
         post: operations["logout"];
         delete?: never;
         options?: never;
@@ -1339,8 +1342,9 @@ export interface components {
             state: components["schemas"]["SessionState"];
             /**
              * @description Only in a logout's answer: whether WhatsApp was told, so the phone's list of linked
-             *     devices drops this one. `false` when no linked browser ran (a stopped session): remove
-             *     the device on the phone (Settings → Linked devices); the login is gone on every node.
+             *     devices drops this one (a stopped linked session is started on its profile for that).
+             *     `false` when it could not be (no WA-JS, the page not linked any more): remove the device
+             *     on the phone (Settings → Linked devices); the login is gone on every node.
              */
             unlinkedOnWhatsApp?: boolean | null;
             /** @description RFC 3339, UTC. */

@@ -12,8 +12,9 @@ pub struct Logout {
     pub key: SessionKey,
     pub by: Initiator,
     /// A linked session without a browser is first started on its profile, just long enough
-    /// to unlink it on WhatsApp's side (a user's deletion, docs/operations.md). Without it, such
-    /// a session's logout only forgets the login here (`unlinkedOnWhatsApp: false`).
+    /// to unlink it on WhatsApp's side (what `POST /api/logout`, a purge and a user's deletion
+    /// ask). Without it, or without WA-JS, such a session's logout only forgets the login here
+    /// (`unlinkedOnWhatsApp: false`).
     pub wake: bool,
 }
 
@@ -33,7 +34,8 @@ impl Handler<Logout> for SessionActor {
             );
             self.crashes.clear();
             self.launch(Cause::Start, &by, ctx);
-            let awake = until_awake(ctx.address(), self.key.clone(), self.env.page_ready_timeout);
+            let limit = self.env.page_ready_timeout.min(WAKE_WITHIN);
+            let awake = until_awake(ctx.address(), self.key.clone(), limit);
             return Box::pin(
                 awake
                     .into_actor(self)
@@ -43,6 +45,10 @@ impl Handler<Logout> for SessionActor {
         self.log_out_claimed(by, ctx)
     }
 }
+
+/// The longest a logout waits for a woken session's page to be linked with WA-JS ready (a
+/// forwarded request gives up after 60 s); past it the login is forgotten here only.
+const WAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(40);
 
 /// Resolves once the session is linked with WA-JS ready (it can be unlinked), or shows it is not
 /// linked after all (a QR code, stopped, failed), or after `limit`.

@@ -45,8 +45,9 @@ pub struct Session {
     /// RFC 3339, UTC.
     pub updated_at: String,
     /// Only in a logout's answer: whether WhatsApp was told, so the phone's list of linked
-    /// devices drops this one. `false` when no linked browser ran (a stopped session): remove
-    /// the device on the phone (Settings → Linked devices); the login is gone on every node.
+    /// devices drops this one (a stopped linked session is started on its profile for that).
+    /// `false` when it could not be (no WA-JS, the page not linked any more): remove the device
+    /// on the phone (Settings → Linked devices); the login is gone on every node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unlinked_on_whats_app: Option<bool>,
 }

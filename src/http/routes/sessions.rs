@@ -212,7 +212,8 @@ async fn stop(
     Ok(HttpResponse::Ok().json(registry.stop(key, who.audit_name()).await?))
 }
 
-/// Unlinks: closes the browser, deletes the profile folder, clears the number.
+/// Unlinks: on WhatsApp's side too (a stopped linked session is started on its profile for
+/// that), then closes the browser, deletes the profile folder, clears the number.
 #[utoipa::path(
     post,
     path = "/api/logout/{userId}/{slot}",
@@ -227,5 +228,5 @@ async fn logout(
     registry: web::Data<RegistryHandle>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_user(key.user_id())?;
-    Ok(HttpResponse::Ok().json(registry.logout(key, who.audit_name(), false).await?))
+    Ok(HttpResponse::Ok().json(registry.logout(key, who.audit_name(), true).await?))
 }
