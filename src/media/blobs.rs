@@ -82,6 +82,22 @@ impl Blobs {
         }
     }
 
+    /// Whether content `sha256` is stored whole (`size` bytes: a file of that length, or its
+    /// first part in the database).
+    pub async fn holds(&self, sha256: &str, size: u64) -> bool {
+        if !valid(sha256) {
+            return false;
+        }
+        match self {
+            Blobs::Files(dir) => tokio::fs::metadata(Self::path(dir, sha256))
+                .await
+                .is_ok_and(|m| m.is_file() && m.len() == size),
+            Blobs::Database(store, _) => {
+                size == 0 || matches!(store.blob_part(sha256, 0).await, Ok(Some(_)))
+            }
+        }
+    }
+
     /// Bytes `start..end` of content `sha256`, in pieces.
     pub fn read(
         &self,

@@ -60,6 +60,10 @@ pub struct Manifest {
     pub tables: Vec<TableEntry>,
     /// Every entry before the manifest, in order.
     pub entries: Vec<EntryInfo>,
+    /// Media contents the rows name that were missing or damaged on disk: left out (a restore
+    /// marks their media removed, as the retention would).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_media: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,7 +169,15 @@ impl Backup {
         }
         // Held while read, so no retention or quota pass deletes one mid-copy.
         let _held: Vec<_> = shas.iter().map(|(sha, _)| self.media.hold(sha)).collect();
+        let mut missing_media = Vec::new();
         for (sha, size) in &shas {
+            if !self.media.blobs().holds(sha, *size).await {
+                // Gone from the disk (by hand, or a retention pass just before the hold): the
+                // backup goes on without it, and a restore marks its rows removed.
+                log::warn!("backup: media content {sha} is missing or damaged; left out");
+                missing_media.push(sha.clone());
+                continue;
+            }
             let name = format!("media/{sha}");
             let bytes = self.media.blobs().read(sha, 0, *size);
             out.stream(&name, *size, bytes).await.map_err(io(name))?;
@@ -195,6 +207,7 @@ impl Backup {
                 })
                 .collect(),
             entries: out.entries().to_vec(),
+            missing_media,
         };
         let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
         let bytes = out.finish(&text).await.map_err(io(archive::MANIFEST))?;

@@ -191,7 +191,12 @@ pub async fn restore(
                 .map(|p| ((*t).to_owned(), p.to_path_buf()))
         })
         .collect();
-    let rows = match ground.store.load(tables, crate::store::now_ms()).await {
+    let missing = manifest.missing_media.clone();
+    let rows = match ground
+        .store
+        .load(tables, missing, crate::store::now_ms())
+        .await
+    {
         Ok(n) => n,
         Err(e) => {
             undo(&written);

@@ -363,8 +363,14 @@ impl Store {
 
     /// Inserts the lines of each `(table, file)` in one transaction (ids kept; PostgreSQL's
     /// sequences are moved past them). Nothing is written when one line fails. Owed deliveries
-    /// are due at `now` (a restore is the moment to try again, whatever their backoff said).
-    pub async fn load(&self, files: Vec<(String, PathBuf)>, now: i64) -> Result<u64, StoreError> {
+    /// are due at `now` (a restore is the moment to try again, whatever their backoff said);
+    /// media whose content is in `missing` are marked removed.
+    pub async fn load(
+        &self,
+        files: Vec<(String, PathBuf)>,
+        missing: Vec<String>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
         self.run(move |conn, ctx| {
             let postgres = matches!(conn, DbConnection::Pg(_));
             conn.transaction(|conn| -> Result<u64, DumpError> {
@@ -384,6 +390,13 @@ impl Store {
                         n += 1;
                     }
                 }
+                diesel::update(
+                    media::table
+                        .filter(media::state.eq("stored"))
+                        .filter(media::sha256.eq_any(&missing)),
+                )
+                .set((media::state.eq("removed"), media::updated_ms.eq(now)))
+                .execute(conn)?;
                 diesel::update(
                     deliveries::table
                         .filter(deliveries::status.eq("pending"))

@@ -135,6 +135,9 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// The content of a media row whose file is gone.
+const LOST: &str = "5555555555555555555555555555555555555555555555555555555555555555";
+
 /// A daemon's data without running it: two users' rows (one linked, with a login in its
 /// profile), events and an owed delivery.
 async fn offline_data(place: &Place) -> String {
@@ -174,6 +177,34 @@ async fn offline_data(place: &Place) -> String {
             .await
             .unwrap();
     }
+    // A media message whose content is gone from the disk (deleted by hand).
+    store
+        .append_event(
+            wa_supervisor::store::NewOutboxEvent {
+                key: key(&a, 1),
+                kind: "message",
+                payload: "{\"type\":\"image\"}".into(),
+                created_ms: wa_supervisor::store::now_ms(),
+                dedupe: Some("msg:LOST".into()),
+                media: Some(wa_supervisor::store::MediaRow {
+                    id: wa_supervisor::media::Media::id_of(&key(&a, 1), "LOST"),
+                    key: key(&a, 1),
+                    message_id: "LOST".into(),
+                    state: wa_supervisor::store::MediaState::Stored,
+                    sha256: Some(LOST.into()),
+                    size: Some(10),
+                    mimetype: Some("image/jpeg".into()),
+                    filename: None,
+                    error: None,
+                    created_ms: 1_000,
+                    updated_ms: 1_000,
+                }),
+            },
+            true,
+            None,
+        )
+        .await
+        .unwrap();
     let login = place
         .sessions()
         .join(format!("{a}-slot1/Default/Local Storage/leveldb"));
@@ -236,6 +267,8 @@ async fn a_damaged_truncated_tampered_or_wrongly_keyed_backup_is_refused_and_not
     assert!(listing.contains("db/outbox_events.jsonl"), "{listing}");
     assert!(listing.ends_with("manifest.json\n"), "{listing}");
 
+    // The missing content is left out and listed, not a failed backup.
+    assert_eq!(manifest_of(&plain)["missingMedia"], json!([LOST]));
     let bytes = std::fs::read(&plain).unwrap();
     let target = Place::new(&tmp.path().join("target"));
     let refused = |file: &Path, extra: &[&str], words: &str| {
@@ -336,6 +369,16 @@ async fn a_damaged_truncated_tampered_or_wrongly_keyed_backup_is_refused_and_not
     assert_eq!(mode(&restored), 0o600);
     let rows = target.store().list_sessions(None).await.unwrap();
     assert_eq!(rows.len(), 2);
+    let lost = target
+        .store()
+        .media(
+            &key(&a, 1),
+            &wa_supervisor::media::Media::id_of(&key(&a, 1), "LOST"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lost.state, wa_supervisor::store::MediaState::Removed);
     assert_eq!(rows[0].connected_number.as_deref(), Some("4915100000101"));
     // A second restore into what is not empty any more is refused.
     let (code, _, err) = target.run(&["restore", "--from", plain.to_str().unwrap()]);

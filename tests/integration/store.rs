@@ -1664,7 +1664,13 @@ async fn a_dump_loads_back_into_an_empty_database_row_for_row(db: &TestDb) {
     let target = target_db.open();
     assert_eq!(target.first_nonempty_table().await.unwrap(), None);
     let later = now_ms() + 3_600_000;
-    assert_eq!(target.load(files.clone(), now_ms()).await.unwrap(), 15);
+    assert_eq!(
+        target
+            .load(files.clone(), Vec::new(), now_ms())
+            .await
+            .unwrap(),
+        15
+    );
     assert_eq!(
         target.first_nonempty_table().await.unwrap(),
         Some("whatsapp_bots")
@@ -1714,7 +1720,7 @@ async fn a_dump_loads_back_into_an_empty_database_row_for_row(db: &TestDb) {
     let again = db.sibling();
     let broken = again.open();
     std::fs::write(&files[2].1, "{\"id\": \"not a number\"}\n").unwrap();
-    assert!(broken.load(files, now_ms()).await.is_err());
+    assert!(broken.load(files, Vec::new(), now_ms()).await.is_err());
     assert_eq!(broken.first_nonempty_table().await.unwrap(), None);
 }
 
