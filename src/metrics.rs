@@ -60,6 +60,15 @@ pub struct Metrics {
     pub misrouted: AtomicU64,
     /// Browsers recycled for going over `SESSION_MEMORY_MAX`.
     pub recycles_memory: AtomicU64,
+    /// Backups the daemon wrote whole, and those that failed (docs/operations.md).
+    pub backups_ok: AtomicU64,
+    pub backups_failed: AtomicU64,
+    /// When the last whole backup ended (Unix seconds, 0: none yet) and its size.
+    pub backup_last_ok_secs: AtomicU64,
+    pub backup_last_bytes: AtomicU64,
+    /// Sessions removed for good by purges and by users' deletions.
+    pub removed_purge: AtomicU64,
+    pub removed_deletion: AtomicU64,
     pub start_to_qr: Histogram,
     pub qr_to_connected: Histogram,
     /// (route pattern, method, status) → count.
@@ -125,6 +134,24 @@ impl Metrics {
             "# HELP wa_session_recycles_total Browsers closed and relaunched on their profile, by reason.\n\
              # TYPE wa_session_recycles_total counter\nwa_session_recycles_total{{reason=\"memory\"}} {}",
             self.recycles_memory.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wa_backups_total Backups the daemon took, by outcome.\n# TYPE wa_backups_total counter\n\
+             wa_backups_total{{outcome=\"ok\"}} {}\nwa_backups_total{{outcome=\"failed\"}} {}\n\
+             # HELP wa_backup_last_success_timestamp_seconds When the last whole backup ended (0: none since the start).\n\
+             # TYPE wa_backup_last_success_timestamp_seconds gauge\nwa_backup_last_success_timestamp_seconds {}\n\
+             # HELP wa_backup_last_bytes The size of the last whole backup.\n# TYPE wa_backup_last_bytes gauge\n\
+             wa_backup_last_bytes {}\n\
+             # HELP wa_sessions_removed_total Sessions removed for good, by what removed them.\n\
+             # TYPE wa_sessions_removed_total counter\nwa_sessions_removed_total{{by=\"purge\"}} {}\n\
+             wa_sessions_removed_total{{by=\"user_deletion\"}} {}",
+            self.backups_ok.load(Ordering::Relaxed),
+            self.backups_failed.load(Ordering::Relaxed),
+            self.backup_last_ok_secs.load(Ordering::Relaxed),
+            self.backup_last_bytes.load(Ordering::Relaxed),
+            self.removed_purge.load(Ordering::Relaxed),
+            self.removed_deletion.load(Ordering::Relaxed),
         );
         if let Some(b) = binary {
             let _ = writeln!(

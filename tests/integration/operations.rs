@@ -550,6 +550,25 @@ async fn backup_restore_round_trip(target_db: Option<String>) {
         "two sessions of one user were away at once"
     );
     assert_eq!(mode(&file), 0o600);
+    let metrics = d
+        .client
+        .get(d.url("/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wa_backups_total{outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        metrics.contains(&format!("wa_backup_last_bytes {size}")),
+        "{metrics}"
+    );
     let manifest = manifest_of(&file);
     for (user, slot, phone) in linked {
         let s = manifest["sessions"]
@@ -952,6 +971,11 @@ async fn deleting_a_user_unlinks_and_removes_everything_of_theirs_and_nothing_of
             .await
             .status,
         404
+    );
+    let metrics = t.text("/metrics", ADMIN_TOKEN).await;
+    assert!(
+        metrics.contains("wa_sessions_removed_total{by=\"user_deletion\"} 2"),
+        "{metrics}"
     );
     // Her actors are gone, not idle: the registry and `/actors` know nothing of her.
     let actors = t.get("/actors", ADMIN_TOKEN).await.json;

@@ -62,6 +62,7 @@ async fn backup(
     body: web::Bytes,
     registry: web::Data<RegistryHandle>,
     ops: web::Data<Ops>,
+    state: web::Data<crate::http::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_admin()?;
     let request: BackupRequest = optional_body(&body)?;
@@ -81,7 +82,9 @@ async fn backup(
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<web::Bytes>>(8);
     let sink = tx.clone();
     let by = who.audit_name();
+    let metrics = state.metrics.clone();
     actix_web::rt::spawn(async move {
+        use std::sync::atomic::Ordering::Relaxed;
         let _one_at_a_time = guard;
         let written = if recipients.is_empty() {
             job.write(sink).await
@@ -95,23 +98,31 @@ async fn backup(
             }
         };
         match written {
-            Ok(s) => log::info!(
-                "backup by {by}: {} sessions, {} logins, {} bytes in {} ms{}",
-                s.manifest.sessions.len(),
-                s.manifest
-                    .sessions
-                    .iter()
-                    .filter(|x| x.login.is_some())
-                    .count(),
-                s.bytes,
-                s.took.as_millis(),
-                if recipients.is_empty() {
-                    ""
-                } else {
-                    " (encrypted)"
-                }
-            ),
+            Ok(s) => {
+                metrics.backups_ok.fetch_add(1, Relaxed);
+                metrics
+                    .backup_last_ok_secs
+                    .store((crate::store::now_ms() / 1000) as u64, Relaxed);
+                metrics.backup_last_bytes.store(s.bytes, Relaxed);
+                log::info!(
+                    "backup by {by}: {} sessions, {} logins, {} bytes in {} ms{}",
+                    s.manifest.sessions.len(),
+                    s.manifest
+                        .sessions
+                        .iter()
+                        .filter(|x| x.login.is_some())
+                        .count(),
+                    s.bytes,
+                    s.took.as_millis(),
+                    if recipients.is_empty() {
+                        ""
+                    } else {
+                        " (encrypted)"
+                    }
+                )
+            }
             Err(e) => {
+                metrics.backups_failed.fetch_add(1, Relaxed);
                 let why = crate::chain(&e);
                 log::error!("backup by {by} failed: {why}");
                 // The response ends without its end: the receiver has an incomplete file.
@@ -161,6 +172,7 @@ async fn purge(
     body: web::Bytes,
     registry: web::Data<RegistryHandle>,
     ops: web::Data<Ops>,
+    state: web::Data<crate::http::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_admin()?;
     let request: PurgeRequest = optional_body(&body)?;
@@ -173,6 +185,15 @@ async fn purge(
             PurgeError::UnknownSession(_) => ApiError::UnknownSession,
             e => ApiError::internal(e),
         })?;
+    let removed = report
+        .items
+        .iter()
+        .filter(|i| i.removed.as_ref().is_some_and(|r| r.rows > 0) && i.error.is_none())
+        .count();
+    state
+        .metrics
+        .removed_purge
+        .fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -198,6 +219,7 @@ async fn delete_user(
     registry: web::Data<RegistryHandle>,
     ops: web::Data<Ops>,
     cluster: web::Data<Option<Arc<Cluster>>>,
+    state: web::Data<crate::http::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     who.authorize_admin()?;
     let _one_at_a_time = ops.removals.lock().await;
@@ -228,6 +250,10 @@ async fn delete_user(
         }
     }
     deletion.nodes = nodes;
+    state
+        .metrics
+        .removed_deletion
+        .fetch_add(deletion.removed.rows, std::sync::atomic::Ordering::Relaxed);
     Ok(HttpResponse::Ok().json(deletion))
 }
 
