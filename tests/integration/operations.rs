@@ -477,8 +477,26 @@ async fn backup_restore_round_trip(target_db: Option<String>) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let issued = standin.issued_payloads().len();
 
-    // While the backup runs: never two sessions of one user away at once.
+    // While the backup runs: never two sessions of one user away at once, and messages keep
+    // coming to one of them (each recorded once, whether it came while its browser was away).
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let during = {
+        let watching = watching.clone();
+        let standin = &standin;
+        async move {
+            let mut ids = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                let body = format!("during the copy {}", ids.len());
+                ids.push(
+                    standin
+                        .incoming(linked[1].2, "4917000000003", &body)
+                        .unwrap(),
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ids
+        }
+    };
     let watcher = {
         let (client, url, watching) = (d.client.clone(), d.url("/actors"), watching.clone());
         let linked: Vec<String> = linked.iter().map(|(u, s, _)| format!("{u}:{s}")).collect();
@@ -539,10 +557,16 @@ async fn backup_restore_round_trip(target_db: Option<String>) {
     }
 
     let file = tmp.path().join("daemon.backup");
-    let (code, out, err) = source
-        .run_async(&["backup", "--out", file.to_str().unwrap()])
-        .await;
-    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let ((code, out, err), sent_during) = tokio::join!(
+        async {
+            let done = source
+                .run_async(&["backup", "--out", file.to_str().unwrap()])
+                .await;
+            watching.store(false, std::sync::atomic::Ordering::SeqCst);
+            done
+        },
+        during
+    );
     assert_eq!(code, 0, "{out}{err}\n{}", d.log_text());
     assert!(out.contains("by the daemon at"), "{out}");
     assert!(
@@ -569,6 +593,23 @@ async fn backup_restore_round_trip(target_db: Option<String>) {
         metrics.contains(&format!("wa_backup_last_bytes {size}")),
         "{metrics}"
     );
+    assert!(sent_during.len() >= 10, "{}", sent_during.len());
+    let path = format!("/api/messages/{b}/1?limit=500");
+    let recorded =
+        crate::support::harness::eventually(LAUNCH, "every message recorded", || async {
+            let (_, page) = d.call("GET", &path, SERVICE_TOKEN).await;
+            let ids: Vec<String> = page["events"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["type"] == "message")
+                .filter_map(|e| e["data"]["id"].as_str().map(str::to_owned))
+                .collect();
+            sent_during.iter().all(|id| ids.contains(id)).then_some(ids)
+        })
+        .await;
+    for id in &sent_during {
+        assert_eq!(recorded.iter().filter(|r| *r == id).count(), 1, "{id} once");
+    }
     let manifest = manifest_of(&file);
     for (user, slot, phone) in linked {
         let s = manifest["sessions"]
@@ -1082,4 +1123,59 @@ async fn a_logout_of_a_stopped_linked_session_unlinks_it_on_whatsapp_s_side() {
     assert!(out.json["connectedNumber"].is_null());
     assert_eq!(t.standin.self_logouts().len(), 1);
     assert!(!t.sessions_dir().join(format!("{user}-slot1")).exists());
+}
+
+/// The daemon killed (kill -9) in the middle of a backup, while a session's browser is closed
+/// for its copy: the command fails and leaves no file, and the daemon started again brings every
+/// session back connected without a scan (a copy keeps the session's intent: it is a recycle).
+#[actix_web::test]
+async fn a_daemon_killed_mid_backup_loses_no_session_and_leaves_no_file() {
+    let standin = StandIn::start(opts()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let wpp = crate::support::wpp::install(tmp.path());
+    let mut place = Place::new(&tmp.path().join("daemon"));
+    let mut d = place.start(&standin, &wpp).await;
+    let (a, b) = (uuid_like(0x71), uuid_like(0x72));
+    let linked = [
+        (&a, 1, "4915100007101"),
+        (&a, 2, "4915100007102"),
+        (&b, 1, "4915100007201"),
+    ];
+    for (user, slot, phone) in linked {
+        link(&d, &standin, user, slot, phone).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let issued = standin.issued_payloads().len();
+
+    let file = tmp.path().join("cut.backup");
+    let args = ["backup", "--out", file.to_str().unwrap()];
+    let backup = place.run_async(&args);
+    let kill = async {
+        crate::support::harness::eventually(LAUNCH, "a session away for its copy", || async {
+            let (_, info) = d.call("GET", "/actors", ADMIN_TOKEN).await;
+            info["actors"]
+                .as_array()?
+                .iter()
+                .any(|x| x["state"] == "restarting")
+                .then_some(())
+        })
+        .await;
+        d.signal(libc::SIGKILL);
+    };
+    let ((code, out, err), ()) = tokio::join!(backup, kill);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("cut") || err.contains("the daemon"), "{err}");
+    assert!(!file.exists());
+    assert!(!tmp.path().join("cut.backup.partial").exists());
+    d.wait_exit(Duration::from_secs(10)).await;
+
+    let d2 = place.start(&standin, &wpp).await;
+    for (user, slot, phone) in linked {
+        let s = d2
+            .wait_state(user, slot, LAUNCH, |s| s["isConnected"] == true)
+            .await;
+        assert_eq!(s["connectedNumber"], phone);
+    }
+    assert_eq!(standin.issued_payloads().len(), issued, "no scan");
+    drop(d2);
 }
