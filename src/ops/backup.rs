@@ -218,7 +218,7 @@ impl Backup {
         })
     }
 
-    /// Writes `row`'s login (when it has a number) and says where it came from.
+    /// Writes `row`'s login (when there is one to copy) and says where it came from.
     async fn login<S: Sink>(
         &self,
         row: &SessionRow,
